@@ -1,0 +1,25 @@
+# The two commands of the README: `make build` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: build test venv system-packages bench clean
+
+build: $(BIN)/mailgw
+	$(BIN)/mailgw build
+
+test: $(BIN)/mailgw system-packages
+	$(BIN)/python -m pytest
+
+venv: $(BIN)/mailgw
+
+# Re-run when the dependency pins change.
+$(BIN)/mailgw: pyproject.toml scripts/setup-venv
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup-venv
+	@touch $@
+
+system-packages:
+	@scripts/system-packages
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+import sys
+
+from compiler.main import main
+
+sys.exit(main())

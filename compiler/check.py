@@ -1,0 +1,195 @@
+"""Stage 3, check: rules that need more than one value, file or domain at once.
+
+Each rule returns every finding it sees; where two places conflict, the
+finding stands at one and its message names the other.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import PurePosixPath
+
+import idna
+
+from compiler.findings import Finding
+from compiler.fleet import Declarations, DomainSource
+from compiler.model import Alias, Person
+
+
+def check(declarations: Declarations) -> list[Finding]:
+    findings: list[Finding] = []
+    for rule in RULES:
+        findings += rule(declarations)
+    return findings
+
+
+def _where(source: DomainSource, loc: tuple, at_key: bool = False) -> str:
+    line, col = source.doc.position(loc, at_key=at_key)
+    return f"{source.doc.relpath}:{line}:{col}"
+
+
+def file_name_matches_domain(decls: Declarations) -> list[Finding]:
+    findings = []
+    for source in decls.domains:
+        stem = PurePosixPath(source.doc.relpath).name.removesuffix(".yaml")
+        # The A-label, or for an IDN domain its lower-case Unicode form.
+        if stem not in (source.decl.domain, idna.decode(source.decl.domain)):
+            findings.append(source.doc.finding(
+                ("domain",), "file-name-mismatch",
+                f"domain '{source.decl.domain}' is declared in '{source.doc.relpath}'; "
+                f"the file must be named domains/{source.decl.domain}.yaml"))
+    return findings
+
+
+def one_file_per_domain(decls: Declarations) -> list[Finding]:
+    first: dict[str, DomainSource] = {}
+    findings = []
+    for source in sorted(decls.domains, key=lambda s: s.doc.relpath):
+        name = source.decl.domain
+        if name in first:
+            findings.append(source.doc.finding(
+                ("domain",), "duplicate-domain",
+                f"domain '{name}' is already declared at {_where(first[name], ('domain',))}"))
+        else:
+            first[name] = source
+    return findings
+
+
+def one_declaration_per_address(decls: Declarations) -> list[Finding]:
+    """Local parts are case-insensitive, and an address is a recipient or an external alias, not both."""
+    findings = []
+    for source in decls.domains:
+        seen: dict[str, tuple] = {}
+        for section in ("recipients", "external_aliases"):
+            for local in getattr(source.decl, section):
+                folded, loc = local.lower(), (section, local)
+                if folded in seen:
+                    findings.append(source.doc.finding(
+                        loc, "duplicate-address",
+                        f"address '{folded}@{source.decl.domain}' is already declared at "
+                        f"{_where(source, seen[folded], at_key=True)}", at_key=True))
+                else:
+                    seen[folded] = loc
+    return findings
+
+
+def list_domains_accept_someone(decls: Declarations) -> list[Finding]:
+    return [source.doc.finding(("recipient_check",), "empty-recipient-list",
+                               "recipient_check is 'list' but no recipients or external aliases are "
+                               "declared, so the MX would reject all mail for the domain")
+            for source in decls.domains
+            if source.decl.recipient_check == "list" and not (source.decl.recipients or source.decl.external_aliases)]
+
+
+def nexthop_is_not_the_gateway(decls: Declarations) -> list[Finding]:
+    own = set(decls.gateway.mx_hosts)
+    return [source.doc.finding(("delivery", "nexthop", i), "nexthop-loop",
+                               f"next hop '{hop.host}' is one of the gateway's own MX hosts; mail would loop")
+            for source in decls.domains for i, hop in enumerate(source.decl.delivery.nexthop) if hop.host in own]
+
+
+def owners_are_known_uids(decls: Declarations) -> list[Finding]:
+    known = {r.uid for s in decls.domains for r in s.decl.recipients.values() if isinstance(r, (Person, Alias))}
+    findings = []
+    for source in decls.domains:
+        for local, recipient in source.decl.recipients.items():
+            for i, owner in enumerate(getattr(recipient, "owners", ())):
+                if owner not in known:
+                    findings.append(source.doc.finding(
+                        ("recipients", local, "owners", i), "unknown-owner",
+                        f"owner '{owner}' of '{local}' is not the uid of any person or alias in the fleet"))
+    return findings
+
+
+def _accepted(decls: Declarations) -> dict[str, dict[str, tuple]]:
+    """Served domain -> lower-case local part -> (section, key) of its declaration."""
+    accepted: dict[str, dict[str, tuple]] = {}
+    for source in decls.domains:
+        locals_ = accepted.setdefault(source.decl.domain, {})
+        for section in ("recipients", "external_aliases"):
+            for local in getattr(source.decl, section):
+                locals_.setdefault(local.lower(), (section, local))
+    return accepted
+
+
+def alias_targets_exist(decls: Declarations) -> list[Finding]:
+    """A target in a domain this gateway serves by list must be declared there, or the MX bounces it."""
+    accepted = _accepted(decls)
+    listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    findings = []
+    for source in decls.domains:
+        for local, targets in source.decl.external_aliases.items():
+            for i, target in enumerate(targets):
+                target_local, _, target_domain = target.lower().partition("@")
+                if target_domain in listed and target_local not in accepted[target_domain]:
+                    findings.append(source.doc.finding(
+                        ("external_aliases", local, i), "undeclared-alias-target",
+                        f"target '{target}' is in '{target_domain}', which this gateway serves, "
+                        f"but is not declared there"))
+    return findings
+
+
+def alias_chains_end(decls: Declarations) -> list[Finding]:
+    """External aliases that lead back to themselves would loop on the MX until the hop limit."""
+    graph: dict[str, list[str]] = {}
+    where: dict[str, tuple[DomainSource, str]] = {}
+    for source in decls.domains:
+        for local, targets in source.decl.external_aliases.items():
+            address = f"{local.lower()}@{source.decl.domain}"
+            graph[address] = sorted({t.lower() for t in targets})
+            where[address] = (source, local)
+    # One depth-first walk; every cycle shows up as at least one back edge.
+    findings, done, reported = [], set(), set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path, stack = [start], [iter(graph[start])]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                done.add(path.pop())
+            elif child in path:
+                cycle = path[path.index(child):]
+                first = min(cycle)
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    turn = cycle.index(first)
+                    shown = cycle[turn:] + cycle[:turn] + [first]
+                    source, local = where[first]
+                    findings.append(source.doc.finding(("external_aliases", local), "alias-loop",
+                                                       "external aliases loop: " + " -> ".join(shown),
+                                                       at_key=True))
+            elif child in graph and child not in done:
+                path.append(child)
+                stack.append(iter(graph[child]))
+    return findings
+
+
+def subdomains_stay_with_their_site(decls: Declarations) -> list[Finding]:
+    by_name = {s.decl.domain: s for s in decls.domains}
+    findings = []
+    for name, source in sorted(by_name.items()):
+        labels = name.split(".")
+        for i in range(1, len(labels) - 1):
+            parent = by_name.get(".".join(labels[i:]))
+            if parent and parent.decl.site != source.decl.site:
+                findings.append(source.doc.finding(
+                    ("domain",), "subdomain-overlap",
+                    f"'{name}' (site {source.decl.site}) lies under '{parent.decl.domain}' of site "
+                    f"{parent.decl.site}, declared at {_where(parent, ('domain',))}; a subdomain belongs "
+                    f"to its parent's site"))
+    return findings
+
+
+RULES = (
+    file_name_matches_domain,
+    one_file_per_domain,
+    one_declaration_per_address,
+    list_domains_accept_someone,
+    nexthop_is_not_the_gateway,
+    owners_are_known_uids,
+    alias_targets_exist,
+    alias_chains_end,
+    subdomains_stay_with_their_site,
+)

@@ -1,0 +1,45 @@
+"""mailgw build: compile the declarations into out/ (or check that out/ is current)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+
+from compiler.pipeline import compile_repository
+from compiler.write import read_tree, write_tree
+
+MAX_DIFF_LINES = 40
+
+
+def run(args) -> int:
+    compiled = compile_repository(args.root)
+    out = args.out if args.out is not None else args.root / "out"
+    if args.check:
+        return _check(out, compiled.artifacts)
+    changed = write_tree(out, compiled.artifacts)
+    if changed:
+        print(f"wrote {out}: {len(changed)} file(s) changed: {', '.join(changed)}", file=sys.stderr)
+    else:
+        print(f"{out} is up to date", file=sys.stderr)
+    return 0
+
+
+def _check(out, artifacts: dict[str, bytes]) -> int:
+    """Exit 1 with a short diff when the committed out/ differs from a fresh build."""
+    current = read_tree(out)
+    stale = sorted(path for path in set(current) | set(artifacts) if current.get(path) != artifacts.get(path))
+    if not stale:
+        print(f"{out} is up to date", file=sys.stderr)
+        return 0
+    print(f"{out} is stale: {len(stale)} file(s) differ from a fresh build; run 'mailgw build'")
+    shown = 0
+    for path in stale:
+        old = current.get(path, b"").decode("utf-8", "replace").splitlines(keepends=True)
+        new = artifacts.get(path, b"").decode("utf-8", "replace").splitlines(keepends=True)
+        for line in difflib.unified_diff(old, new, f"{out.name}/{path}", f"fresh/{path}", n=0):
+            if shown == MAX_DIFF_LINES:
+                print("... (diff cut)")
+                return 1
+            print(line, end="" if line.endswith("\n") else "\n")
+            shown += 1
+    return 1

@@ -1,0 +1,215 @@
+"""Stage 2, model: what gateway.yaml and domains/<domain>.yaml may say.
+
+Unknown fields are errors everywhere: a misspelt 'recipent_check' must not
+silently fall back to a default. Every value goes through compiler.values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic_core import PydanticCustomError
+
+from compiler import values
+from compiler.findings import Finding
+from compiler.load import Document
+
+
+@dataclass(frozen=True, order=True)
+class NextHop:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}"
+
+
+def _nexthop(value: Any) -> NextHop:
+    return NextHop(*values.nexthop(value))
+
+
+Uid = Annotated[str, AfterValidator(values.uid)]
+LocalPart = Annotated[str, AfterValidator(values.local_part)]
+DomainName = Annotated[str, AfterValidator(values.domain_name)]
+HostName = Annotated[str, AfterValidator(values.host)]
+MailAddress = Annotated[str, AfterValidator(values.mail_address)]
+NextHopSpec = Annotated[NextHop, PlainValidator(_nexthop, json_schema_input_type=str)]
+Owners = Annotated[list[Uid], Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Person(_Strict):
+    """A person's own address."""
+    kind: Literal["person"] = "person"
+    uid: Uid
+
+
+class Alias(_Strict):
+    """Another address of a person (delivered by the site like the person's own)."""
+    kind: Literal["alias"]
+    uid: Uid
+
+
+class Role(_Strict):
+    """An impersonal address (info@, secretariat@) managed by its owners."""
+    kind: Literal["role"]
+    owners: Owners
+
+
+class MailingList(_Strict):
+    """A mailing list address; its owners manage the list's quarantine."""
+    kind: Literal["list"]
+    owners: Owners
+
+
+def _recipient_shorthand(value: Any) -> Any:
+    # 'mario.rossi: mrossi' is the common case: a person and its uid.
+    if isinstance(value, str):
+        return {"kind": "person", "uid": value}
+    if not isinstance(value, dict) or "kind" not in value:
+        raise PydanticCustomError(
+            "bad-recipient", "a recipient is a uid (like 'mrossi') or a mapping with 'kind: person', "
+                             "'alias', 'role' or 'list'; got {got}", {"got": _describe(value)})
+    return value
+
+
+Recipient = Annotated[
+    Union[Person, Alias, Role, MailingList],
+    Field(discriminator="kind"),
+    BeforeValidator(_recipient_shorthand),
+]
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+ExternalTargets = Annotated[list[MailAddress], Field(min_length=1), BeforeValidator(_one_or_many)]
+
+
+def _same_transport(hops: list[NextHop]) -> list[NextHop]:
+    if len({hop.transport for hop in hops}) > 1:
+        raise PydanticCustomError("mixed-transports",
+                                  "all next hops of a domain must use the same transport (smtp or lmtp)")
+    if len(set(hops)) != len(hops):
+        raise PydanticCustomError("duplicate-nexthop", "a next hop is listed twice")
+    return hops
+
+
+class Delivery(_Strict):
+    """Where the MX relays the domain's accepted mail: tried in order (transport(5))."""
+    nexthop: Annotated[list[NextHopSpec], Field(min_length=1), BeforeValidator(_one_or_many),
+                       AfterValidator(_same_transport)]
+
+
+class DomainDeclaration(_Strict):
+    """domains/<domain>.yaml: one domain, owned by one site."""
+    domain: DomainName
+    site: Annotated[str, AfterValidator(values.site)]
+    admins: Annotated[list[Annotated[str, AfterValidator(values.admin)]], Field(min_length=1)]
+    role: Literal["primary", "backup"] = "primary"
+    delivery: Delivery
+    recipient_check: Literal["list", "verify"] = "list"
+    recipients: dict[LocalPart, Recipient] = {}
+    external_aliases: dict[LocalPart, ExternalTargets] = {}
+
+
+class LdapSettings(_Strict):
+    base_dn: Annotated[str, AfterValidator(values.distinguished_name)]
+
+
+class PostfixSettings(_Strict):
+    map_directory: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/postfix/mailgw"
+
+
+class GatewayDeclaration(_Strict):
+    """gateway.yaml: settings shared by the whole fleet."""
+    mx_hosts: Annotated[list[HostName], Field(min_length=1)]
+    ldap: LdapSettings
+    postfix: PostfixSettings = PostfixSettings()
+
+
+_MODELS = (Person, Alias, Role, MailingList, Delivery, DomainDeclaration, LdapSettings, PostfixSettings,
+           GatewayDeclaration)
+_FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
+_TYPE_NAMES = {"string": "text", "int": "a whole number", "list": "a list", "dict": "a mapping",
+               "model": "a mapping", "bool": "true or false"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(doc: Document, model: type[M]) -> tuple[M | None, list[Finding]]:
+    """Validate one document against its model; every problem becomes a located finding."""
+    if doc.data is None:
+        return None, [doc.finding((), "empty-file", "the file is empty; it must be a YAML mapping")]
+    if not isinstance(doc.data, dict):
+        return None, [doc.finding((), "not-a-mapping", "the top level must be a mapping of fields, not "
+                                                       f"{type(doc.data).__name__}")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as err:
+        return None, [_finding(doc, error) for error in err.errors(include_url=False)]
+
+
+def _finding(doc: Document, error: dict) -> Finding:
+    kind, loc = error["type"], error["loc"]
+    at_key = kind == "extra_forbidden" or (loc and loc[-1] == "[key]")
+    _, _, found = doc.walk(loc)
+    field = _label(found) or "top level"
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, _FIELD_NAMES, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return doc.finding(loc, "unknown-field", f"unknown field '{name}'{hint}", at_key=True)
+    if kind == "missing":
+        parent = _label(found[:-1]) if found == loc else _label(found)
+        return doc.finding(loc, "missing-field", f"{parent or 'top level'}: missing required field '{loc[-1]}'")
+    if kind == "literal_error":
+        expected = error["ctx"]["expected"]
+        return doc.finding(loc, "invalid-choice", f"{field}: {error['input']!r} is not one of {expected}")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return doc.finding(loc, "invalid-choice",
+                           f"{field}: kind {error['input'].get('kind')!r} is not 'person', 'alias', "
+                           "'role' or 'list'" if isinstance(error["input"], dict) else f"{field}: bad kind")
+    if kind.endswith("_type") and kind[:-5] in _TYPE_NAMES:
+        expected, got = _TYPE_NAMES[kind[:-5]], error["input"]
+        hint = f"; quote it if you mean the text '{got}'" if expected == "text" and got is not None else ""
+        return doc.finding(loc, "wrong-type",
+                           f"{field}: expected {expected}, got {_describe(got)}{hint}", at_key=at_key)
+    if kind == "too_short":
+        return doc.finding(loc, "empty-list", f"{field}: must list at least one entry")
+    if kind in ("int_parsing", "int_from_float"):
+        return doc.finding(loc, "wrong-type", f"{field}: expected a whole number, got {_describe(error['input'])}")
+    code = kind if kind.count("-") else "invalid-value"
+    return doc.finding(loc, code, f"{field}: {error['msg']}", at_key=at_key)
+
+
+def _label(path: tuple) -> str:
+    """A path as 'delivery.nexthop[0]' or "recipients['mario.rossi']"."""
+    label = ""
+    for part in path:
+        if isinstance(part, int) or not str(part).isidentifier():
+            label += f"[{part}]" if isinstance(part, int) else f"[{str(part)!r}]"
+        else:
+            label += f".{part}" if label else str(part)
+    return label
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r}"

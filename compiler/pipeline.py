@@ -1,0 +1,89 @@
+"""The stages in order: load, model, check, fleet, targets (write is the caller's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler import check, targets
+from compiler.findings import Finding, FindingsError
+from compiler.fleet import Declarations, DomainSource, Fleet, build_fleet
+from compiler.load import Document, load_file
+from compiler.model import DomainDeclaration, GatewayDeclaration, parse
+from compiler.write import manifest
+
+GATEWAY_FILE = "gateway.yaml"
+DOMAINS_DIR = "domains"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    fleet: Fleet
+    artifacts: dict[str, bytes]   # out/ relative path -> bytes, MANIFEST.json included
+    inputs: dict[str, bytes]
+
+
+def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
+    """The repository-relative paths of gateway.yaml and every domain file, sorted."""
+    findings = []
+    if not (root / GATEWAY_FILE).is_file():
+        findings.append(Finding(GATEWAY_FILE, 1, 1, "missing-file",
+                                "gateway.yaml is missing; every gateway repository has one"))
+    paths = [GATEWAY_FILE]
+    domains = root / DOMAINS_DIR
+    for path in sorted(domains.iterdir()) if domains.is_dir() else []:
+        rel = f"{DOMAINS_DIR}/{path.name}"
+        if path.name.startswith("."):
+            continue
+        if path.suffix == ".yml":
+            findings.append(Finding(rel, 1, 1, "wrong-extension", "domain files end in '.yaml'; rename this one"))
+        elif path.suffix == ".yaml":
+            if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+                findings.append(Finding(rel, 1, 1, "symlink-outside",
+                                        "symbolic link to a file outside the repository; declarations live "
+                                        "in the repository"))
+            else:
+                paths.append(rel)
+    return paths, findings
+
+
+def load_declarations(root: Path) -> Declarations:
+    """Load and validate every declaration; raises FindingsError with all findings of all files."""
+    paths, findings = declaration_files(root)
+    documents: dict[str, Document] = {}
+    for rel in paths:
+        if not (root / rel).exists():
+            continue
+        try:
+            documents[rel] = load_file(root / rel, rel)
+        except FindingsError as err:
+            findings += err.findings
+    gateway = None
+    if GATEWAY_FILE in documents:
+        gateway, found = parse(documents[GATEWAY_FILE], GatewayDeclaration)
+        findings += found
+    domains = []
+    for rel, doc in documents.items():
+        if rel == GATEWAY_FILE:
+            continue
+        decl, found = parse(doc, DomainDeclaration)
+        findings += found
+        if decl is not None:
+            domains.append(DomainSource(doc, decl))
+    if findings or gateway is None:
+        raise FindingsError(findings)
+    declarations = Declarations(documents[GATEWAY_FILE], gateway, tuple(domains))
+    findings = check.check(declarations)
+    if findings:
+        raise FindingsError(findings)
+    return declarations
+
+
+def compile_repository(root: Path) -> Compiled:
+    declarations = load_declarations(root)
+    fleet = build_fleet(declarations)
+    artifacts = targets.render(fleet)
+    inputs = {declarations.gateway_doc.relpath: declarations.gateway_doc.raw}
+    inputs.update((source.doc.relpath, source.doc.raw) for source in declarations.domains)
+    artifacts["MANIFEST.json"] = manifest(artifacts, inputs)
+    return Compiled(fleet, artifacts, inputs)

@@ -1,0 +1,15 @@
+"""Stage 4, targets: Fleet -> {relative path in out/: bytes}, one module per consumer."""
+
+from __future__ import annotations
+
+from compiler.fleet import Fleet
+from compiler.targets import postfix
+
+TARGETS = (postfix,)
+
+
+def render(fleet: Fleet) -> dict[str, bytes]:
+    artifacts: dict[str, bytes] = {}
+    for target in TARGETS:
+        artifacts.update(target.artifacts(fleet))
+    return artifacts

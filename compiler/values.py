@@ -1,0 +1,196 @@
+"""The grammar of every value a site may write, narrowed to what is safe.
+
+Each accepted value ends up inside a Postfix map line (postmap(1): key,
+whitespace, value; '#' starts a comment), an LDIF line (RFC 2849) or a UCL
+string, so nothing accepted may carry whitespace, control characters,
+quotes, commas, '#' or any other separator. References: RFC 5321 4.1.2
+(Local-part, Domain), RFC 5890/5891 (IDNA 2008, A-labels), RFC 1123 2.1
+(host names), RFC 4514 (DN strings).
+
+Case: domains and host names are case-insensitive (RFC 5321 2.4) and are
+stored lower case. Local parts are case-sensitive in RFC 5321 but Postfix
+folds case in every table lookup, so the gateway treats them as
+case-insensitive too and stores them lower case; two spellings that differ
+only in case are the same address. AAI uids must already be lower case.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import idna
+from pydantic_core import PydanticCustomError
+
+REFERENCES = ("RFC 5321", "RFC 5890", "RFC 5891", "RFC 1123", "RFC 4514", "postmap(1)", "transport(5)")
+
+# Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
+# consumer would read as syntax. '+' stays: Postfix tries 'a+b' before 'a'.
+_LOCAL_PART = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_UID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_ADMIN = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9._-]{1,100})?")
+_NEXTHOP = re.compile(r"(?:(?P<transport>[a-z]+):)?\[(?P<host>[^\]\s]+)\](?::(?P<port>[0-9]{1,5}))?")
+_DN = re.compile(r"[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*(?:,[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*)*")
+_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+
+DEFAULT_PORTS = {"smtp": 25, "lmtp": 24}
+
+
+def _fail(code: str, message: str, **context) -> PydanticCustomError:
+    return PydanticCustomError(code, message, context)
+
+
+def _describe_bad_text(value: str) -> str | None:
+    """Name the first thing in `value` that no generated line can carry."""
+    if value == "":
+        return "is empty"
+    for char in value:
+        if char.isspace():
+            return "contains a space" if char == " " else f"contains a whitespace character {char!r}"
+        if ord(char) < 32 or ord(char) == 127:
+            return f"contains a control character {char!r}"
+    for char in "\"'`#,;:<>()[]\\":
+        if char in value:
+            return f"contains {char!r}"
+    return None
+
+
+def local_part(value: str) -> str:
+    """A recipient's local part as written (case kept, checked case-insensitively)."""
+    if not isinstance(value, str):
+        raise _fail("bad-local-part", "a local part must be text")
+    if "@" in value:
+        raise _fail("bad-local-part",
+                    "'{value}' contains '@'; write only the part before '@' (the domain is the file's)",
+                    value=value)
+    folded = value.lower()
+    if len(value) > 64 or not _LOCAL_PART.fullmatch(folded):
+        why = _describe_bad_text(value) or "is not a plain local part"
+        raise _fail("bad-local-part",
+                    "local part '{value}' {why}; use letters, digits, '.', '_', '-' or '+', "
+                    "dots only between characters, at most 64 (like 'mario.rossi')",
+                    value=value, why=why)
+    return value
+
+
+def domain_name(value: str) -> str:
+    """A domain or host name, returned as lower-case A-labels (IDNA 2008 with UTS 46 mapping)."""
+    if not isinstance(value, str):
+        raise _fail("bad-domain", "a domain name must be text")
+    why = _describe_bad_text(value)
+    if why:
+        raise _fail("bad-domain", "domain '{value}' {why}; write a name like 'tifpa.example.org'",
+                    value=value, why=why)
+    name = value.lower().rstrip(".")
+    try:
+        if name.isascii():
+            # Plain names skip the IDNA mapping, so the grammar below gives the message.
+            alabel = name
+            if any(label.startswith("xn--") for label in name.split(".")):
+                idna.decode(name)
+        else:
+            alabel = idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as err:
+        raise _fail("bad-domain", "domain '{value}' is not a valid (IDNA 2008) domain name: {why}",
+                    value=value, why=str(err)) from None
+    labels = alabel.split(".")
+    if (len(alabel) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise _fail("bad-domain",
+                    "domain '{value}' is not a host name: labels of letters, digits and '-', "
+                    "at least two of them (like 'tifpa.example.org')", value=value)
+    return alabel
+
+
+def uid(value: str) -> str:
+    """An AAI user id: lower case, no spaces, as the federation issues it."""
+    if not isinstance(value, str):
+        raise _fail("bad-uid", "an AAI uid must be text (quote it if it looks like a number)")
+    if not _UID.fullmatch(value):
+        if value != value.lower() and _UID.fullmatch(value.lower()):
+            why = "has upper-case letters"
+        else:
+            why = _describe_bad_text(value) or "is not a valid uid"
+        raise _fail("bad-uid",
+                    "uid '{value}' {why}; AAI uids look like 'mrossi' (lower-case letters, digits, "
+                    "'.', '_', '-', at most 64)", value=value, why=why)
+    return value
+
+
+def site(value: str) -> str:
+    if not isinstance(value, str) or not _SITE.fullmatch(value):
+        raise _fail("bad-site", "site '{value}' is not a site code; use letters, digits, '_' or '-' "
+                                "(like 'TIFPA'), at most 32", value=value)
+    return value
+
+
+def admin(value: str) -> str:
+    """A reviewer: a GitHub user '@name' or team '@org/team' (CODEOWNERS syntax)."""
+    if not isinstance(value, str) or not _ADMIN.fullmatch(value):
+        raise _fail("bad-admin", "admin '{value}' is not a GitHub user or team; write '@user' or "
+                                 "'@org/team'", value=value)
+    return value
+
+
+def mail_address(value: str) -> str:
+    """A full address elsewhere (an external alias target); domain stored as A-labels."""
+    if not isinstance(value, str) or value.count("@") != 1:
+        raise _fail("bad-address", "'{value}' is not a mail address like 'name@example.net'", value=value)
+    local, _, domain = value.partition("@")
+    try:
+        local_part(local)
+        return f"{local}@{domain_name(domain)}"
+    except PydanticCustomError as err:
+        raise _fail("bad-address", "'{value}' is not a usable mail address: {why}",
+                    value=value, why=err.message()) from None
+
+
+def host(value: str) -> str:
+    """A host name or an IPv4 address (a next hop's or an MX host's)."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        return domain_name(value)
+
+
+def nexthop(value: str) -> tuple[str, str, int]:
+    """'[host]:port' with an optional 'smtp:' or 'lmtp:' in front -> (transport, host, port).
+
+    The brackets are required: they tell Postfix not to look up MX records,
+    which for a site relay would find the gateway itself (transport(5)).
+    """
+    match = _NEXTHOP.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise _fail("bad-nexthop",
+                    "next hop '{value}' is not '[host]:port', optionally after 'smtp:' or 'lmtp:' "
+                    "(like 'smtp:[relay.tifpa.example.org]:25' or 'lmtp:[mbox.example.org]:24')",
+                    value=value)
+    transport = match["transport"] or "smtp"
+    if transport not in DEFAULT_PORTS:
+        raise _fail("bad-nexthop", "next hop '{value}': transport '{transport}' is neither 'smtp' nor 'lmtp'",
+                    value=value, transport=transport)
+    port = int(match["port"]) if match["port"] else DEFAULT_PORTS[transport]
+    if not 1 <= port <= 65535:
+        raise _fail("bad-nexthop", "next hop '{value}': port {port} is not between 1 and 65535",
+                    value=value, port=port)
+    try:
+        name = host(match["host"])
+    except PydanticCustomError as err:
+        raise _fail("bad-nexthop", "next hop '{value}': {why}", value=value, why=err.message()) from None
+    return transport, name, port
+
+
+def distinguished_name(value: str) -> str:
+    """A DN of plain 'attr=value' parts; no escapes, so it is safe in LDIF as written."""
+    if not isinstance(value, str) or not _DN.fullmatch(value) or "  " in value or value.endswith(" "):
+        raise _fail("bad-dn", "'{value}' is not a plain DN like 'ou=mailgw,dc=example,dc=org'", value=value)
+    return value
+
+
+def absolute_path(value: str) -> str:
+    if not isinstance(value, str) or not _PATH.fullmatch(value) or "/../" in value + "/":
+        raise _fail("bad-path", "'{value}' is not an absolute path of letters, digits, '.', '_', '-' "
+                                "and '/' (like '/etc/postfix/mailgw')", value=value)
+    return value.rstrip("/") or "/"

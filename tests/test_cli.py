@@ -1,0 +1,71 @@
+"""The command line contract: verbs, exit codes, every finding at once, annotations, no tracebacks."""
+
+from __future__ import annotations
+
+from tests.conftest import REPO, domain_yaml, run_mailgw_process
+
+
+def test_validate_the_bundled_fleet():
+    done = run_mailgw_process("validate", cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("ok: 6 domain(s)")
+
+
+def test_every_finding_of_every_file_in_one_run(make_repo):
+    root = make_repo({
+        "domains/tifpa.example.org.yaml": domain_yaml(site="site: T I\n"),
+        "domains/lnf.example.org.yaml": domain_yaml("lnf.example.org", admins="admins: [lnf]\n"),
+        "domains/cnaf.example.org.yaml": "domain: [\n",
+    })
+    done = run_mailgw_process("validate", cwd=root)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines == [
+        "domains/cnaf.example.org.yaml:2:1: error[yaml-syntax]: invalid YAML: while parsing a flow node: "
+        "did not find expected node content",
+        "domains/lnf.example.org.yaml:3:10: error[bad-admin]: admins[0]: admin 'lnf' is not a GitHub user or "
+        "team; write '@user' or '@org/team'",
+        "domains/tifpa.example.org.yaml:2:7: error[bad-site]: site: site 'T I' is not a site code; use letters, "
+        "digits, '_' or '-' (like 'TIFPA'), at most 32",
+        "3 error(s)",
+    ]
+
+
+def test_github_actions_annotations_follow_the_full_list(make_repo):
+    root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml(site="site: T I\n")})
+    done = run_mailgw_process("validate", cwd=root, env={"GITHUB_ACTIONS": "true"})
+    assert done.returncode == 1
+    assert "::error file=domains/tifpa.example.org.yaml,line=2,col=7,title=bad-site::site: site 'T I' is not" \
+        in done.stderr
+    assert done.stderr.index("domains/tifpa.example.org.yaml:2:7: error[bad-site]") < done.stderr.index("::error")
+
+
+def test_usage_errors_exit_2():
+    assert run_mailgw_process("frobnicate", cwd=REPO).returncode == 2
+    assert run_mailgw_process(cwd=REPO).returncode == 2
+    assert run_mailgw_process("build", "--bogus", cwd=REPO).returncode == 2
+
+
+def test_internal_error_is_one_line_and_exit_2(make_repo, monkeypatch, mailgw):
+    from compiler import targets
+    root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml()})
+
+    def broken(fleet):
+        raise KeyError("boom")
+    monkeypatch.setattr(targets, "render", broken)
+    result = mailgw(root, "build")
+    assert result.code == 2
+    assert result.err == "mailgw: internal error: KeyError: 'boom' (set MAILGW_DEBUG=1 for the traceback)\n"
+    assert not (root / "out").exists()
+
+
+def test_console_script_and_module_agree():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(sys.executable).with_name("mailgw")
+    assert script.exists() or shutil.which("mailgw")
+    a = subprocess.run([str(script) if script.exists() else "mailgw", "--version"], capture_output=True, text=True)
+    b = run_mailgw_process("--version", cwd=REPO)
+    assert a.stdout == b.stdout == "mailgw 0.1.0\n"
