@@ -15,6 +15,9 @@ from compiler.write import OutputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
+# Each verb is a module in compiler/commands with register(verbs) and run(args).
+COMMANDS = (validate, build)
+
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mailgw", description="Compile the mail gateway's declarations.")
@@ -22,11 +25,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-C", "--root", type=Path, default=Path("."),
                      help="the gateway repository (holding gateway.yaml and domains/); default: .")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
-    verbs.add_parser("validate", help="check every declaration; print every finding").set_defaults(run=validate.run)
-    b = verbs.add_parser("build", help="compile the declarations into out/")
-    b.add_argument("--out", type=Path, help="output directory (default: ROOT/out)")
-    b.add_argument("--check", action="store_true", help="do not write; exit 1 if out/ differs from a fresh build")
-    b.set_defaults(run=build.run)
+    for command in COMMANDS:
+        command.register(verbs)
     return top
 
 

@@ -17,7 +17,12 @@ from compiler.main import main
 REPO = Path(__file__).resolve().parent.parent
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 # Which Debian package brings each program, for the message when it is missing.
-PACKAGES = {"postmap": "postfix postfix-lmdb", "postconf": "postfix postfix-lmdb", "postfix": "postfix postfix-lmdb"}
+PACKAGES = {
+    "postmap": "postfix postfix-lmdb", "postconf": "postfix postfix-lmdb", "postfix": "postfix postfix-lmdb",
+    "slapd": "slapd", "slapadd": "slapd", "ldapadd": "ldap-utils", "ldapsearch": "ldap-utils",
+    "ldapmodify": "ldap-utils", "rspamd": "rspamd", "rspamadm": "rspamd", "clamd": "clamav-daemon",
+    "puppet": "puppet",
+}
 
 GATEWAY = """\
 mx_hosts: [mx1.gw.example.org, mx2.gw.example.org]

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import difflib
 import sys
+from pathlib import Path
 
 from compiler.pipeline import compile_repository
 from compiler.write import read_tree, write_tree
 
 MAX_DIFF_LINES = 40
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("build", help="compile the declarations into out/")
+    parser.add_argument("--out", type=Path, help="output directory (default: ROOT/out)")
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 with a short diff if out/ differs from a fresh build")
+    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

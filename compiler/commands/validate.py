@@ -7,6 +7,10 @@ import sys
 from compiler.pipeline import load_declarations
 
 
+def register(verbs) -> None:
+    verbs.add_parser("validate", help="check every declaration; print every finding").set_defaults(run=run)
+
+
 def run(args) -> int:
     declarations = load_declarations(args.root)
     addresses = sum(len(s.decl.recipients) + len(s.decl.external_aliases) for s in declarations.domains)
