@@ -13,7 +13,6 @@ import idna
 
 from compiler.findings import Finding
 from compiler.fleet import Declarations, DomainSource
-from compiler.model import Alias, Person
 
 
 def check(declarations: Declarations) -> list[Finding]:
@@ -60,16 +59,15 @@ def one_declaration_per_address(decls: Declarations) -> list[Finding]:
     findings = []
     for source in decls.domains:
         seen: dict[str, tuple] = {}
-        for section in ("recipients", "external_aliases"):
-            for local in getattr(source.decl, section):
-                folded, loc = local.lower(), (section, local)
-                if folded in seen:
-                    findings.append(source.doc.finding(
-                        loc, "duplicate-address",
-                        f"address '{folded}@{source.decl.domain}' is already declared at "
-                        f"{_where(source, seen[folded], at_key=True)}", at_key=True))
-                else:
-                    seen[folded] = loc
+        for entry in source.addresses:
+            folded, loc = entry.key.lower(), (entry.section, entry.key)
+            if folded in seen:
+                findings.append(source.doc.finding(
+                    loc, "duplicate-address",
+                    f"address '{folded}@{source.decl.domain}' is already declared at "
+                    f"{_where(source, seen[folded], at_key=True)}", at_key=True))
+            else:
+                seen[folded] = loc
     return findings
 
 
@@ -77,8 +75,7 @@ def list_domains_accept_someone(decls: Declarations) -> list[Finding]:
     return [source.doc.finding(("recipient_check",), "empty-recipient-list",
                                "recipient_check is 'list' but no recipients or external aliases are "
                                "declared, so the MX would reject all mail for the domain")
-            for source in decls.domains
-            if source.decl.recipient_check == "list" and not (source.decl.recipients or source.decl.external_aliases)]
+            for source in decls.domains if source.decl.recipient_check == "list" and not source.addresses]
 
 
 def nexthop_is_not_the_gateway(decls: Declarations) -> list[Finding]:
@@ -89,41 +86,45 @@ def nexthop_is_not_the_gateway(decls: Declarations) -> list[Finding]:
 
 
 def owners_are_known_uids(decls: Declarations) -> list[Finding]:
-    known = {r.uid for s in decls.domains for r in s.decl.recipients.values() if isinstance(r, (Person, Alias))}
+    known = {entry.uid for source in decls.domains for entry in source.addresses if entry.uid}
     findings = []
     for source in decls.domains:
-        for local, recipient in source.decl.recipients.items():
-            for i, owner in enumerate(getattr(recipient, "owners", ())):
+        for entry in source.addresses:
+            for owner in entry.owners:
                 if owner not in known:
+                    # Owners are stored sorted: locate the one written in the file.
+                    node, _, _ = source.doc.walk(("recipients", entry.key, "owners"))
+                    written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
+                    index = written.index(owner) if owner in written else 0
                     findings.append(source.doc.finding(
-                        ("recipients", local, "owners", i), "unknown-owner",
-                        f"owner '{owner}' of '{local}' is not the uid of any person or alias in the fleet"))
+                        ("recipients", entry.key, "owners", index), "unknown-owner",
+                        f"owner '{owner}' of '{entry.key}' is not the uid of any person or alias in the fleet"))
     return findings
 
 
-def _accepted(decls: Declarations) -> dict[str, dict[str, tuple]]:
-    """Served domain -> lower-case local part -> (section, key) of its declaration."""
-    accepted: dict[str, dict[str, tuple]] = {}
-    for source in decls.domains:
-        locals_ = accepted.setdefault(source.decl.domain, {})
-        for section in ("recipients", "external_aliases"):
-            for local in getattr(source.decl, section):
-                locals_.setdefault(local.lower(), (section, local))
-    return accepted
+def _accepted(decls: Declarations) -> dict[str, set[str]]:
+    """Served domain -> the lower-case local parts it accepts."""
+    return {source.decl.domain: {entry.key.lower() for entry in source.addresses} for source in decls.domains}
 
 
 def alias_targets_exist(decls: Declarations) -> list[Finding]:
     """A target in a domain this gateway serves by list must be declared there, or the MX bounces it."""
-    accepted = _accepted(decls)
     listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    accepted = None
     findings = []
     for source in decls.domains:
-        for local, targets in source.decl.external_aliases.items():
-            for i, target in enumerate(targets):
+        for entry in source.addresses:
+            for target in entry.targets:
                 target_local, _, target_domain = target.lower().partition("@")
-                if target_domain in listed and target_local not in accepted[target_domain]:
+                if target_domain not in listed:
+                    continue
+                accepted = accepted if accepted is not None else _accepted(decls)
+                if target_local not in accepted[target_domain]:
+                    node, _, _ = source.doc.walk(("external_aliases", entry.key))
+                    written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
+                    index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
                     findings.append(source.doc.finding(
-                        ("external_aliases", local, i), "undeclared-alias-target",
+                        ("external_aliases", entry.key, index), "undeclared-alias-target",
                         f"target '{target}' is in '{target_domain}', which this gateway serves, "
                         f"but is not declared there"))
     return findings
@@ -134,10 +135,11 @@ def alias_chains_end(decls: Declarations) -> list[Finding]:
     graph: dict[str, list[str]] = {}
     where: dict[str, tuple[DomainSource, str]] = {}
     for source in decls.domains:
-        for local, targets in source.decl.external_aliases.items():
-            address = f"{local.lower()}@{source.decl.domain}"
-            graph[address] = sorted({t.lower() for t in targets})
-            where[address] = (source, local)
+        for entry in source.addresses:
+            if entry.kind == "external":
+                address = f"{entry.key.lower()}@{source.decl.domain}"
+                graph[address] = sorted({t.lower() for t in entry.targets})
+                where[address] = (source, entry.key)
     # One depth-first walk; every cycle shows up as at least one back edge.
     findings, done, reported = [], set(), set()
     for start in sorted(graph):

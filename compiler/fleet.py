@@ -10,13 +10,45 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from compiler.load import Document
-from compiler.model import Alias, DomainDeclaration, GatewayDeclaration, NextHop, Person
+from compiler.model import DomainDeclaration, GatewayDeclaration, NextHop
+
+
+class Address(NamedTuple):
+    """One address the MX accepts: who owns it, where external aliases go, and how it was written."""
+    address: str               # local@domain, lower case, A-labels
+    kind: str                  # person | alias | role | list | external
+    uid: str | None            # the owning AAI uid of a person or alias address
+    owners: tuple[str, ...]    # the managers of a role or list address (sorted, unique)
+    targets: tuple[str, ...]   # external alias targets (sorted, unique)
+    key: str                   # the local part as written in the file, to locate findings
+
+    @property
+    def section(self) -> str:
+        return "external_aliases" if self.kind == "external" else "recipients"
 
 
 @dataclass(frozen=True)
 class DomainSource:
+    """One domain file: its document, its validated fields, and its addresses in file order.
+
+    The addresses come from the model (decl.recipients, decl.external_aliases)
+    or, for a large file of simple lines, from compiler.fastpath; in that
+    case decl carries no recipients of its own. Read addresses from here.
+    """
     doc: Document
     decl: DomainDeclaration
+    addresses: list[Address]
+
+
+def addresses_of(decl: DomainDeclaration) -> list[Address]:
+    """The addresses of a declaration validated by the model."""
+    at = "@" + decl.domain
+    found = [Address(key.lower() + at, r.kind, getattr(r, "uid", None),
+                     tuple(sorted(set(getattr(r, "owners", ())))), (), key)
+             for key, r in decl.recipients.items()]
+    found += [Address(key.lower() + at, "external", None, (), tuple(sorted(set(targets))), key)
+              for key, targets in decl.external_aliases.items()]
+    return found
 
 
 @dataclass(frozen=True)
@@ -25,15 +57,6 @@ class Declarations:
     gateway_doc: Document
     gateway: GatewayDeclaration
     domains: tuple[DomainSource, ...]
-
-
-class Address(NamedTuple):
-    """One address the MX accepts: who owns it, and where external aliases go."""
-    address: str
-    kind: str                  # person | alias | role | list | external
-    uid: str | None            # the owning AAI uid of a person or alias address
-    owners: tuple[str, ...]    # the managers of a role or list address
-    targets: tuple[str, ...]   # external alias targets
 
 
 @dataclass(frozen=True)
@@ -69,15 +92,6 @@ def build_fleet(declarations: Declarations) -> Fleet:
 
 def _domain(source: DomainSource) -> Domain:
     decl = source.decl
-    at = "@" + decl.domain
-    addresses = [
-        Address(local.lower() + at, r.kind, r.uid if isinstance(r, (Person, Alias)) else None,
-                () if isinstance(r, (Person, Alias)) else tuple(sorted(set(r.owners))), ())
-        for local, r in decl.recipients.items()
-    ]
-    addresses += [Address(local.lower() + at, "external", None, (), tuple(sorted(set(targets))))
-                  for local, targets in decl.external_aliases.items()]
-    addresses.sort()
     return Domain(name=decl.domain, site=decl.site, admins=tuple(sorted(set(decl.admins))), role=decl.role,
                   nexthops=tuple(decl.delivery.nexthop), recipient_check=decl.recipient_check,
-                  addresses=tuple(addresses), source=source.doc.relpath)
+                  addresses=tuple(sorted(source.addresses)), source=source.doc.relpath)

@@ -120,6 +120,13 @@ class _Refused(yaml.MarkedYAMLError):
 
 def load_file(path: Path, relpath: str) -> Document:
     """Read and parse one YAML file; raises FindingsError with its one finding."""
+    doc = read_document(path, relpath)
+    load_yaml(doc)
+    return doc
+
+
+def read_document(path: Path, relpath: str) -> Document:
+    """The file's bytes and text, refused if too large, with a BOM, or not UTF-8 (data not parsed yet)."""
     def refuse(code: str, message: str, line: int = 1, col: int = 1):
         raise FindingsError([Finding(relpath, line, col, code, message)])
 
@@ -138,19 +145,31 @@ def load_file(path: Path, relpath: str) -> Document:
     except UnicodeDecodeError as err:
         line, col = _byte_position(raw, err.start)
         refuse("not-utf8", f"byte 0x{raw[err.start]:02x} is not valid UTF-8; save the file as UTF-8", line, col)
+    return Document(relpath=relpath, raw=raw, text=text, data=None)
+
+
+def parse_text(text: str) -> Any:
+    """YAML text -> data with the declaration loader's rules; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def load_yaml(doc: Document) -> None:
+    """Parse the document's text into doc.data; raises FindingsError with the first YAML problem."""
+    def refuse(code: str, message: str, line: int = 1, col: int = 1):
+        raise FindingsError([Finding(doc.relpath, line, col, code, message)])
+
     try:
-        data = yaml.load(text, Loader=_Loader)
+        doc.data = parse_text(doc.text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = _yaml_message(err, text)
+        message = _yaml_message(err, doc.text)
         code = getattr(err, "code", "yaml-too-deep" if "nests too deeply" in message else "yaml-syntax")
         refuse(code, message, line, col)
     except yaml.YAMLError as err:
         refuse("yaml-syntax", str(err).splitlines()[0])
     except RecursionError:
         refuse("yaml-too-deep", "the YAML nests too deeply")
-    return Document(relpath=relpath, raw=raw, text=text, data=data)
 
 
 def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:

@@ -10,7 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
+                      ValidationError)
 from pydantic_core import PydanticCustomError
 
 from compiler import values
@@ -37,7 +38,8 @@ LocalPart = Annotated[str, AfterValidator(values.local_part)]
 DomainName = Annotated[str, AfterValidator(values.domain_name)]
 HostName = Annotated[str, AfterValidator(values.host)]
 MailAddress = Annotated[str, AfterValidator(values.mail_address)]
-NextHopSpec = Annotated[NextHop, PlainValidator(_nexthop, json_schema_input_type=str)]
+NextHopSpec = Annotated[NextHop, PlainValidator(_nexthop, json_schema_input_type=str),
+                        PlainSerializer(lambda hop: f"{hop.transport}:{hop}", return_type=str)]
 Owners = Annotated[list[Uid], Field(min_length=1)]
 
 

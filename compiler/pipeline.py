@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler import check, targets
+from compiler import check, fastpath, targets
 from compiler.findings import Finding, FindingsError
-from compiler.fleet import Declarations, DomainSource, Fleet, build_fleet
-from compiler.load import Document, load_file
+from compiler.fleet import Declarations, DomainSource, Fleet, build_fleet, addresses_of
+from compiler.load import load_file, load_yaml, read_document
 from compiler.model import DomainDeclaration, GatewayDeclaration, parse
 from compiler.write import manifest
 
@@ -50,33 +50,41 @@ def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
 def load_declarations(root: Path) -> Declarations:
     """Load and validate every declaration; raises FindingsError with all findings of all files."""
     paths, findings = declaration_files(root)
-    documents: dict[str, Document] = {}
-    for rel in paths:
-        if not (root / rel).exists():
-            continue
+    gateway_doc = gateway = None
+    if GATEWAY_FILE in paths and (root / GATEWAY_FILE).exists():
         try:
-            documents[rel] = load_file(root / rel, rel)
+            gateway_doc = load_file(root / GATEWAY_FILE, GATEWAY_FILE)
+            gateway, found = parse(gateway_doc, GatewayDeclaration)
+            findings += found
         except FindingsError as err:
             findings += err.findings
-    gateway = None
-    if GATEWAY_FILE in documents:
-        gateway, found = parse(documents[GATEWAY_FILE], GatewayDeclaration)
-        findings += found
     domains = []
-    for rel, doc in documents.items():
-        if rel == GATEWAY_FILE:
-            continue
-        decl, found = parse(doc, DomainDeclaration)
+    for rel in paths[1:]:
+        source, found = load_domain(root / rel, rel)
         findings += found
-        if decl is not None:
-            domains.append(DomainSource(doc, decl))
+        if source is not None:
+            domains.append(source)
     if findings or gateway is None:
         raise FindingsError(findings)
-    declarations = Declarations(documents[GATEWAY_FILE], gateway, tuple(domains))
+    declarations = Declarations(gateway_doc, gateway, tuple(domains))
     findings = check.check(declarations)
     if findings:
         raise FindingsError(findings)
     return declarations
+
+
+def load_domain(path: Path, rel: str) -> tuple[DomainSource | None, list[Finding]]:
+    """One domain file: the fast path when its shape allows, else libyaml and the model."""
+    try:
+        doc = read_document(path, rel)
+        source = fastpath.read_domain(doc)
+        if source is not None:
+            return source, []
+        load_yaml(doc)
+    except FindingsError as err:
+        return None, err.findings
+    decl, findings = parse(doc, DomainDeclaration)
+    return (DomainSource(doc, decl, addresses_of(decl)) if decl is not None else None), findings
 
 
 def compile_repository(root: Path) -> Compiled:

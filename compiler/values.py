@@ -26,9 +26,13 @@ REFERENCES = ("RFC 5321", "RFC 5890", "RFC 5891", "RFC 1123", "RFC 4514", "postm
 
 # Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
 # consumer would read as syntax. '+' stays: Postfix tries 'a+b' before 'a'.
-_LOCAL_PART = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")
+LOCAL_PART_PATTERN = r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*"
+_LOCAL_PART = re.compile(LOCAL_PART_PATTERN)
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_UID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Lower-case ASCII labels, no A-label, a TLD that is not all digits: nothing to map or check further.
+_PLAIN_DOMAIN = re.compile(r"(?=.{1,253}$)(?:(?!-)(?!xn--)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)(?!xn--)[a-z0-9-]*[a-z][a-z0-9-]*(?<!-)")
+UID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_UID = re.compile(UID_PATTERN)
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _ADMIN = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9._-]{1,100})?")
 _NEXTHOP = re.compile(r"(?:(?P<transport>[a-z]+):)?\[(?P<host>[^\]\s]+)\](?::(?P<port>[0-9]{1,5}))?")
@@ -79,6 +83,8 @@ def domain_name(value: str) -> str:
     """A domain or host name, returned as lower-case A-labels (IDNA 2008 with UTS 46 mapping)."""
     if not isinstance(value, str):
         raise _fail("bad-domain", "a domain name must be text")
+    if _PLAIN_DOMAIN.fullmatch(value):
+        return value.lower()  # the common case, valid as written
     why = _describe_bad_text(value)
     if why:
         raise _fail("bad-domain", "domain '{value}' {why}; write a name like 'tifpa.example.org'",
