@@ -23,3 +23,9 @@ system-packages:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The benchmark of docs/performance.md: `make bench`, or `make bench ADDRESSES=1000000 RUNS=3`.
+ADDRESSES ?= 100000
+RUNS ?= 5
+bench: $(BIN)/mailgw
+	$(BIN)/python bench/run.py --addresses $(ADDRESSES) --runs $(RUNS)

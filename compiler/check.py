@@ -58,6 +58,8 @@ def one_declaration_per_address(decls: Declarations) -> list[Finding]:
     """Local parts are case-insensitive, and an address is a recipient or an external alias, not both."""
     findings = []
     for source in decls.domains:
+        if len({entry.address for entry in source.addresses}) == len(source.addresses):
+            continue  # addresses are stored folded: no two spellings of one address here
         seen: dict[str, tuple] = {}
         for entry in source.addresses:
             folded, loc = entry.key.lower(), (entry.section, entry.key)
@@ -136,10 +138,9 @@ def alias_chains_end(decls: Declarations) -> list[Finding]:
     where: dict[str, tuple[DomainSource, str]] = {}
     for source in decls.domains:
         for entry in source.addresses:
-            if entry.kind == "external":
-                address = f"{entry.key.lower()}@{source.decl.domain}"
-                graph[address] = sorted({t.lower() for t in entry.targets})
-                where[address] = (source, entry.key)
+            if entry.targets:
+                graph[entry.address] = sorted({t.lower() for t in entry.targets})
+                where[entry.address] = (source, entry.key)
     # One depth-first walk; every cycle shows up as at least one back edge.
     findings, done, reported = [], set(), set()
     for start in sorted(graph):

@@ -113,14 +113,16 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
                     return None
                 found.append(Address(key.lower() + at, "external", None, (), targets, key))
             continue
+        # The common case first, in one comprehension: 'mario.rossi: mrossi'.
+        people = [Address(key.lower() + at, "person", uid, (), (), key)
+                  for _, key, uid, *_ in matches if uid and (uid[0] not in _RESOLVER_FIRST or _is_text(uid))]
+        if any(len(key) > 64 for _, key, *_ in matches):
+            return None
+        found += people
         for _, key, uid, kind, kind_uid, owned_kind, owners in matches:
-            if len(key) > 64:
-                return None
-            if uid:  # the common case: 'mario.rossi: mrossi'
-                if uid[0] in _RESOLVER_FIRST and not _is_text(uid):
-                    return None
-                found.append(Address(key.lower() + at, "person", uid, (), (), key))
-            elif kind:
+            if uid:
+                continue
+            if kind:
                 if not _is_text(kind_uid):
                     return None
                 found.append(Address(key.lower() + at, kind, kind_uid, (), (), key))
@@ -129,6 +131,8 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
                 if not all(owner and _UID_RE.fullmatch(owner) and _is_text(owner) for owner in listed):
                     return None
                 found.append(Address(key.lower() + at, owned_kind, None, tuple(sorted(set(listed))), (), key))
+        if sum(1 for m in matches if m[2]) != len(people):
+            return None  # a uid that YAML reads as a number, a boolean or a date
     return found
 
 

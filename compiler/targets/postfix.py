@@ -49,6 +49,10 @@ def transport_nexthop(domain: Domain) -> str:
 
 
 def render_map(entries: Iterable[tuple[str, str]]) -> bytes:
-    """One 'key<TAB>value' line per entry, sorted by key, LF, final newline."""
-    lines = [f"{key}\t{value}\n" for key, value in sorted(entries)]
+    """One 'key<TAB>value' line per entry, sorted by key, LF, final newline.
+
+    Sorting the lines sorts by key: TAB sorts before every character a key may hold.
+    """
+    lines = [f"{key}\t{value}\n" for key, value in entries]
+    lines.sort()
     return (HEADER + "".join(lines)).encode("ascii")
