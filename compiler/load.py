@@ -166,6 +166,11 @@ def load_yaml(doc: Document) -> None:
         message = _yaml_message(err, doc.text)
         code = getattr(err, "code", "yaml-too-deep" if "nests too deeply" in message else "yaml-syntax")
         refuse(code, message, line, col)
+    except yaml.reader.ReaderError as err:
+        line = doc.text.count("\n", 0, err.position) + 1
+        col = err.position - doc.text.rfind("\n", 0, err.position)
+        refuse("control-character", f"control character U+{err.character:04X} is not allowed in YAML; remove it",
+               line, col)
     except yaml.YAMLError as err:
         refuse("yaml-syntax", str(err).splitlines()[0])
     except RecursionError:

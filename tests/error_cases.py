@@ -53,6 +53,9 @@ CASES = [
          _domain(HEAD + DELIVERY + "recipients:\n  mario.rossi: &u mrossi\n  m.rossi: *u\n"),
          [f"{DOMAIN}:8:3: error[yaml-alias]: the value of 'm.rossi' is an alias (*name); anchors and aliases "
           "are not allowed, write the value out"]),
+    Case("control-character", "load", "a control character (here BEL) in the text",
+         _domain(VALID.replace("site: TIFPA", "site: TIF\x07PA")),
+         [f"{DOMAIN}:2:10: error[control-character]: control character U+0007 is not allowed in YAML; remove it"]),
     Case("byte-order-mark", "load", "a UTF-8 byte-order mark",
          _domain(b"\xef\xbb\xbf" + VALID.encode()),
          [f"{DOMAIN}:1:1: error[byte-order-mark]: file starts with a byte-order mark; save it as UTF-8 "
@@ -204,6 +207,18 @@ CASES = [
 ]
 
 
+def example_input(case: Case) -> str:
+    """The input line the case's first finding points at, as it appears in the file."""
+    path, line = case.expected[0].split(":")[:2]
+    content = case.files.get(path)
+    if content is None or case.code in ("file-too-large", "byte-order-mark", "unreadable-file", "missing-file"):
+        return ""
+    text = content.decode("utf-8", "backslashreplace") if isinstance(content, bytes) else content
+    shown = text.splitlines()[int(line) - 1] if text.strip() else "(empty file)"
+    shown = shown.encode("unicode_escape").decode("ascii").replace("\\\\", "\\")
+    return shown if len(shown) <= 70 else shown[:67] + "..."
+
+
 def markdown() -> str:
     """docs/errors.md: the table of every error code."""
     lines = [
@@ -213,12 +228,14 @@ def markdown() -> str:
         "each row is a test that feeds the input to `mailgw validate` and expects exactly this output.",
         "Every finding reads `path:line:col: error[code]: message`; `mailgw` exits 1 when there is any.",
         "",
-        "| code | stage | what is wrong | example finding |",
-        "|---|---|---|---|",
+        "| code | stage | what is wrong | example input line | the finding printed |",
+        "|---|---|---|---|---|",
     ]
     for case in CASES:
         example = case.expected[0].replace("|", "\\|")
-        lines.append(f"| `{case.code}` | {case.stage} | {case.summary} | `{example}` |")
+        shown = example_input(case).replace("|", "\\|")
+        lines.append(f"| `{case.code}` | {case.stage} | {case.summary} | {f'`{shown}`' if shown else ''} "
+                     f"| `{example}` |")
     return "\n".join(lines) + "\n"
 
 
