@@ -99,6 +99,9 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         "verdict: safe",
     ]
 
+    docs = (REPO / "docs" / "site-admins.md").read_text()
+    assert "\n".join(plan.out.splitlines()[2:]) in docs, "docs/site-admins.md shows this very plan"
+
     # The pull-request workflow's plan step, as the runner runs it.
     summary = tmp_path / "step-summary.md"
     step = run_step("pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="",

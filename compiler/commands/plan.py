@@ -152,10 +152,7 @@ def render_markdown(plan: Plan, forced: bool = False) -> str:
         suffix = f" ({domain.status})" if domain.status != "changed" else ""
         lines += ["", f"### {MARKS[domain.status]} {_code(domain.name)}{suffix}", "",
                   "| | section | name | before | after |", "|---|---|---|---|---|"]
-        rows = [f"| {MARKS[c.status]} | {title} | {_code(c.name)} | {_code(c.before if title != 'directory entries' else None)}"
-                f" | {_code(c.after if title != 'directory entries' else None)} |"
-                for title, changes in _sections(domain) for c in changes]
-        lines += _cut(rows, "")
+        lines += _cut([_row(title, c) for title, changes in _sections(domain) for c in changes], "")
     if plan.gateway:
         lines += ["", "### gateway.yaml", "", "| | setting | before | after |", "|---|---|---|---|"]
         lines += [f"| {MARKS[c.status]} | {_code(c.name)} | {_code(c.before)} | {_code(c.after)} |"
@@ -168,6 +165,12 @@ def render_markdown(plan: Plan, forced: bool = False) -> str:
         lines += _cut([f"| {MARKS[f.status]} | {_code(f.path)} | {f.section} | +{f.lines_added} -{f.lines_removed} |"
                        for f in plan.files], "")
     return "\n".join(lines) + "\n"
+
+
+def _row(section: str, change: Change) -> str:
+    # A directory entry's before and after are whole LDIF records: the DN says enough.
+    before, after = (None, None) if section == "directory entries" else (change.before, change.after)
+    return f"| {MARKS[change.status]} | {section} | {_code(change.name)} | {_code(before)} | {_code(after)} |"
 
 
 def _escape_md(text: str) -> str:
