@@ -31,7 +31,7 @@ from compiler.write import MANIFEST
 
 REFERENCES = ("RFC 2849", "transport(5)")
 
-MAX_REMOVED_SHARE = 0.30
+MAX_REMOVED_PERCENT = 30
 MIN_ADDRESSES_FOR_SHARE = 10
 BASE_DN_SETTING = "ldap.base_dn"
 # How a merge request asks to go through with an unsafe plan: CI sets the
@@ -41,7 +41,7 @@ FORCE_ENV = "MAILGW_FORCE"
 
 # Which section of the plan shows a changed out/ file: the first prefix that matches.
 FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
-DIRECTORY_FILES = ("ldap/", ".ldif")
+DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 # Domain fields that have their own section of the plan (or none: where the file is).
 _OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
 
@@ -88,10 +88,10 @@ class DomainPlan:
                     f"({self.addresses_before} address(es))"]
         reasons = []
         if (self.addresses_before >= MIN_ADDRESSES_FOR_SHARE
-                and self.addresses_removed > MAX_REMOVED_SHARE * self.addresses_before):
+                and 100 * self.addresses_removed > MAX_REMOVED_PERCENT * self.addresses_before):
             share = round(100 * self.addresses_removed / self.addresses_before)
             reasons.append(f"{self.name}: {self.addresses_removed} of {self.addresses_before} addresses removed "
-                           f"({share}%; more than {MAX_REMOVED_SHARE:.0%} of a domain with at least "
+                           f"({share}%; more than {MAX_REMOVED_PERCENT}% of a domain with at least "
                            f"{MIN_ADDRESSES_FOR_SHARE})")
         if self.status == "changed" and self.routing is not None:
             reasons.append(f"{self.name}: next hop changed from {self.routing.before} to {self.routing.after}")
@@ -105,10 +105,6 @@ class Plan:
     gateway: tuple[Change, ...]       # gateway.yaml settings, as dotted names
     files: tuple[FileChange, ...]     # out/ files, MANIFEST.json aside
     directory: tuple[Change, ...]     # LDAP entries that name no domain
-
-    @property
-    def empty(self) -> bool:
-        return not (self.domains or self.gateway or self.files or self.directory)
 
     def reasons(self) -> list[str]:
         """Why the plan is unsafe; empty when it is safe."""
@@ -307,7 +303,7 @@ def directory_entries(out: dict[str, bytes]) -> dict[str, tuple[str, ...]]:
     """Every entry of out/ldap/*.ldif by its DN (as written), with its attribute lines sorted."""
     entries: dict[str, tuple[str, ...]] = {}
     for path in sorted(out):
-        if path.startswith(DIRECTORY_FILES[0]) and path.endswith(DIRECTORY_FILES[1]):
+        if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX):
             entries.update(parse_ldif(out[path].decode("utf-8", "replace")))
     return entries
 
@@ -319,10 +315,14 @@ def parse_ldif(text: str) -> dict[str, tuple[str, ...]]:
     this gateway generates; unfolding, comments and base64 DNs are all of it.
     """
     unfolded: list[str] = []
+    in_comment = False
     for line in text.splitlines():
-        if line.startswith(" ") and unfolded and unfolded[-1] != "":
-            unfolded[-1] += line[1:]   # a folded line continues the previous one
-        elif not line.startswith("#"):
+        if line.startswith(" "):
+            if not in_comment and unfolded:
+                unfolded[-1] += line[1:]   # a folded line continues the previous one (a comment's, too)
+            continue
+        in_comment = line.startswith("#")
+        if not in_comment:
             unfolded.append(line)
     entries: dict[str, tuple[str, ...]] = {}
     for record in "\n".join(unfolded).split("\n\n"):

@@ -422,6 +422,8 @@ def test_ldif_reading_unfolds_decodes_and_skips_comments():
     assert entries["uid=gneri,ou=people,ou=mailgw,dc=example,dc=org"] == (
         "mail: giulia.neri@tifpa.example.org", "objectClass: inetOrgPerson", "uid: gneri")
     assert len(entries) == 3
+    folded_comment = "# a comment that goes\n on\ndn: cn=a,dc=example,dc=org\ncn: a\n"
+    assert parse_ldif(folded_comment) == {"cn=a,dc=example,dc=org": ("cn: a",)}
     assert parse_ldif("") == {} and parse_ldif("version: 1\n") == {}
 
 

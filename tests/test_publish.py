@@ -134,3 +134,18 @@ def test_not_a_repository(make_repo, mailgw):
     result = mailgw(root, "publish")
     assert result.code == 2 and result.err.endswith("is not inside a git repository\n")
     assert not (root / "out").exists()
+
+
+def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
+    from tests.gitrepo import copy_bundled, init
+    repo = init(tmp_path / "monorepo")
+    root = tmp_path / "monorepo" / "mail"
+    root.mkdir()
+    copy_bundled(root)
+    commit_all(repo, "the gateway lives in mail/")
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "")
+    commit_all(repo, "edit")
+    result = mailgw(root, "publish", "--author", BOT)
+    assert result.code == 0, result.err
+    assert sorted(repo.head.commit.stats.files) == ["mail/out/MANIFEST.json", "mail/out/postfix/relay_recipients"]
+    assert not repo.is_dirty(untracked_files=True)
