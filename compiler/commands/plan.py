@@ -1,6 +1,8 @@
 """mailgw plan: what merging the working tree would change on the MX, and whether that is safe.
 
 The Plan (compiler/plan.py) is data; text, Markdown and JSON are three views of it.
+REFERENCES: GitHub Flavored Markdown (tables, alerts) for the job summary; GitHub
+Actions workflow commands ('::error') for the annotations.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 from compiler import history
 from compiler.pipeline import compile_repository
 from compiler.plan import FORCE_ENV, FORCE_LABEL, Change, DomainPlan, Plan, make_plan
+
+REFERENCES = ("GitHub Flavored Markdown", "GitHub Actions workflow commands")
 
 EXIT_UNSAFE, EXIT_USAGE = 1, 2
 # Past this many lines a section is cut in text and Markdown (JSON always has everything).
