@@ -133,6 +133,8 @@ class PostfixSettings(_Strict):
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
+    # The gateway team: default reviewers of everything but the domain files (.github/CODEOWNERS).
+    admins: list[Annotated[str, AfterValidator(values.admin)]] = []
     ldap: LdapSettings
     postfix: PostfixSettings = PostfixSettings()
 

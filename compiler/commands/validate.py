@@ -13,6 +13,6 @@ def register(verbs) -> None:
 
 def run(args) -> int:
     declarations = load_declarations(args.root)
-    addresses = sum(len(s.decl.recipients) + len(s.decl.external_aliases) for s in declarations.domains)
+    addresses = sum(len(s.addresses) for s in declarations.domains)
     print(f"ok: {len(declarations.domains)} domain(s), {addresses} address(es)", file=sys.stderr)
     return 0

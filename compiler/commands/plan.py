@@ -1,0 +1,191 @@
+"""mailgw plan: what merging the working tree would change on the MX, and whether that is safe.
+
+The Plan (compiler/plan.py) is data; text, Markdown and JSON are three views of it.
+REFERENCES: GitHub Flavored Markdown (tables, alerts) for the job summary; GitHub
+Actions workflow commands ('::error') for the annotations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from compiler import history
+from compiler.pipeline import compile_repository
+from compiler.plan import FORCE_ENV, FORCE_LABEL, Change, DomainPlan, Plan, make_plan
+
+REFERENCES = ("GitHub Flavored Markdown", "GitHub Actions workflow commands")
+
+EXIT_UNSAFE, EXIT_USAGE = 1, 2
+# Past this many lines a section is cut in text and Markdown (JSON always has everything).
+MAX_SECTION_LINES = 50
+MARKS = {"added": "+", "removed": "-", "changed": "~"}
+FORCE_HINT = (f"to go ahead anyway, label the merge request '{FORCE_LABEL}' (CI then sets {FORCE_ENV}=1) "
+              "or run 'mailgw plan --force'")
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("plan", help="show what the MX would do differently; exit 1 when unsafe")
+    parser.add_argument("--base", metavar="REF",
+                        help="compare with this revision (default: the merge base of HEAD with main)")
+    parser.add_argument("--format", choices=sorted(RENDERERS), default="text", help="default: text")
+    parser.add_argument("--force", action="store_true",
+                        help=f"go ahead with an unsafe plan (also: {FORCE_ENV}=1 in the environment)")
+    parser.set_defaults(run=run)
+
+
+def forced_by_environment() -> bool:
+    return os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def run(args) -> int:
+    forced = args.force or forced_by_environment()
+    compiled = compile_repository(args.root)
+    try:
+        checkout = history.open_checkout(args.root)
+        if args.base:
+            base = history.revision(checkout, history.resolve(checkout, args.base), args.base)
+        else:
+            base = history.revision(checkout, history.default_base(checkout), "the merge base with main")
+    except history.HistoryError as err:
+        print(f"mailgw: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
+    sys.stdout.write(RENDERERS[args.format](plan, forced))
+    if plan.allowed(forced):
+        return 0
+    print("mailgw: the plan is unsafe:", file=sys.stderr)
+    for reason in plan.reasons():
+        print(f"  {reason}", file=sys.stderr)
+    print(f"mailgw: {FORCE_HINT}", file=sys.stderr)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for reason in plan.reasons():
+            print(f"::error title=unsafe plan::{_escape_annotation(reason)}", file=sys.stderr)
+    return EXIT_UNSAFE
+
+
+def _escape_annotation(message: str) -> str:
+    return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+# --- text -----------------------------------------------------------------------------------------
+
+def _sections(domain: DomainPlan) -> list[tuple[str, tuple[Change, ...]]]:
+    sections = [("recipients", domain.recipients), ("external aliases", domain.aliases),
+                ("routing", (domain.routing,) if domain.routing else ()), ("settings", domain.settings),
+                ("directory entries", domain.directory)]
+    return [(title, changes) for title, changes in sections if changes]
+
+
+def _change_line(change: Change) -> str:
+    if change.status == "added":
+        return f"+ {change.name}: {change.after}"
+    if change.status == "removed":
+        return f"- {change.name}: {change.before}"
+    return f"~ {change.name}: {change.before} -> {change.after}"
+
+
+def _entry_line(change: Change) -> str:
+    return f"{MARKS[change.status]} {change.name}"
+
+
+def _cut(lines: list[str], indent: str) -> list[str]:
+    if len(lines) <= MAX_SECTION_LINES:
+        return [indent + line for line in lines]
+    return [indent + line for line in lines[:MAX_SECTION_LINES]] + [
+        f"{indent}... and {len(lines) - MAX_SECTION_LINES} more (see --format json)"]
+
+
+def render_text(plan: Plan, forced: bool = False, *, verdict: bool = True) -> str:
+    lines = [f"mailgw plan: the working tree against {plan.base}"]
+    for domain in plan.domains:
+        suffix = f" ({domain.status})" if domain.status != "changed" else ""
+        lines += ["", f"{MARKS[domain.status]} {domain.name}{suffix}"]
+        for title, changes in _sections(domain):
+            show = _entry_line if title == "directory entries" else _change_line
+            lines.append(f"    {title}:")
+            lines += _cut([show(c) for c in changes], "      ")
+    if plan.gateway:
+        lines += ["", "gateway:"] + _cut([_change_line(c) for c in plan.gateway], "    ")
+    if plan.directory:
+        lines += ["", "directory entries of no domain:"] + _cut([_entry_line(c) for c in plan.directory], "    ")
+    for section, title in (("policy", "policy (out/rspamd)"), ("directory", "directory (out/ldap)"),
+                           ("artifacts", "other out/ files")):
+        files = [f for f in plan.files if f.section == section]
+        if files:
+            lines += ["", f"{title}:"] + _cut(
+                [f"{MARKS[f.status]} {f.path} (+{f.lines_added} -{f.lines_removed} lines)" for f in files], "    ")
+    lines += ["", f"summary: {plan.summary()}"]
+    if verdict:
+        lines += _verdict_lines(plan, forced)
+    return "\n".join(lines) + "\n"
+
+
+def _verdict_lines(plan: Plan, forced: bool) -> list[str]:
+    reasons = plan.reasons()
+    verdict = plan.verdict(forced)
+    if verdict == "safe":
+        return ["verdict: safe"]
+    head = "verdict: forced through, although unsafe:" if verdict == "forced" else "verdict: UNSAFE:"
+    lines = [head] + [f"  - {reason}" for reason in reasons]
+    if verdict == "unsafe":
+        lines.append(f"  {FORCE_HINT}")
+    return lines
+
+
+# --- Markdown (the merge request's job summary) -------------------------------------------------
+
+def _code(text: str | None) -> str:
+    if text is None:
+        return ""
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
+def render_markdown(plan: Plan, forced: bool = False) -> str:
+    verdict = plan.verdict(forced)
+    badge = {"safe": "safe", "forced": "**unsafe, forced through**", "unsafe": "**UNSAFE**"}[verdict]
+    lines = ["## mailgw plan", "", f"**{_escape_md(plan.summary())}**", "",
+             f"Compared with {_escape_md(plan.base)}. Verdict: {badge}."]
+    if verdict != "safe":
+        kind = "WARNING" if verdict == "forced" else "CAUTION"
+        lines += ["", f"> [!{kind}]"] + [f"> - {_escape_md(reason)}" for reason in plan.reasons()]
+        if verdict == "unsafe":
+            lines.append(f"> \n> To go ahead anyway, add the label `{FORCE_LABEL}` to the merge request.")
+    for domain in plan.domains:
+        suffix = f" ({domain.status})" if domain.status != "changed" else ""
+        lines += ["", f"### {MARKS[domain.status]} {_code(domain.name)}{suffix}", "",
+                  "| | section | name | before | after |", "|---|---|---|---|---|"]
+        lines += _cut([_row(title, c) for title, changes in _sections(domain) for c in changes], "")
+    if plan.gateway:
+        lines += ["", "### gateway.yaml", "", "| | setting | before | after |", "|---|---|---|---|"]
+        lines += [f"| {MARKS[c.status]} | {_code(c.name)} | {_code(c.before)} | {_code(c.after)} |"
+                  for c in plan.gateway]
+    if plan.directory:
+        lines += ["", "### Directory entries of no domain", ""]
+        lines += _cut([f"- {MARKS[c.status]} {_code(c.name)}" for c in plan.directory], "")
+    if plan.files:
+        lines += ["", "### Files in out/", "", "| | file | section | lines |", "|---|---|---|---|"]
+        lines += _cut([f"| {MARKS[f.status]} | {_code(f.path)} | {f.section} | +{f.lines_added} -{f.lines_removed} |"
+                       for f in plan.files], "")
+    return "\n".join(lines) + "\n"
+
+
+def _row(section: str, change: Change) -> str:
+    # A directory entry's before and after are whole LDIF records: the DN says enough.
+    before, after = (None, None) if section == "directory entries" else (change.before, change.after)
+    return f"| {MARKS[change.status]} | {section} | {_code(change.name)} | {_code(before)} | {_code(after)} |"
+
+
+def _escape_md(text: str) -> str:
+    return "".join("\\" + char if char in "\\`*_[]<>|#" else char for char in text)
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+def render_json(plan: Plan, forced: bool = False) -> str:
+    document = {**plan.to_dict(), "forced": forced, "verdict": plan.verdict(forced)}
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

@@ -1,0 +1,97 @@
+"""mailgw publish: build out/ and, when it changed, commit it (CI runs this on main after a merge).
+
+The commit's message is the plan since the last commit that changed out/:
+its summary as the subject, the text rendering as the body. Nothing
+changed, no commit. Publish refuses to run where its commit could carry
+something else: uncommitted declarations, or staged files outside out/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import git
+
+from compiler import history
+from compiler.commands.plan import render_text
+from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, compile_repository
+from compiler.plan import make_plan
+from compiler.write import write_tree
+
+AUTHOR_ENV = "MAILGW_AUTHOR"
+EXIT_USAGE = 2
+_AUTHOR = re.compile(r"(?P<name>[^<>\n]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)>")
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("publish", help="build out/ and commit it when it changed")
+    parser.add_argument("--author", metavar="'NAME <EMAIL>'",
+                        help=f"author and committer of the commit (default: ${AUTHOR_ENV}, else git's config)")
+    parser.set_defaults(run=run)
+
+
+class PublishError(Exception):
+    """Publishing here would commit the wrong thing; nothing was written."""
+
+
+def parse_author(text: str) -> git.Actor:
+    match = _AUTHOR.fullmatch(text.strip())
+    if not match:
+        raise PublishError(f"author '{text}' is not 'Name <email@example.org>'")
+    return git.Actor(match["name"], match["email"])
+
+
+def run(args) -> int:
+    try:
+        author_text = args.author or os.environ.get(AUTHOR_ENV)
+        author = parse_author(author_text) if author_text else None
+        checkout = history.open_checkout(args.root)
+        if not checkout.has_commits:
+            raise PublishError("the repository has no commit yet; commit the declarations first")
+        _refuse_unclean(checkout)
+    except (history.HistoryError, PublishError) as err:
+        print(f"mailgw: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    compiled = compile_repository(args.root)
+    base = history.revision(checkout, history.last_publish(checkout), "the last publish")
+    plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
+    out = checkout.path(history.OUT_DIR)
+    write_tree(args.root / history.OUT_DIR, compiled.artifacts)
+    repo = checkout.repo
+    repo.git.add("--all", "--", out)
+    if not repo.index.diff(repo.head.commit, paths=out):
+        print("out/ is current: nothing to publish", file=sys.stderr)
+        return 0
+    message = commit_message(plan)
+    commit = repo.index.commit(message, author=author, committer=author,
+                               skip_hooks=True)  # generated files only; the checks ran on the merge request
+    print(f"published {commit.hexsha[:12]}: {message.splitlines()[0]}")
+    return 0
+
+
+def commit_message(plan) -> str:
+    subject = f"publish out/: {plan.summary()}"
+    body = render_text(plan, verdict=False)
+    reasons = plan.reasons()
+    if reasons:
+        body += "\nsafety guards (reviewed on the merge request):\n" + "".join(f"  - {r}\n" for r in reasons)
+    return f"{subject}\n\n{body}"
+
+
+def _refuse_unclean(checkout: history.Checkout) -> None:
+    """out/ must be built from committed declarations, and the commit must hold out/ only."""
+    repo = checkout.repo
+    paths = [checkout.path(GATEWAY_FILE), checkout.path(DOMAINS_DIR)]
+    dirty = repo.git.status("--porcelain", "--untracked-files=all", "--", *paths)
+    if dirty:
+        names = ", ".join(line[3:] for line in dirty.splitlines())
+        raise PublishError(f"declarations differ from the last commit ({names}); "
+                           "publish builds what is committed: commit them first")
+    out = checkout.path(history.OUT_DIR) + "/"
+    staged = [d.a_path or d.b_path for d in repo.index.diff(repo.head.commit)]
+    others = sorted(path for path in staged if not path.startswith(out))
+    if others:
+        raise PublishError(f"files outside out/ are staged ({', '.join(others)}); "
+                           "the publish commit holds out/ only: commit or unstage them first")

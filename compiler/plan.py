@@ -1,0 +1,355 @@
+"""Stage 6, plan: what the MX will do differently, and whether that may go through unforced.
+
+Two revisions are compared. Their Fleets give the meaning (per domain:
+addresses added, removed and changed, external aliases, routing, every other
+domain setting; the gateway's settings); their out/ trees give everything a
+Fleet does not show (each changed artifact file, the LDAP entries of
+out/ldap/*.ldif by DN, the Rspamd policy files). The Plan is plain data; its
+renderings live in compiler/commands/plan.py.
+
+Safety guards (the verdict is the plan's, not the command line's): a domain
+removed, more than 30% of a domain's addresses removed when it had at least
+10, a next hop changed, or the LDAP base DN changed make the plan unsafe.
+REFERENCES: RFC 2849 (LDIF, read here), transport(5) (next hops).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from compiler.fleet import Address, Domain, Fleet
+from compiler.targets.postfix import transport_nexthop
+from compiler.write import MANIFEST
+
+REFERENCES = ("RFC 2849", "transport(5)")
+
+MAX_REMOVED_PERCENT = 30
+MIN_ADDRESSES_FOR_SHARE = 10
+BASE_DN_SETTING = "ldap.base_dn"
+# How a merge request asks to go through with an unsafe plan: CI sets the
+# environment variable when the merge request carries the label.
+FORCE_LABEL = "mailgw:force"
+FORCE_ENV = "MAILGW_FORCE"
+
+# Which section of the plan shows a changed out/ file: the first prefix that matches.
+FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
+DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
+# Domain fields that have their own section of the plan (or none: where the file is).
+_OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One named thing before and after; None means absent on that side."""
+    name: str
+    before: str | None
+    after: str | None
+
+    @property
+    def status(self) -> str:
+        return "added" if self.before is None else "removed" if self.after is None else "changed"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str            # relative to out/
+    status: str          # added | removed | changed
+    lines_added: int
+    lines_removed: int
+
+    @property
+    def section(self) -> str:
+        return next(name for name, prefix in FILE_SECTIONS if self.path.startswith(prefix))
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    name: str
+    status: str                       # added | removed | changed
+    addresses_before: int
+    addresses_removed: int            # accepted before, not accepted after
+    recipients: tuple[Change, ...]    # people, their aliases, roles, lists
+    aliases: tuple[Change, ...]       # external aliases (forwarded by the MX)
+    routing: Change | None            # the transport(5) value: where the mail goes
+    settings: tuple[Change, ...]      # every other field of the domain
+    directory: tuple[Change, ...]     # LDAP entries that name the domain or one of its addresses
+
+    def reasons(self) -> list[str]:
+        if self.status == "removed":
+            return [f"{self.name}: domain removed; the MX would reject all of its mail "
+                    f"({self.addresses_before} address(es))"]
+        reasons = []
+        if (self.addresses_before >= MIN_ADDRESSES_FOR_SHARE
+                and 100 * self.addresses_removed > MAX_REMOVED_PERCENT * self.addresses_before):
+            share = round(100 * self.addresses_removed / self.addresses_before)
+            reasons.append(f"{self.name}: {self.addresses_removed} of {self.addresses_before} addresses removed "
+                           f"({share}%; more than {MAX_REMOVED_PERCENT}% of a domain with at least "
+                           f"{MIN_ADDRESSES_FOR_SHARE})")
+        if self.status == "changed" and self.routing is not None:
+            reasons.append(f"{self.name}: next hop changed from {self.routing.before} to {self.routing.after}")
+        return reasons
+
+
+@dataclass(frozen=True)
+class Plan:
+    base: str                         # what the plan compares against
+    domains: tuple[DomainPlan, ...]
+    gateway: tuple[Change, ...]       # gateway.yaml settings, as dotted names
+    files: tuple[FileChange, ...]     # out/ files, MANIFEST.json aside
+    directory: tuple[Change, ...]     # LDAP entries that name no domain
+
+    def reasons(self) -> list[str]:
+        """Why the plan is unsafe; empty when it is safe."""
+        reasons = [reason for domain in self.domains for reason in domain.reasons()]
+        reasons += [f"gateway: LDAP base DN changed from {c.before} to {c.after}; every directory entry moves"
+                    for c in self.gateway if c.name == BASE_DN_SETTING and c.status == "changed"]
+        return reasons
+
+    @property
+    def safe(self) -> bool:
+        return not self.reasons()
+
+    def verdict(self, forced: bool = False) -> str:
+        """'safe', 'forced' (unsafe, and forced through) or 'unsafe' (refused)."""
+        return "safe" if self.safe else "forced" if forced else "unsafe"
+
+    def allowed(self, forced: bool = False) -> bool:
+        return self.verdict(forced) != "unsafe"
+
+    def summary(self) -> str:
+        """One line: what changes, for the merge request and the publish commit."""
+        statuses = Counter(d.status for d in self.domains)
+        if len(self.domains) == 1:
+            only = self.domains[0]
+            head = only.name if only.status == "changed" else f"{only.name} {only.status}"
+        elif self.domains:
+            detail = ", ".join(f"{statuses[s]} {s}" for s in ("added", "removed") if statuses[s])
+            head = f"{len(self.domains)} domains" + (f" ({detail})" if detail else "")
+        else:
+            head = ""
+        details = []
+        addresses = Counter(c.status for d in self.domains for c in d.recipients + d.aliases)
+        if addresses:
+            details.append(f"+{addresses['added']} -{addresses['removed']} ~{addresses['changed']} addresses")
+        counts = (
+            (sum(1 for d in self.domains if d.routing and d.status == "changed"), "routing change"),
+            (sum(len(d.settings) for d in self.domains), "setting change"),
+            (sum(len(d.directory) for d in self.domains) + len(self.directory), "directory entry"),
+            (sum(1 for f in self.files if f.section == "policy"), "policy file"),
+            (len(self.gateway), "gateway setting"),
+            (len(self.files), "out/ file"),
+        )
+        details += [f"{count} {_plural(noun, count)}" for count, noun in counts if count]
+        if head and details:
+            return f"{head}: {', '.join(details)}"
+        return head or ", ".join(details) or "no changes"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the JSON rendering; statuses and sections spelt out."""
+        def change(c: Change) -> dict:
+            return {"name": c.name, "status": c.status, "before": c.before, "after": c.after}
+        return {
+            "base": self.base,
+            "summary": self.summary(),
+            "safe": self.safe,
+            "reasons": self.reasons(),
+            "domains": [{
+                "name": d.name, "status": d.status,
+                "addresses_before": d.addresses_before, "addresses_removed": d.addresses_removed,
+                "recipients": [change(c) for c in d.recipients],
+                "aliases": [change(c) for c in d.aliases],
+                "routing": change(d.routing) if d.routing else None,
+                "settings": [change(c) for c in d.settings],
+                "directory": [change(c) for c in d.directory],
+            } for d in self.domains],
+            "gateway": [change(c) for c in self.gateway],
+            "files": [{**dataclasses.asdict(f), "section": f.section} for f in self.files],
+            "directory": [change(c) for c in self.directory],
+        }
+
+
+def _plural(noun: str, count: int) -> str:
+    if count == 1:
+        return noun
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+
+
+def make_plan(base: str, old_fleet: Fleet | None, old_out: dict[str, bytes],
+              new_fleet: Fleet | None, new_out: dict[str, bytes]) -> Plan:
+    """Compare two revisions: Fleets (None: no declarations) and out/ trees (path -> bytes)."""
+    old_domains = {d.name: d for d in old_fleet.domains} if old_fleet else {}
+    new_domains = {d.name: d for d in new_fleet.domains} if new_fleet else {}
+    old_entries, new_entries = directory_entries(old_out), directory_entries(new_out)
+    entry_changes = _changes(old_entries, new_entries, lambda entry: "\n".join(entry))
+    by_domain: dict[str, list[Change]] = {}
+    unowned = []
+    names = set(old_domains) | set(new_domains)
+    for change in entry_changes:
+        owners = _entry_domains(change, names)
+        for name in owners:
+            by_domain.setdefault(name, []).append(change)
+        if not owners:
+            unowned.append(change)
+    domains = []
+    for name in sorted(names):
+        plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())))
+        if plan is not None:
+            domains.append(plan)
+    gateway = _changes(_flatten(old_fleet.gateway) if old_fleet else {},
+                       _flatten(new_fleet.gateway) if new_fleet else {}, str)
+    return Plan(base=base, domains=tuple(domains), gateway=tuple(gateway), files=tuple(file_changes(old_out, new_out)),
+                directory=tuple(unowned))
+
+
+def _domain_plan(name: str, old: Domain | None, new: Domain | None,
+                 directory: tuple[Change, ...]) -> DomainPlan | None:
+    old_addresses = {a.address: a for a in old.addresses} if old else {}
+    new_addresses = {a.address: a for a in new.addresses} if new else {}
+    address_changes = _changes(old_addresses, new_addresses, describe)
+    recipients = tuple(c for c in address_changes if not _is_external(c, old_addresses, new_addresses))
+    aliases = tuple(c for c in address_changes if _is_external(c, old_addresses, new_addresses))
+    old_route, new_route = (transport_nexthop(d) if d else None for d in (old, new))
+    routing = Change("next hop", old_route, new_route) if old_route != new_route else None
+    settings = tuple(_changes(_settings(old), _settings(new), _show))
+    status = "added" if old is None else "removed" if new is None else "changed"
+    if status == "changed" and not (recipients or aliases or routing or settings or directory):
+        return None
+    return DomainPlan(name=name, status=status, addresses_before=len(old_addresses),
+                      addresses_removed=len(set(old_addresses) - set(new_addresses)),
+                      recipients=recipients, aliases=aliases, routing=routing,
+                      settings=settings if status == "changed" else (), directory=directory)
+
+
+def _is_external(change: Change, old: dict[str, Address], new: dict[str, Address]) -> bool:
+    """An address change belongs to the external aliases when the address is one after (or was one)."""
+    address = new.get(change.name) or old[change.name]
+    return address.kind == "external"
+
+
+def describe(address: Address) -> str:
+    """What an address is, in words: 'person mrossi', 'role owned by gneri, mrossi', ..."""
+    if address.kind == "person":
+        return f"person {address.uid}"
+    if address.kind == "alias":
+        return f"alias of {address.uid}"
+    if address.kind == "external":
+        return "forwarded to " + ", ".join(address.targets)
+    return f"{address.kind} owned by " + ", ".join(address.owners)
+
+
+def _settings(domain: Domain | None) -> dict[str, Any]:
+    """Every field of the domain without a section of its own; new fields show up by themselves."""
+    if domain is None:
+        return {}
+    return {f.name: getattr(domain, f.name) for f in dataclasses.fields(domain) if f.name not in _OWN_SECTIONS}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) if value else "(none)"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _flatten(model: BaseModel) -> dict[str, str]:
+    """gateway.yaml as dotted names: {'ldap.base_dn': 'ou=...'}."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            flat[prefix] = _show(value)
+    walk("", model.model_dump(mode="json"))
+    return flat
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], show) -> list[Change]:
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before = show(old[name]) if name in old else None
+        after = show(new[name]) if name in new else None
+        if before != after:
+            changes.append(Change(name, before, after))
+    return changes
+
+
+def file_changes(old: dict[str, bytes], new: dict[str, bytes]) -> list[FileChange]:
+    """Every out/ file that differs, with lines added and removed (as multisets: no diff needed)."""
+    changes = []
+    for path in sorted(set(old) | set(new)):
+        if path == MANIFEST or old.get(path) == new.get(path):
+            continue
+        before = Counter(old.get(path, b"").splitlines())
+        after = Counter(new.get(path, b"").splitlines())
+        status = "added" if path not in old else "removed" if path not in new else "changed"
+        changes.append(FileChange(path, status, sum((after - before).values()), sum((before - after).values())))
+    return changes
+
+
+def directory_entries(out: dict[str, bytes]) -> dict[str, tuple[str, ...]]:
+    """Every entry of out/ldap/*.ldif by its DN (as written), with its attribute lines sorted."""
+    entries: dict[str, tuple[str, ...]] = {}
+    for path in sorted(out):
+        if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX):
+            entries.update(parse_ldif(out[path].decode("utf-8", "replace")))
+    return entries
+
+
+def parse_ldif(text: str) -> dict[str, tuple[str, ...]]:
+    """LDIF content records (RFC 2849) -> {dn: sorted attribute lines}.
+
+    Hand-written: the plan needs only the records' DNs and lines, from files
+    this gateway generates; unfolding, comments and base64 DNs are all of it.
+    """
+    unfolded: list[str] = []
+    in_comment = False
+    for line in text.splitlines():
+        if line.startswith(" "):
+            if not in_comment and unfolded:
+                unfolded[-1] += line[1:]   # a folded line continues the previous one (a comment's, too)
+            continue
+        in_comment = line.startswith("#")
+        if not in_comment:
+            unfolded.append(line)
+    entries: dict[str, tuple[str, ...]] = {}
+    for record in "\n".join(unfolded).split("\n\n"):
+        lines = [line for line in record.split("\n") if line]
+        if not lines or not lines[0].lower().startswith("dn:"):
+            continue  # 'version: 1', or nothing
+        entries[_ldif_value(lines[0])] = tuple(sorted(lines[1:]))
+    return entries
+
+
+def _ldif_value(line: str) -> str:
+    _, _, value = line.partition(":")
+    if value.startswith(":"):
+        try:
+            return base64.b64decode(value[1:].strip()).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return value[1:].strip()
+    return value.strip()
+
+
+def _entry_domains(change: Change, names: set[str]) -> set[str]:
+    """The domains an entry names: its DN or a value is the domain, or an address in it."""
+    found = set()
+    text = "\n".join(part for part in (change.name, change.before, change.after) if part)
+    for token in text.replace(",", "\n").replace("=", "\n").replace(":", "\n").split():
+        token = token.lower()
+        domain = token.rpartition("@")[2]
+        if domain in names:
+            found.add(domain)
+    return found

@@ -1,0 +1,447 @@
+"""mailgw plan: the working tree against a revision, read through git; every guard, every view, every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compiler.commands.plan import render_markdown, render_text
+from compiler.pipeline import compile_repository
+from compiler.plan import Change, make_plan, parse_ldif
+from tests.conftest import GATEWAY, domain_yaml
+from tests.gitrepo import commit_all, edit, fleet_repo, init
+
+TIFPA = "domains/tifpa.example.org.yaml"
+HINT = ("  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
+        "or run 'mailgw plan --force'")
+
+
+@pytest.fixture
+def branch(tmp_path):
+    """The bundled fleet on main, and a checked-out branch to edit: -> (root, repo)."""
+    root = tmp_path / "gw"
+    repo = fleet_repo(root)
+    repo.git.checkout("-b", "change")
+    return root, repo
+
+
+def people(count: int, domain: str = "big.example.org") -> str:
+    body = "".join(f"  user{i:02}: u{i:02}\n" for i in range(count))
+    return domain_yaml(domain, recipients="recipients:\n" + body)
+
+
+@pytest.fixture
+def small_repo(make_repo):
+    """A one-domain fleet committed on main: make(files) -> (root, repo)."""
+    def make(files: dict[str, str]):
+        root = make_repo(files)
+        repo = init(root)
+        commit_all(repo, "fleet")
+        return root, repo
+    return make
+
+
+def verdict(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("verdict:")):]
+
+
+def test_no_change_is_an_empty_safe_plan(branch, mailgw):
+    root, repo = branch
+    result = mailgw(root, "plan")
+    assert result.code == 0
+    base = repo.commit("main").hexsha[:12]
+    assert result.out == (f"mailgw plan: the working tree against the merge base with main ({base})\n\n"
+                          "summary: no changes\nverdict: safe\n")
+
+
+def test_every_kind_of_domain_change(branch, mailgw):
+    root, _ = branch
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "  giulia.verdi: gverdi\n")
+    edit(root, TIFPA, "info: {kind: role, owners: [mrossi]}", "info: {kind: list, owners: [mrossi, gneri]}")
+    edit(root, "domains/cnaf.example.org.yaml", "luca.gallo@example.net", "luca.gallo@example.com")
+    edit(root, "domains/cnaf.example.org.yaml", "external_aliases:\n",
+         "external_aliases:\n  sara: [sara.romano@example.net]\n")
+    edit(root, "domains/lnf.example.org.yaml", "role: backup", "role: primary")
+    edit(root, "domains/lnf.example.org.yaml", 'admins: ["@example/lnf-mail", "@fbruni"]', 'admins: ["@fbruni"]')
+    (root / "domains/new.example.org.yaml").write_text(domain_yaml(
+        "new.example.org", site="site: NEW\n", recipients="recipients:\n  anna.neri: aneri\n"))
+    result = mailgw(root, "plan")
+    assert result.code == 0, result.err
+    body = result.out.splitlines()[2:]
+    assert body == [
+        "~ cnaf.example.org",
+        "    external aliases:",
+        "      ~ l.gallo@cnaf.example.org: forwarded to luca.gallo@example.net -> forwarded to luca.gallo@example.com",
+        "      + sara@cnaf.example.org: forwarded to sara.romano@example.net",
+        "",
+        "~ lnf.example.org",
+        "    settings:",
+        "      ~ admins: @example/lnf-mail, @fbruni -> @fbruni",
+        "      ~ role: backup -> primary",
+        "",
+        "+ new.example.org (added)",
+        "    recipients:",
+        "      + anna.neri@new.example.org: person aneri",
+        "    routing:",
+        "      + next hop: smtp:[smtp.tifpa.example.org]:25",
+        "",
+        "~ tifpa.example.org",
+        "    recipients:",
+        "      + giulia.verdi@tifpa.example.org: person gverdi",
+        "      ~ info@tifpa.example.org: role owned by mrossi -> list owned by gneri, mrossi",
+        "      - paolo.conti@tifpa.example.org: person pconti",
+        "",
+        "other out/ files:",
+        "    ~ postfix/relay_domains (+1 -0 lines)",
+        "    ~ postfix/relay_recipients (+4 -2 lines)",
+        "    ~ postfix/transport (+1 -0 lines)",
+        "    ~ postfix/virtual_alias (+2 -1 lines)",
+        "",
+        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 4 out/ files",
+        "verdict: safe",
+    ]
+
+
+def test_the_three_views_show_one_plan(branch, mailgw):
+    root, _ = branch
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "")
+    text = mailgw(root, "plan").out
+    markdown = mailgw(root, "plan", "--format", "markdown").out
+    document = mailgw(root, "plan", "--format", "json").out
+    data = json.loads(document)
+    assert document == json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 out/ file"
+    assert data["summary"] == summary and f"summary: {summary}" in text
+    assert f"**{summary}**" in markdown
+    assert data["verdict"] == "safe" and data["reasons"] == [] and data["forced"] is False
+    [tifpa] = data["domains"]
+    assert tifpa["recipients"] == [{"name": "paolo.conti@tifpa.example.org", "status": "removed",
+                                    "before": "person pconti", "after": None}]
+    assert tifpa["addresses_before"] == 13 and tifpa["addresses_removed"] == 1
+    assert "| - | recipients | `paolo.conti@tifpa.example.org` | `person pconti` |  |" in markdown
+    assert data["files"] == [{"path": "postfix/relay_recipients", "status": "changed", "section": "artifacts",
+                              "lines_added": 0, "lines_removed": 1}]
+
+
+# --- the guards -----------------------------------------------------------------------------------
+
+def test_a_removed_domain_is_unsafe_unless_forced(branch, mailgw):
+    root, repo = branch
+    repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
+    result = mailgw(root, "plan")
+    assert result.code == 1
+    reason = "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))"
+    assert verdict(result.out) == ["verdict: UNSAFE:", f"  - {reason}", HINT]
+    assert "- lnf.example.org (removed)" in result.out
+    assert result.err.splitlines() == ["mailgw: the plan is unsafe:", f"  {reason}", "mailgw: " + HINT.strip()]
+    forced = mailgw(root, "plan", "--force")
+    assert forced.code == 0 and forced.err == ""
+    assert verdict(forced.out) == ["verdict: forced through, although unsafe:", f"  - {reason}"]
+
+
+@pytest.mark.parametrize("removed, unsafe", [(4, True), (3, False)])
+def test_more_than_30_percent_of_ten_addresses_removed_is_unsafe(small_repo, mailgw, removed, unsafe):
+    root, _ = small_repo({"domains/big.example.org.yaml": people(10)})
+    (root / "domains/big.example.org.yaml").write_text(people(10).replace(
+        "".join(f"  user{i:02}: u{i:02}\n" for i in range(removed)), ""))
+    result = mailgw(root, "plan")
+    assert result.code == (1 if unsafe else 0)
+    reasons = [line for line in result.out.splitlines() if line.startswith("  - ")]
+    assert reasons == (["  - big.example.org: 4 of 10 addresses removed (40%; more than 30% of a domain with at "
+                        "least 10)"] if unsafe else [])
+
+
+def test_a_domain_with_fewer_than_ten_addresses_may_lose_most(small_repo, mailgw):
+    root, _ = small_repo({"domains/big.example.org.yaml": people(9)})
+    (root / "domains/big.example.org.yaml").write_text(people(1))
+    result = mailgw(root, "plan")
+    assert result.code == 0 and "+0 -8 ~0 addresses" in result.out
+
+
+def test_an_external_alias_counts_as_an_address(small_repo, mailgw):
+    aliases = "external_aliases:\n" + "".join(f"  fwd{i}: [x{i}@example.net]\n" for i in range(6))
+    before = people(4) + aliases
+    root, _ = small_repo({"domains/big.example.org.yaml": before})
+    (root / "domains/big.example.org.yaml").write_text(people(4) + "external_aliases:\n  fwd0: [x0@example.net]\n")
+    result = mailgw(root, "plan")
+    assert result.code == 1
+    assert "big.example.org: 5 of 10 addresses removed (50%" in result.out
+
+
+@pytest.mark.parametrize("new", [
+    "    - smtp:[smtp2.tifpa.example.org]:25\n    - smtp:[smtp.tifpa.example.org]:25\n",  # order
+    "    - smtp:[smtp.tifpa.example.org]:25\n    - smtp:[smtp3.tifpa.example.org]:25\n",  # host
+    "    - lmtp:[smtp.tifpa.example.org]:24\n",                                            # transport
+])
+def test_a_next_hop_change_is_unsafe(branch, mailgw, new):
+    root, _ = branch
+    edit(root, TIFPA, "    - smtp:[smtp.tifpa.example.org]:25\n    - smtp:[smtp2.tifpa.example.org]:25\n", new)
+    result = mailgw(root, "plan")
+    assert result.code == 1
+    after = "smtp:" + ", ".join(hop.partition(":")[2] for hop in new.split()[1::2]) if "lmtp" not in new \
+        else "lmtp:[smtp.tifpa.example.org]:24"
+    assert verdict(result.out)[1] == ("  - tifpa.example.org: next hop changed from smtp:[smtp.tifpa.example.org]:25, "
+                                      f"[smtp2.tifpa.example.org]:25 to {after}")
+    assert f"      ~ next hop: smtp:[smtp.tifpa.example.org]:25, [smtp2.tifpa.example.org]:25 -> {after}" \
+        in result.out.splitlines()
+
+
+def test_a_base_dn_change_is_unsafe(branch, mailgw):
+    root, _ = branch
+    edit(root, "gateway.yaml", "base_dn: ou=mailgw,dc=example,dc=org", "base_dn: ou=mail,dc=example,dc=org")
+    result = mailgw(root, "plan")
+    assert result.code == 1
+    assert result.out.splitlines()[2:5] == ["gateway:", "    ~ ldap.base_dn: ou=mailgw,dc=example,dc=org -> "
+                                            "ou=mail,dc=example,dc=org", ""]
+    assert verdict(result.out)[1] == ("  - gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to "
+                                      "ou=mail,dc=example,dc=org; every directory entry moves")
+
+
+def test_other_gateway_settings_are_shown_but_safe(branch, mailgw):
+    root, _ = branch
+    edit(root, "gateway.yaml", "  - mx2.gw.example.org\n", "  - mx2.gw.example.org\n  - mx3.gw.example.org\n")
+    result = mailgw(root, "plan")
+    assert result.code == 0
+    assert ("    ~ mx_hosts: mx1.gw.example.org, mx2.gw.example.org -> mx1.gw.example.org, mx2.gw.example.org, "
+            "mx3.gw.example.org") in result.out.splitlines()
+
+
+def test_every_guard_at_once_lists_every_reason(branch, mailgw):
+    root, repo = branch
+    repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
+    edit(root, "gateway.yaml", "dc=example,dc=org", "dc=example,dc=net")
+    edit(root, "domains/ge.example.org.yaml", "[relay.ge.example.org]:25", "[relay2.ge.example.org]:25")
+    result = mailgw(root, "plan", "--format", "json")
+    assert result.code == 1
+    assert json.loads(result.out)["reasons"] == [
+        "ge.example.org: next hop changed from smtp:[relay.ge.example.org]:25 to smtp:[relay2.ge.example.org]:25",
+        "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))",
+        "gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to ou=mailgw,dc=example,dc=net; "
+        "every directory entry moves",
+    ]
+
+
+@pytest.mark.parametrize("value, forced", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_force_from_the_environment(branch, mailgw, monkeypatch, value, forced):
+    root, repo = branch
+    repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
+    monkeypatch.setenv("MAILGW_FORCE", value)
+    result = mailgw(root, "plan", "--format", "json")
+    assert result.code == (0 if forced else 1)
+    assert json.loads(result.out)["verdict"] == ("forced" if forced else "unsafe")
+
+
+def test_unsafe_plan_annotates_under_github_actions(branch, mailgw, monkeypatch):
+    root, repo = branch
+    repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    result = mailgw(root, "plan", "--format", "markdown")
+    assert result.code == 1
+    assert ("::error title=unsafe plan::lnf.example.org: domain removed; the MX would reject all of its mail "
+            "(5 address(es))") in result.err.splitlines()
+    assert "> [!CAUTION]" in result.out and "add the label `mailgw:force`" in result.out
+
+
+# --- which base ---------------------------------------------------------------------------------
+
+def test_default_base_is_the_merge_base_with_main(branch, mailgw):
+    root, repo = branch
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "")
+    commit_all(repo, "branch: remove paolo.conti")
+    repo.git.checkout("main")
+    edit(root, "domains/ge.example.org.yaml", "  marco.ricci: mricci\n", "  marco.ricci: mricci\n  new: mricci\n")
+    commit_all(repo, "main moves on")
+    repo.git.checkout("change")
+    result = mailgw(root, "plan")
+    assert "tifpa.example.org: +0 -1 ~0 addresses" in result.out
+    assert "ge.example.org" not in result.out, "main's own later changes are not the branch's"
+    against_main = mailgw(root, "plan", "--base", "main")
+    assert "ge.example.org" in against_main.out and "against main (" in against_main.out
+
+
+def test_base_without_declarations_is_empty(tmp_path, mailgw):
+    root = tmp_path / "gw"
+    repo = init(root)
+    (root / "README.md").write_text("the gateway\n")
+    commit_all(repo, "first commit: no declarations yet")
+    repo.git.checkout("-b", "fleet")
+    from tests.gitrepo import copy_bundled
+    copy_bundled(root, ("gateway.yaml", "domains"))
+    result = mailgw(root, "plan", "--format", "json")
+    assert result.code == 0
+    data = json.loads(result.out)
+    assert [d["status"] for d in data["domains"]] == ["added"] * 6
+    assert data["verdict"] == "safe" and data["summary"] == (
+        "6 domains (6 added): +31 -0 ~0 addresses, 4 gateway settings, 5 out/ files")
+
+
+def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):
+    root = make_repo({TIFPA: domain_yaml()})
+    init(root)
+    result = mailgw(root, "plan")
+    assert result.code == 0
+    assert result.out.startswith("mailgw plan: the working tree against nothing (no declarations yet)\n")
+    assert "+ tifpa.example.org (added)" in result.out
+
+
+def test_gateway_root_in_a_subdirectory(tmp_path, make_repo, mailgw):
+    root = make_repo({TIFPA: domain_yaml()})
+    repo = init(tmp_path)  # the git repository is make_repo's parent
+    commit_all(repo, "fleet under repo/")
+    edit(root, TIFPA, "  mario.rossi: mrossi\n", "  mario.rossi: mrossi\n  m.rossi: mrossi\n")
+    result = mailgw(root, "plan")
+    assert result.code == 0
+    assert "      + m.rossi@tifpa.example.org: person mrossi" in result.out.splitlines()
+
+
+def test_base_failing_a_newer_cross_file_rule_still_plans(small_repo, mailgw):
+    # An owner that is nobody's uid: suppose that rule came after the base was written.
+    bad = domain_yaml(recipients="recipients:\n  mario.rossi: mrossi\n  info: {kind: role, owners: [ghost]}\n")
+    root, _ = small_repo({TIFPA: bad})
+    (root / TIFPA).write_text(domain_yaml())
+    result = mailgw(root, "plan", "--base", "main")
+    assert result.code == 0
+    assert "      ~ info@tifpa.example.org: role owned by ghost -> role owned by mrossi" in result.out.splitlines()
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("unknown", "mailgw: unknown revision 'no-such-branch'\n"),
+    ("bare-directory", "is not inside a git repository\n"),
+    ("no-main", "mailgw: there is no branch 'main' to compare with; pass --base REF\n"),
+    ("base-does-not-load", "do not load with this compiler (1 finding(s); first: domains/tifpa.example.org.yaml:"
+                           "9:1: error[unknown-field]: unknown field 'colour'); compare with another --base\n"),
+])
+def test_bases_that_cannot_be_read_exit_2(make_repo, mailgw, setup, message):
+    root = make_repo({TIFPA: domain_yaml() + ("colour: blue\n" if setup == "base-does-not-load" else "")})
+    if setup != "bare-directory":
+        repo = init(root)
+        commit_all(repo, "fleet")
+        if setup == "no-main":
+            repo.git.branch("-m", "main", "trunk")
+        (root / TIFPA).write_text(domain_yaml())
+    result = mailgw(root, "plan", *(["--base", "no-such-branch"] if setup == "unknown" else []))
+    assert result.code == 2
+    assert result.err.endswith(message) and "Traceback" not in result.err
+    assert result.out == ""
+
+
+def test_invalid_working_tree_gives_findings(branch, mailgw):
+    root, _ = branch
+    edit(root, TIFPA, "mario.rossi: mrossi", "mario.rossi: M Rossi")
+    result = mailgw(root, "plan")
+    assert result.code == 1 and result.out == ""
+    assert result.lines[0].startswith("domains/tifpa.example.org.yaml:13:16: error[bad-uid]")
+
+
+# --- out/ files the Fleet does not show: LDAP entries and policy files --------------------------
+
+LDIF_BEFORE = """\
+# generated by 'mailgw build'; do not edit
+version: 1
+
+dn: ou=mailgw,dc=example,dc=org
+objectClass: organizationalUnit
+ou: mailgw
+
+dn: uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: mrossi
+mail: mario.rossi@tifpa.example.org
+
+dn: uid=pconti,ou=people,ou=mailgw,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: pconti
+mail: paolo.conti@tifpa.example.org
+"""
+LDIF_AFTER = """\
+# generated by 'mailgw build'; do not edit
+version: 1
+
+dn: ou=mailgw,dc=example,dc=org
+objectClass: organizationalUnit
+ou: mailgw
+description: the gateway's directory
+
+dn: uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: mrossi
+mail: mario.rossi@tifpa.example.org
+mail: m.rossi@tifpa.example.org
+
+dn:: dWlkPWduZXJpLG91PXBlb3BsZSxvdT1tYWlsZ3csZGM9ZXhhbXBsZSxkYz1vcmc=
+objectClass: inetOrgPerson
+uid: gneri
+mail: giulia.neri@tifpa.exam
+ ple.org
+"""
+
+
+def test_directory_entries_and_policy_files(make_repo):
+    fleet = compile_repository(make_repo({TIFPA: domain_yaml()})).fleet
+    old = {"ldap/directory.ldif": LDIF_BEFORE.encode(), "rspamd/local.d/actions.conf": b"reject = 15;\n",
+           "rspamd/maps.d/old.map": b"x\n", "postfix/transport": b"a\n"}
+    new = {"ldap/directory.ldif": LDIF_AFTER.encode(), "rspamd/local.d/actions.conf": b"reject = 12;\n",
+           "rspamd/local.d/new.conf": b"x = 1;\ny = 2;\n", "postfix/transport": b"a\n"}
+    plan = make_plan("base", fleet, old, fleet, new)
+    [tifpa] = plan.domains
+    assert [(c.name, c.status) for c in tifpa.directory] == [
+        ("uid=gneri,ou=people,ou=mailgw,dc=example,dc=org", "added"),
+        ("uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org", "changed"),
+        ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "removed"),
+    ]
+    assert [(c.name, c.status) for c in plan.directory] == [("ou=mailgw,dc=example,dc=org", "changed")]
+    assert [(f.path, f.status, f.section, f.lines_added, f.lines_removed) for f in plan.files] == [
+        ("ldap/directory.ldif", "changed", "directory", 6, 3),
+        ("rspamd/local.d/actions.conf", "changed", "policy", 1, 1),
+        ("rspamd/local.d/new.conf", "added", "policy", 2, 0),
+        ("rspamd/maps.d/old.map", "removed", "policy", 0, 1),
+    ]
+    assert plan.summary() == "tifpa.example.org: 4 directory entries, 3 policy files, 4 out/ files"
+    text = render_text(plan).splitlines()
+    assert text[2:14] == [
+        "~ tifpa.example.org",
+        "    directory entries:",
+        "      + uid=gneri,ou=people,ou=mailgw,dc=example,dc=org",
+        "      ~ uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org",
+        "      - uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "",
+        "directory entries of no domain:",
+        "    ~ ou=mailgw,dc=example,dc=org",
+        "",
+        "policy (out/rspamd):",
+        "    ~ rspamd/local.d/actions.conf (+1 -1 lines)",
+        "    + rspamd/local.d/new.conf (+2 -0 lines)",
+    ]
+    assert "| ~ | `rspamd/local.d/actions.conf` | policy | +1 -1 |" in render_markdown(plan)
+
+
+def test_ldif_reading_unfolds_decodes_and_skips_comments():
+    entries = parse_ldif(LDIF_AFTER)
+    assert entries["uid=gneri,ou=people,ou=mailgw,dc=example,dc=org"] == (
+        "mail: giulia.neri@tifpa.example.org", "objectClass: inetOrgPerson", "uid: gneri")
+    assert len(entries) == 3
+    folded_comment = "# a comment that goes\n on\ndn: cn=a,dc=example,dc=org\ncn: a\n"
+    assert parse_ldif(folded_comment) == {"cn=a,dc=example,dc=org": ("cn: a",)}
+    assert parse_ldif("") == {} and parse_ldif("version: 1\n") == {}
+
+
+def test_long_sections_are_cut_in_text_but_not_in_json(small_repo, mailgw):
+    root, _ = small_repo({"domains/big.example.org.yaml": people(2)})
+    (root / "domains/big.example.org.yaml").write_text(people(80))
+    text = mailgw(root, "plan").out.splitlines()
+    assert "      ... and 28 more (see --format json)" in text
+    data = json.loads(mailgw(root, "plan", "--format", "json").out)
+    assert len(data["domains"][0]["recipients"]) == 78
+
+
+def test_change_status():
+    assert [Change("a", None, "x").status, Change("a", "x", None).status, Change("a", "x", "y").status] == [
+        "added", "removed", "changed"]
+
+
+def test_gateway_fixture_has_no_admins_and_still_plans(small_repo, mailgw):
+    assert "admins" not in GATEWAY
+    root, _ = small_repo({TIFPA: domain_yaml()})
+    assert mailgw(root, "plan").code == 0
