@@ -21,7 +21,7 @@
 #
 # @param source
 #   Where out/ is: an absolute path (a checkout on the node, for `puppet
-#   apply`), or puppet:///modules/<module>/<dir> (files served by the Puppet
+#   apply`), or puppet:///modules/<module>/<dir> (a module's files on the Puppet
 #   server that compiles the catalog).
 # @param state_dir
 #   The module's own directory on the node: the verified staging copy (out/)
@@ -79,7 +79,7 @@ class mailgw (
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
   }
 
-  # Modes for every deployed copy of an artifact: written to a temporary file, checked, renamed.
+  # Every copy of an artifact: written to a temporary file, its sha256 checked, then renamed into place.
   $verified_file = { ensure => file, checksum => 'sha256', backup => false, mode => '0644' }
 
   contain mailgw::stage
