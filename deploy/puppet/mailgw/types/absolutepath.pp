@@ -1,0 +1,2 @@
+# An absolute path on the MX node.
+type Mailgw::Absolutepath = Pattern[/\A\/[^\n]*\z/]
