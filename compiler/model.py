@@ -161,7 +161,7 @@ def _one_spelling_per_network(value: Any) -> Any:
 class PostscreenSettings(_Strict):
     """postscreen(8) in front of smtpd: DNSBL scoring and a permanent access list of client networks."""
     dnsbl_sites: list[DnsblSite] = []
-    dnsbl_threshold: int = 1
+    dnsbl_threshold: Annotated[int, AfterValidator(values.dnsbl_threshold)] = 1
     dnsbl_action: Literal["ignore", "enforce", "drop"] = "enforce"
     denylist_action: Literal["ignore", "enforce", "drop"] = "drop"
     access: Annotated[dict[Network, Literal["permit", "reject"]], BeforeValidator(_one_spelling_per_network)] = {}
@@ -169,9 +169,6 @@ class PostscreenSettings(_Strict):
     @model_validator(mode="after")
     def _threshold_is_reachable(self) -> "PostscreenSettings":
         reachable = sum(site.weight for site in self.dnsbl_sites if site.weight > 0)
-        if self.dnsbl_threshold < 1:
-            raise PydanticCustomError("bad-dnsbl-threshold", "dnsbl_threshold {threshold} must be at least 1",
-                                      {"threshold": self.dnsbl_threshold})
         if self.dnsbl_sites and self.dnsbl_threshold > reachable:
             raise PydanticCustomError(
                 "bad-dnsbl-threshold", "dnsbl_threshold {threshold} can never be reached: the positive DNSBL "

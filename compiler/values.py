@@ -260,7 +260,13 @@ def dnsbl_filter(value: str) -> str:
 
 def dnsbl_weight(value: int) -> int:
     if not -100 <= value <= 100 or value == 0:
-        raise _fail("bad-dnsbl-site", "DNSBL weight {value} is not between -100 and 100 or is 0; a positive "
+        raise _fail("bad-dnsbl-site", "DNSBL weight {value} must be from -100 to 100 and not 0; a positive "
                                       "weight counts towards blocking, a negative one towards allowing",
                     value=value)
+    return value
+
+
+def dnsbl_threshold(value: int) -> int:
+    if value < 1:
+        raise _fail("bad-dnsbl-threshold", "dnsbl_threshold {value} must be at least 1", value=value)
     return value
