@@ -2,7 +2,8 @@
 
 Exit 0 when the MX accepts the recipient, or leaves the answer to the site
 (verify domains); 1 when it refuses it; 2 for an argument that is not an
-address or an IP address.
+address or an IP address. Declarations with findings exit 1 with the findings,
+as every verb does.
 """
 
 from __future__ import annotations
