@@ -185,6 +185,23 @@ def subdomains_stay_with_their_site(decls: Declarations) -> list[Finding]:
     return findings
 
 
+def relay_networks_belong_to_one_site(decls: Declarations) -> list[Finding]:
+    """A relay network lets its site send through the MX; two sites must not claim the same addresses."""
+    claims = [(source, i, net) for source in sorted(decls.domains, key=lambda s: s.doc.relpath)
+              for i, net in enumerate(source.decl.outbound_relays)]
+    findings = []
+    for later, (source, i, net) in enumerate(claims):
+        for other, j, other_net in claims[:later]:
+            if (other.decl.site != source.decl.site and net.version == other_net.version
+                    and net.overlaps(other_net)):
+                findings.append(source.doc.finding(
+                    ("outbound_relays", i), "relay-network-claimed",
+                    f"relay network {net} of site {source.decl.site} overlaps {other_net}, claimed by site "
+                    f"{other.decl.site} at {_where(other, ('outbound_relays', j))}; a relay belongs to one site"))
+                break
+    return findings
+
+
 RULES = (
     file_name_matches_domain,
     one_file_per_domain,
@@ -195,4 +212,5 @@ RULES = (
     alias_targets_exist,
     alias_chains_end,
     subdomains_stay_with_their_site,
+    relay_networks_belong_to_one_site,
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from compiler.load import Document
-from compiler.model import DomainDeclaration, GatewayDeclaration, NextHop
+from compiler.model import DomainDeclaration, GatewayDeclaration, IPNetwork, NextHop
 
 
 class Address(NamedTuple):
@@ -69,6 +69,7 @@ class Domain:
     recipient_check: str
     addresses: tuple[Address, ...]
     source: str
+    relays: tuple[IPNetwork, ...] = ()   # the site's relays allowed to send outbound through the MX
 
     @property
     def transport(self) -> str:
@@ -94,4 +95,10 @@ def _domain(source: DomainSource) -> Domain:
     decl = source.decl
     return Domain(name=decl.domain, site=decl.site, admins=tuple(sorted(set(decl.admins))), role=decl.role,
                   nexthops=tuple(decl.delivery.nexthop), recipient_check=decl.recipient_check,
-                  addresses=tuple(sorted(source.addresses)), source=source.doc.relpath)
+                  addresses=tuple(sorted(source.addresses)), source=source.doc.relpath,
+                  relays=tuple(sorted(set(decl.outbound_relays), key=network_order)))
+
+
+def network_order(net: IPNetwork) -> tuple[int, int, int]:
+    """IPv4 before IPv6, then by address and prefix (networks of two versions do not compare)."""
+    return net.version, int(net.network_address), net.prefixlen

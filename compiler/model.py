@@ -7,11 +7,12 @@ silently fall back to a default. Every value goes through compiler.values.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
-                      ValidationError)
+                      ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
 from compiler import values
@@ -41,6 +42,9 @@ MailAddress = Annotated[str, AfterValidator(values.mail_address)]
 NextHopSpec = Annotated[NextHop, PlainValidator(_nexthop, json_schema_input_type=str),
                         PlainSerializer(lambda hop: f"{hop.transport}:{hop}", return_type=str)]
 Owners = Annotated[list[Uid], Field(min_length=1)]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = Annotated[IPNetwork, PlainValidator(values.network, json_schema_input_type=str)]
+RelayNetwork = Annotated[IPNetwork, PlainValidator(values.relay_network, json_schema_input_type=str)]
 
 
 class _Strict(BaseModel):
@@ -120,6 +124,8 @@ class DomainDeclaration(_Strict):
     recipient_check: Literal["list", "verify"] = "list"
     recipients: dict[LocalPart, Recipient] = {}
     external_aliases: dict[LocalPart, ExternalTargets] = {}
+    # The site's relays that may send outbound mail through the MX (to anywhere).
+    outbound_relays: Annotated[list[RelayNetwork], BeforeValidator(_one_or_many)] = []
 
 
 class LdapSettings(_Strict):
@@ -130,6 +136,47 @@ class PostfixSettings(_Strict):
     map_directory: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/postfix/mailgw"
 
 
+class DnsblSite(_Strict):
+    """A DNS blocklist postscreen asks; a listing adds its weight to the client's score."""
+    domain: DomainName
+    filter: Annotated[str, AfterValidator(values.dnsbl_filter)] | None = None
+    weight: Annotated[int, AfterValidator(values.dnsbl_weight)] = 1
+
+
+def _one_spelling_per_network(value: Any) -> Any:
+    # Two spellings of one network would silently merge into one key.
+    if isinstance(value, dict):
+        seen: dict[str, str] = {}
+        for key in value:
+            try:
+                net = str(values.network(key))
+            except PydanticCustomError:
+                continue  # the key's own validator reports it
+            if net in seen:
+                raise PydanticCustomError("duplicate-network", "'{first}' and '{again}' are the same network "
+                                          "{net}; list it once", {"first": seen[net], "again": key, "net": net})
+            seen[net] = key
+    return value
+
+
+class PostscreenSettings(_Strict):
+    """postscreen(8) in front of smtpd: DNSBL scoring and a permanent access list of client networks."""
+    dnsbl_sites: list[DnsblSite] = []
+    dnsbl_threshold: Annotated[int, AfterValidator(values.dnsbl_threshold)] = 1
+    dnsbl_action: Literal["ignore", "enforce", "drop"] = "enforce"
+    denylist_action: Literal["ignore", "enforce", "drop"] = "drop"
+    access: Annotated[dict[Network, Literal["permit", "reject"]], BeforeValidator(_one_spelling_per_network)] = {}
+
+    @model_validator(mode="after")
+    def _threshold_is_reachable(self) -> "PostscreenSettings":
+        reachable = sum(site.weight for site in self.dnsbl_sites if site.weight > 0)
+        if self.dnsbl_sites and self.dnsbl_threshold > reachable:
+            raise PydanticCustomError(
+                "bad-dnsbl-threshold", "dnsbl_threshold {threshold} can never be reached: the positive DNSBL "
+                "weights add up to {reachable}", {"threshold": self.dnsbl_threshold, "reachable": reachable})
+        return self
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
@@ -137,10 +184,11 @@ class GatewayDeclaration(_Strict):
     admins: list[Annotated[str, AfterValidator(values.admin)]] = []
     ldap: LdapSettings
     postfix: PostfixSettings = PostfixSettings()
+    postscreen: PostscreenSettings = PostscreenSettings()
 
 
 _MODELS = (Person, Alias, Role, MailingList, Delivery, DomainDeclaration, LdapSettings, PostfixSettings,
-           GatewayDeclaration)
+           DnsblSite, PostscreenSettings, GatewayDeclaration)
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
 _TYPE_NAMES = {"string": "text", "int": "a whole number", "list": "a list", "dict": "a mapping",
                "model": "a mapping", "bool": "true or false"}

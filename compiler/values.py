@@ -22,7 +22,8 @@ import re
 import idna
 from pydantic_core import PydanticCustomError
 
-REFERENCES = ("RFC 5321", "RFC 5890", "RFC 5891", "RFC 1123", "RFC 4514", "postmap(1)", "transport(5)")
+REFERENCES = ("RFC 5321", "RFC 5890", "RFC 5891", "RFC 1123", "RFC 4514", "RFC 4632", "postmap(1)", "transport(5)",
+              "cidr_table(5)", "postconf(5) postscreen_dnsbl_sites")
 
 # Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
 # consumer would read as syntax. '+' stays: Postfix tries 'a+b' before 'a'.
@@ -200,3 +201,78 @@ def absolute_path(value: str) -> str:
         raise _fail("bad-path", "'{value}' is not an absolute path of letters, digits, '.', '_', '-' "
                                 "and '/' (like '/etc/postfix/mailgw')", value=value)
     return value.rstrip("/") or "/"
+
+
+# A site relay may send anywhere through the MX, so its network stays small:
+# a /24 of IPv4 or a /64 of IPv6 (one LAN) at most.
+RELAY_MIN_PREFIX = {4: 24, 6: 64}
+_OCTET_PATTERN = r"(?:[0-9]{1,3}|\[[0-9]{1,3}(?:\.\.[0-9]{1,3})?(?:;[0-9]{1,3}(?:\.\.[0-9]{1,3})?)*\])"
+_DNSBL_FILTER = re.compile(rf"{_OCTET_PATTERN}(?:\.{_OCTET_PATTERN}){{3}}")
+
+
+def network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """'192.0.2.0/24', '2001:db8::/48', or one address (a /32 or /128); no host bits, never everything."""
+    if not isinstance(value, str):
+        raise _fail("bad-network", "a network must be text like '192.0.2.0/24'")
+    why = _describe_bad_text(value.replace(":", "x"))  # ':' is IPv6 syntax, not a separator here
+    if why or "%" in value:
+        raise _fail("bad-network", "network '{value}' {why}; write it like '192.0.2.0/24' or '2001:db8::/48'",
+                    value=value, why=why or "has a zone index")
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as err:
+        hint = ""
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+            hint = f"; the network is {loose}, or write one address as {value.split('/')[0]}"
+        except ValueError:
+            pass
+        why = "has host bits set" if "host bits" in str(err) else "is not an IP network"
+        raise _fail("bad-network", "network '{value}' {why}{hint}", value=value, why=why, hint=hint) from None
+    if net.prefixlen == 0:
+        raise _fail("bad-network", "network '{value}' is every address; list the networks you mean", value=value)
+    if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
+        raise _fail("bad-network", "network '{value}' is an IPv4-mapped IPv6 network; write the IPv4 network",
+                    value=value)
+    return net
+
+
+def relay_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A site relay's network: small, and a real unicast network (never one that opens the relay)."""
+    net = network(value)
+    smallest = RELAY_MIN_PREFIX[net.version]
+    if net.prefixlen < smallest:
+        raise _fail("relay-network-too-large",
+                    "relay network '{value}' has {count} addresses; a site relay network may be at most "
+                    "a /{smallest} (list the relay hosts themselves)",
+                    value=value, count=f"{net.num_addresses:,}", smallest=smallest)
+    if net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved:
+        raise _fail("bad-network", "relay network '{value}' is not unicast (multicast, link-local, reserved "
+                                   "or unspecified); no relay sends from there", value=value)
+    return net
+
+
+def dnsbl_filter(value: str) -> str:
+    """A postscreen DNSBL reply filter: d.d.d.d where d is a number, [n..m] or [a;b;...] (postconf(5))."""
+    numbers = re.findall(r"[0-9]+", value) if isinstance(value, str) else []
+    ranges = re.findall(r"([0-9]+)\.\.([0-9]+)", value) if isinstance(value, str) else []
+    if (not isinstance(value, str) or not _DNSBL_FILTER.fullmatch(value)
+            or any(int(n) > 255 for n in numbers) or any(int(lo) > int(hi) for lo, hi in ranges)):
+        raise _fail("bad-dnsbl-site", "DNSBL filter '{value}' is not an address pattern like '127.0.0.2' or "
+                                      "'127.0.0.[2..11]' (numbers up to 255, ranges low..high, ';' between "
+                                      "choices)", value=value)
+    return value
+
+
+def dnsbl_weight(value: int) -> int:
+    if not -100 <= value <= 100 or value == 0:
+        raise _fail("bad-dnsbl-site", "DNSBL weight {value} must be from -100 to 100 and not 0; a positive "
+                                      "weight counts towards blocking, a negative one towards allowing",
+                    value=value)
+    return value
+
+
+def dnsbl_threshold(value: int) -> int:
+    if value < 1:
+        raise _fail("bad-dnsbl-threshold", "dnsbl_threshold {value} must be at least 1", value=value)
+    return value

@@ -19,6 +19,7 @@ admins: ["@example/tifpa-mail"]
 DELIVERY = "delivery:\n  nexthop: smtp:[smtp.tifpa.example.org]:25\n"
 RECIPIENTS = "recipients:\n  mario.rossi: mrossi\n"
 VALID = HEAD + DELIVERY + RECIPIENTS
+GATEWAY_HEAD = "mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,37 @@ CASES = [
     Case("duplicate-nexthop", "model", "the same next hop twice",
          _domain(HEAD + "delivery:\n  nexthop: ['[a.example.org]:25', 'smtp:[a.example.org]']\n" + RECIPIENTS),
          [f"{DOMAIN}:5:12: error[duplicate-nexthop]: delivery.nexthop: a next hop is listed twice"]),
+    Case("bad-network", "model", "a relay network with host bits set",
+         _domain(VALID + "outbound_relays: [192.0.2.10/24]\n"),
+         [f"{DOMAIN}:8:19: error[bad-network]: outbound_relays[0]: network '192.0.2.10/24' has host bits set; "
+          "the network is 192.0.2.0/24, or write one address as 192.0.2.10"]),
+    Case("bad-network", "model", "every address (::/0) as a relay network",
+         _domain(VALID + "outbound_relays: ['::/0']\n"),
+         [f"{DOMAIN}:8:19: error[bad-network]: outbound_relays[0]: network '::/0' is every address; list the "
+          "networks you mean"]),
+    Case("relay-network-too-large", "model", "a site relay network wider than a /24 (IPv4) or /64 (IPv6)",
+         _domain(VALID + "outbound_relays: [10.0.0.0/8]\n"),
+         [f"{DOMAIN}:8:19: error[relay-network-too-large]: outbound_relays[0]: relay network '10.0.0.0/8' has "
+          "16,777,216 addresses; a site relay network may be at most a /24 (list the relay hosts themselves)"]),
+    Case("bad-dnsbl-site", "model", "a DNSBL reply filter with a backwards range",
+         _domain(VALID),
+         ["gateway.yaml:5:42: error[bad-dnsbl-site]: postscreen.dnsbl_sites[0].filter: DNSBL filter "
+          "'127.0.0.[11..2]' is not an address pattern like '127.0.0.2' or '127.0.0.[2..11]' (numbers up to 255, "
+          "ranges low..high, ';' between choices)"],
+         gateway=GATEWAY_HEAD + "postscreen:\n  dnsbl_sites:\n"
+                 "    - {domain: zen.spamhaus.org, filter: '127.0.0.[11..2]', weight: 2}\n"),
+    Case("bad-dnsbl-threshold", "model", "a DNSBL threshold the weights can never reach",
+         _domain(VALID),
+         ["gateway.yaml:4:3: error[bad-dnsbl-threshold]: postscreen: dnsbl_threshold 5 can never be reached: "
+          "the positive DNSBL weights add up to 3"],
+         gateway=GATEWAY_HEAD + "postscreen:\n  dnsbl_sites:\n    - {domain: zen.spamhaus.org, weight: 3}\n"
+                 "    - {domain: list.dnswl.org, weight: -2}\n  dnsbl_threshold: 5\n"),
+    Case("duplicate-network", "model", "one network spelt twice in the postscreen access list",
+         _domain(VALID),
+         ["gateway.yaml:5:5: error[duplicate-network]: postscreen.access: '192.0.2.0/24' and "
+          "'192.0.2.0/255.255.255.0' are the same network 192.0.2.0/24; list it once"],
+         gateway=GATEWAY_HEAD + "postscreen:\n  access:\n    192.0.2.0/24: reject\n"
+                 "    192.0.2.0/255.255.255.0: permit\n"),
     Case("bad-dn", "model", "an LDAP base DN that is not a plain DN",
          _domain(VALID),
          ["gateway.yaml:2:17: error[bad-dn]: ldap.base_dn: 'ou=mailgw;dc=org' is not a plain DN like "
@@ -204,6 +236,14 @@ CASES = [
          ["domains/lab.tifpa.example.org.yaml:1:9: error[subdomain-overlap]: 'lab.tifpa.example.org' (site LNF) "
           "lies under 'tifpa.example.org' of site TIFPA, declared at domains/tifpa.example.org.yaml:1:9; "
           "a subdomain belongs to its parent's site"]),
+    Case("relay-network-claimed", "check", "one relay network claimed by two sites",
+         {DOMAIN: VALID + "outbound_relays: [198.51.100.0/28]\n",
+          "domains/lnf.example.org.yaml": VALID.replace("tifpa.example.org\n", "lnf.example.org\n", 1)
+                                              .replace("site: TIFPA", "site: LNF")
+          + "outbound_relays: [198.51.100.10]\n"},
+         ["domains/tifpa.example.org.yaml:8:19: error[relay-network-claimed]: relay network 198.51.100.0/28 of "
+          "site TIFPA overlaps 198.51.100.10/32, claimed by site LNF at domains/lnf.example.org.yaml:8:19; a "
+          "relay belongs to one site"]),
 ]
 
 

@@ -60,3 +60,20 @@ def edit(root: Path, rel: str, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {rel}"
     path.write_text(text.replace(old, new, 1))
+
+
+def bundled_summary(addresses: str = "+31 -0 ~0") -> str:
+    """The plan summary of the whole bundled fleet planned against nothing, counted from the repository."""
+    from compiler.pipeline import compile_repository
+    from compiler.plan import _flatten
+    compiled = compile_repository(REPO)
+    domains = len(compiled.fleet.domains)
+    settings = len(_flatten(compiled.fleet.gateway))
+    artifacts = len([p for p in compiled.artifacts if p != "MANIFEST.json"])
+    return (f"{domains} domains ({domains} added): {addresses} addresses, {settings} gateway settings, "
+            f"{artifacts} out/ files")
+
+
+def line_of(relpath: str, text: str) -> int:
+    """The 1-based line of the bundled file that holds `text`."""
+    return next(i for i, line in enumerate((REPO / relpath).read_text().splitlines(), 1) if text in line)

@@ -273,8 +273,8 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     assert result.code == 0
     data = json.loads(result.out)
     assert [d["status"] for d in data["domains"]] == ["added"] * 6
-    assert data["verdict"] == "safe" and data["summary"] == (
-        "6 domains (6 added): +31 -0 ~0 addresses, 4 gateway settings, 5 out/ files")
+    from tests.gitrepo import bundled_summary
+    assert data["verdict"] == "safe" and data["summary"] == bundled_summary()
 
 
 def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):
@@ -332,7 +332,9 @@ def test_invalid_working_tree_gives_findings(branch, mailgw):
     edit(root, TIFPA, "mario.rossi: mrossi", "mario.rossi: M Rossi")
     result = mailgw(root, "plan")
     assert result.code == 1 and result.out == ""
-    assert result.lines[0].startswith("domains/tifpa.example.org.yaml:13:16: error[bad-uid]")
+    from tests.gitrepo import line_of
+    line = line_of(TIFPA, "mario.rossi: mrossi")
+    assert result.lines[0].startswith(f"domains/tifpa.example.org.yaml:{line}:16: error[bad-uid]")
 
 
 # --- out/ files the Fleet does not show: LDAP entries and policy files --------------------------

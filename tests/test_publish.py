@@ -86,8 +86,9 @@ def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
     commit_all(repo, "declarations only")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0
+    from tests.gitrepo import bundled_summary
     assert repo.head.commit.message.startswith(
-        "publish out/: 6 domains (6 added): +31 -0 ~0 addresses, 4 gateway settings, 5 out/ files\n\n"
+        f"publish out/: {bundled_summary()}\n\n"
         "mailgw plan: the working tree against nothing (no declarations yet)\n")
 
 

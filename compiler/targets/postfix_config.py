@@ -1,0 +1,99 @@
+"""The MX's Postfix configuration: main.cf and master.cf from templates, and the cidr tables they name.
+
+main.cf and master.cf are rendered from templates/postfix/*.j2 (postconf(5),
+master(5)); an undefined template variable is an error, never an empty
+string. The cidr tables (cidr_table(5)) are read by Postfix as they are:
+Puppet copies them next to the maps and never runs postmap on them.
+
+Every value that reaches these files went through compiler.values: host
+names, the map directory (letters, digits, '.', '_', '-', '/'), networks
+printed by the ipaddress module, DNSBL domains and filters; none can carry
+whitespace, a comma or a brace that would change a line's meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import jinja2
+
+from compiler.fleet import Fleet, network_order
+from compiler.model import DnsblSite, IPNetwork
+from compiler.targets.postfix import HEADER
+
+REFERENCES = ("postconf(5)", "master(5)", "cidr_table(5)", "postscreen(8)", "access(5)",
+              "ADDRESS_VERIFICATION_README", "POSTSCREEN_README", "STANDARD_CONFIGURATION_README")
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "postfix"
+
+# Constants of the generated main.cf that `mailgw explain` replays.
+MYNETWORKS = ("127.0.0.1/32", "[::1]/128")
+RECIPIENT_DELIMITER = "+"
+UNVERIFIED_REJECT_REASON = "Recipient address unknown at its site"
+FORGED_HELO_TEXT = "You are not this mail gateway"
+CIDR_TABLES = ("site_relays.cidr", "postscreen_access.cidr")
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
+def artifacts(fleet: Fleet) -> dict[str, bytes]:
+    return {
+        "postfix/main.cf": render("main.cf.j2", main_cf_context(fleet)),
+        "postfix/master.cf": render("master.cf.j2", {"header": HEADER.rstrip("\n")}),
+        "postfix/site_relays.cidr": render_cidr(site_relays(fleet)),
+        "postfix/postscreen_access.cidr": render_cidr(postscreen_access(fleet)),
+    }
+
+
+def render(template: str, context: dict) -> bytes:
+    return _ENV.get_template(template).render(context).encode("ascii")
+
+
+def main_cf_context(fleet: Fleet) -> dict:
+    gateway = fleet.gateway
+    return {
+        "header": HEADER.rstrip("\n"),
+        "mx_hosts": sorted(gateway.mx_hosts),
+        "map_directory": gateway.postfix.map_directory,
+        "mynetworks": MYNETWORKS,
+        "recipient_delimiter": RECIPIENT_DELIMITER,
+        "unverified_reject_reason": UNVERIFIED_REJECT_REASON,
+        "forged_helo_text": FORGED_HELO_TEXT,
+        "postscreen": gateway.postscreen,
+        "dnsbl_sites": [dnsbl_site(site) for site in gateway.postscreen.dnsbl_sites],
+    }
+
+
+def dnsbl_site(site: DnsblSite) -> str:
+    """'domain[=filter][*weight]' (postconf(5) postscreen_dnsbl_sites)."""
+    text = site.domain
+    if site.filter is not None:
+        text += f"={site.filter}"
+    if site.weight != 1:
+        text += f"*{site.weight}"
+    return text
+
+
+def site_relays(fleet: Fleet) -> list[tuple[IPNetwork, str, str]]:
+    """(network, 'permit', site) for each site relay network; one site per network (check.py)."""
+    relays = {(net, domain.site) for domain in fleet.domains for net in domain.relays}
+    return [(net, "permit", site) for net, site in sorted(relays, key=lambda r: (network_order(r[0]), r[1]))]
+
+
+def postscreen_access(fleet: Fleet) -> list[tuple[IPNetwork, str, str]]:
+    """The gateway's access list, most specific network first: in a cidr table the first match decides."""
+    entries = fleet.gateway.postscreen.access.items()
+    ordered = sorted(entries, key=lambda e: (e[0].version, -e[0].prefixlen, int(e[0].network_address)))
+    return [(net, action, "") for net, action in ordered]
+
+
+def render_cidr(entries: Iterable[tuple[IPNetwork, str, str]]) -> bytes:
+    """One 'network<TAB>result' line per entry, after a '# site' comment when the entry has one."""
+    lines = [HEADER]
+    for net, result, site in entries:
+        if site:
+            lines.append(f"# site {site}\n")
+        lines.append(f"{net}\t{result}\n")
+    return "".join(lines).encode("ascii")

@@ -1,0 +1,227 @@
+"""A private Postfix instance on loopback and the SMTP/LMTP sinks it delivers to, for the end-to-end tests.
+
+Every wait is bounded; everything started here is stopped by the caller's
+fixture through stop().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
+from tests.conftest import program
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll until predicate() is true (returns its value) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Message:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RcptAttempt:
+    mail_from: str
+    rcpt: str
+    accepted: bool
+
+
+class Sink:
+    """An SMTP (or LMTP) server on 127.0.0.1 standing in for a site's relay or the internet.
+
+    It records every RCPT TO and every message; with `known`, it refuses
+    every other recipient with 550 5.1.1, as a site's relay does.
+    """
+
+    def __init__(self, name: str, *, lmtp: bool = False, known: set[str] | None = None):
+        self.name, self.lmtp, self.known = name, lmtp, known
+        self.messages: list[Message] = []
+        self.rcpts: list[RcptAttempt] = []
+        self._lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"sink-{name}", daemon=True)
+        self._thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(timeout=10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _listen(self):
+        protocol = LMTP if self.lmtp else SMTP
+        # A fixed host name: the default would ask the resolver for this machine's name.
+        return await self.loop.create_server(lambda: protocol(self, hostname=f"{self.name}.sink.test"),
+                                             LOOPBACK, 0)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        accepted = self.known is None or address.lower() in self.known
+        with self._lock:
+            self.rcpts.append(RcptAttempt(envelope.mail_from, address, accepted))
+        if not accepted:
+            return f"550 5.1.1 <{address}>: no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self._lock:
+            self.messages.append(Message(envelope.mail_from, tuple(envelope.rcpt_tos)))
+        # LMTP answers DATA once per recipient (RFC 2033 4.2).
+        return "\r\n".join(["250 2.0.0 OK"] * (len(envelope.rcpt_tos) if self.lmtp else 1))
+
+    def received(self, rcpt: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if rcpt in m.rcpt_tos]
+
+    def saw_rcpt(self, rcpt: str) -> list[RcptAttempt]:
+        with self._lock:
+            return [a for a in self.rcpts if a.rcpt.lower() == rcpt.lower()]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+class PostfixInstance:
+    """A Postfix with its own config, queue and data directories under `base`, listening on one loopback port."""
+
+    QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.conf, self.queue, self.data = base / "conf", base / "queue", base / "data"
+        self.maillog = base / "log" / "maillog"
+        self.port = free_port()
+        self.started = False
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+    def postconf(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(program("postconf"), "-c", str(self.conf), *args)
+
+    def log(self) -> str:
+        return self.maillog.read_text() if self.maillog.exists() else ""
+
+    def start(self) -> None:
+        done = self.run(program("postfix"), "-c", str(self.conf), "start")
+        assert done.returncode == 0, f"postfix start failed:\n{done.stderr}\n{self.log()}"
+        self.started = True
+        wait_for(self._listening, 30, f"Postfix to listen on {LOOPBACK}:{self.port}")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.queue / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        """postfix stop, waited for; the master we started is killed only if it does not stop."""
+        if not self.started:
+            return
+        pid = self.master_pid()
+        self.run(program("postfix"), "-c", str(self.conf), "stop")
+        if pid is not None:
+            try:
+                wait_for(lambda: not _alive(pid), 20, "the Postfix master to exit")
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)
+        self.started = False
+
+    def queue_files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.queue)) for name in self.QUEUES
+                      for p in (self.queue / name).rglob("*") if p.is_file())
+
+    def queue_listing(self) -> str:
+        return self.run(program("postqueue"), "-c", str(self.conf), "-p").stdout
+
+    def wait_for_empty_queue(self, timeout: float = 30) -> None:
+        wait_for(lambda: not self.queue_files(), timeout, "the Postfix queue to empty")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def smtp_session(port: int, client_ip: str, helo: str = "client.example.net") -> smtplib.SMTP:
+    """An SMTP session to the instance from `client_ip` (a 127.0.0.x address), after EHLO."""
+    session = smtplib.SMTP(timeout=30, source_address=(client_ip, 0))
+    session._host = LOOPBACK  # for STARTTLS's server_hostname
+    code, banner = session.connect(LOOPBACK, port)
+    if code != 220:
+        session.close()
+        raise smtplib.SMTPConnectError(code, banner)
+    session.ehlo(helo)
+    return session
+
+
+def rcpt_reply(session: smtplib.SMTP, sender: str, rcpt: str) -> str:
+    """The server's whole reply to RCPT TO, as one line: '550 5.1.1 <...>: ...'."""
+    code, _ = session.mail(sender)
+    assert code == 250, f"MAIL FROM:<{sender}> refused with {code}"
+    code, text = session.rcpt(rcpt)
+    return f"{code} {text.decode()}"
+
+
+def send(port: int, client_ip: str, sender: str, rcpt: str, helo: str = "client.example.net") -> str:
+    """One message to one recipient; returns the RCPT TO reply (and sends the data when accepted)."""
+    session = smtp_session(port, client_ip, helo)
+    try:
+        reply = rcpt_reply(session, sender, rcpt)
+        if reply.startswith("250"):
+            code, text = session.data(f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: test\r\n\r\nhello\r\n")
+            assert code == 250, f"DATA refused: {code} {text!r}"
+        return reply
+    finally:
+        session.quit()
+
+
+def age(*paths: Path) -> None:
+    """Date files a minute back: Postfix re-reads (and waits on) a main.cf changed in the last seconds."""
+    then = time.time() - 60
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

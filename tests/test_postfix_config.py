@@ -1,0 +1,206 @@
+"""main.cf, master.cf and the cidr tables: rendered from templates, read by the real postconf without a warning."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import PydanticCustomError
+
+from compiler import values
+from compiler.pipeline import compile_repository
+from compiler.targets import postfix_config
+from compiler.targets.postfix import MAPS
+from tests.conftest import GATEWAY, REPO, domain_yaml, program
+from tests.mx_harness import age
+
+# What relaying depends on: never on what a site or the gateway file declares.
+RELAY_PARAMETERS = {
+    "mynetworks": "127.0.0.1/32 [::1]/128",
+    "smtpd_relay_restrictions": "permit_mynetworks, check_client_access cidr:/etc/postfix/mailgw/site_relays.cidr, "
+                                "reject_unauth_destination",
+    "smtpd_recipient_restrictions": "reject_non_fqdn_recipient, check_recipient_access "
+                                    "lmdb:/etc/postfix/mailgw/recipient_verification",
+    "relay_domains": "lmdb:/etc/postfix/mailgw/relay_domains",
+    "relay_recipient_maps": "lmdb:/etc/postfix/mailgw/relay_recipients",
+    "smtpd_reject_unlisted_recipient": "yes",
+    "mydestination": "",
+    "permit_mx_backup_networks": "",
+    "parent_domain_matches_subdomains": "debug_peer_list, fast_flush_domains, mynetworks, "
+                                        "permit_mx_backup_networks, qmqpd_authorized_clients",
+}
+
+
+def _config_dir(tmp_path: Path, artifacts: dict[str, bytes]) -> Path:
+    conf = tmp_path / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for name in ("main.cf", "master.cf"):
+        (conf / name).write_bytes(artifacts[f"postfix/{name}"])
+        age(conf / name)
+    return conf
+
+
+def postconf_complaints(conf: Path) -> str:
+    """Everything postconf prints on stderr for the configuration: non-default, all, master.cf services."""
+    complaints = ""
+    for args in (["-n"], [], ["-M"], ["-F"], ["-P"]):
+        done = subprocess.run([program("postconf"), "-c", str(conf), *args], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        complaints += done.stderr
+    return complaints
+
+
+def parameter(conf: Path, name: str) -> str:
+    done = subprocess.run([program("postconf"), "-c", str(conf), "-h", name], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.rstrip("\n")
+
+
+def _committed_out() -> dict[str, bytes]:
+    return {f"postfix/{p.name}": p.read_bytes() for p in (REPO / "out" / "postfix").iterdir()}
+
+
+@pytest.mark.needs("postconf")
+def test_the_committed_configuration_gives_postconf_no_warning(tmp_path):
+    assert postconf_complaints(_config_dir(tmp_path, _committed_out())) == ""
+
+
+@pytest.mark.needs("postconf")
+def test_a_minimal_fleet_gives_postconf_no_warning(make_repo, tmp_path):
+    """No relays, no DNSBL sites, no access list: empty values stay valid."""
+    compiled = compile_repository(make_repo({"domains/tifpa.example.org.yaml": domain_yaml()}))
+    conf = _config_dir(tmp_path, compiled.artifacts)
+    assert postconf_complaints(conf) == ""
+    assert parameter(conf, "postscreen_dnsbl_sites") == ""
+    assert compiled.artifacts["postfix/site_relays.cidr"].count(b"\n") == 1, "only the header"
+
+
+@pytest.mark.needs("postconf")
+def test_the_warning_check_itself_catches_an_unused_parameter(tmp_path):
+    artifacts = _committed_out()
+    artifacts["postfix/main.cf"] += b"relay_recipients_maps = lmdb:/etc/postfix/mailgw/relay_recipients\n"
+    assert "unused parameter: relay_recipients_maps" in postconf_complaints(_config_dir(tmp_path, artifacts))
+
+
+@pytest.mark.needs("postconf")
+def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
+    conf = _config_dir(tmp_path, _committed_out())
+    listed = subprocess.run([program("postconf"), "-c", str(conf), "-n"], capture_output=True, text=True).stdout
+    references = set(re.findall(r"\b(\w+):(/etc/postfix/mailgw/[\w.]+)", listed))
+    generated = {("lmdb", f"/etc/postfix/mailgw/{name}") for name in MAPS} | \
+                {("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES}
+    assert references == generated
+    types = subprocess.run([program("postconf"), "-m"], capture_output=True, text=True).stdout.split()
+    assert {"lmdb", "cidr", "inline"} <= set(types)
+
+
+@pytest.mark.needs("postconf")
+def test_postscreen_owns_port_25_and_hands_clients_to_smtpd(tmp_path):
+    conf = _config_dir(tmp_path, _committed_out())
+    services = subprocess.run([program("postconf"), "-c", str(conf), "-M"], capture_output=True,
+                              text=True).stdout.splitlines()
+    fields = {tuple(line.split()[:2]): line.split() for line in services}
+    assert fields[("smtp", "inet")][7] == "postscreen" and fields[("smtp", "inet")][6] == "1"
+    assert fields[("smtpd", "pass")][7] == "smtpd"
+    assert {("dnsblog", "unix"), ("tlsproxy", "unix"), ("verify", "unix"), ("lmtp", "unix")} <= set(fields)
+    assert all(line.split()[4] == "n" for line in services), "no service is chrooted"
+
+
+@pytest.mark.needs("postconf")
+def test_gateway_postscreen_settings_reach_main_cf(tmp_path):
+    conf = _config_dir(tmp_path, _committed_out())
+    assert parameter(conf, "postscreen_dnsbl_sites") == (
+        "zen.spamhaus.org=127.0.0.[2..11]*3, bl.spamcop.net*2, b.barracudacentral.org=127.0.0.2*2, "
+        "list.dnswl.org=127.0.[0..255].[1..3]*-2")
+    assert parameter(conf, "postscreen_dnsbl_threshold") == "3"
+    assert parameter(conf, "postscreen_dnsbl_action") == "enforce"
+    assert parameter(conf, "postscreen_denylist_action") == "drop"
+    assert parameter(conf, "postscreen_access_list") == (
+        "permit_mynetworks, cidr:/etc/postfix/mailgw/postscreen_access.cidr, cidr:/etc/postfix/mailgw/site_relays.cidr")
+    assert parameter(conf, "smtpd_helo_restrictions") == (
+        "permit_mynetworks, check_helo_access inline:{ { mx1.gw.example.org = REJECT You are not this mail "
+        "gateway }, { mx2.gw.example.org = REJECT You are not this mail gateway } }")
+
+
+@pytest.mark.needs("postconf")
+def test_relaying_does_not_depend_on_the_declarations(make_repo, tmp_path):
+    """The widest relays a site may declare, and a gateway access list permitting networks, change nothing
+    in what decides relaying: only site_relays.cidr lists the declared networks."""
+    gateway = GATEWAY + "postscreen:\n  access: {198.51.100.0/24: permit, '2001:db8::/32': permit}\n"
+    root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml(
+        relays="outbound_relays: [192.0.2.0/24, '2001:db8:1::/64']\n")}, gateway=gateway)
+    compiled = compile_repository(root)
+    for artifacts, where in ((compiled.artifacts, "a declared fleet"), (_committed_out(), "the bundled fleet")):
+        conf = _config_dir(tmp_path / where.replace(" ", "-"), artifacts)
+        for name, value in RELAY_PARAMETERS.items():
+            assert parameter(conf, name) == value, f"{name} in {where}"
+    assert compiled.artifacts["postfix/site_relays.cidr"].decode().splitlines()[1:] == [
+        "# site TIFPA", "192.0.2.0/24\tpermit", "# site TIFPA", "2001:db8:1::/64\tpermit"]
+
+
+def test_postscreen_access_table_puts_the_most_specific_network_first(make_repo):
+    gateway = GATEWAY + ("postscreen:\n  access:\n    192.0.2.0/24: reject\n    '2001:db8::/32': reject\n"
+                         "    192.0.2.25: permit\n    10.0.0.0/8: reject\n    '2001:db8::25': permit\n")
+    compiled = compile_repository(make_repo({"domains/tifpa.example.org.yaml": domain_yaml()}, gateway=gateway))
+    assert compiled.artifacts["postfix/postscreen_access.cidr"].decode().splitlines()[1:] == [
+        "192.0.2.25/32\tpermit", "192.0.2.0/24\treject", "10.0.0.0/8\treject",
+        "2001:db8::25/128\tpermit", "2001:db8::/32\treject"]
+
+
+def test_a_network_two_domains_of_one_site_declare_is_listed_once(make_repo):
+    root = make_repo({
+        "domains/tifpa.example.org.yaml": domain_yaml(relays="outbound_relays: [198.51.100.10]\n"),
+        "domains/lab.tifpa.example.org.yaml": domain_yaml("lab.tifpa.example.org",
+                                                          relays="outbound_relays: 198.51.100.10/32\n"),
+    })
+    lines = compile_repository(root).artifacts["postfix/site_relays.cidr"].decode().splitlines()
+    assert lines[1:] == ["# site TIFPA", "198.51.100.10/32\tpermit"]
+
+
+def test_an_undefined_template_variable_is_an_error(make_repo):
+    compiled = compile_repository(make_repo({"domains/tifpa.example.org.yaml": domain_yaml()}))
+    context = postfix_config.main_cf_context(compiled.fleet)
+    del context["map_directory"]
+    with pytest.raises(jinja2.UndefinedError, match="map_directory"):
+        postfix_config.render("main.cf.j2", context)
+
+
+def test_generated_files_start_with_the_regeneration_header():
+    for name, data in _committed_out().items():
+        assert data.startswith(b"# generated by 'mailgw build'"), name
+
+
+_networks = st.one_of(
+    st.builds(lambda a, p: f"{ipaddress.IPv4Address(a)}/{p}", st.integers(0, 2**32 - 1), st.integers(0, 32)),
+    st.builds(lambda a, p: f"{ipaddress.IPv6Address(a)}/{p}", st.integers(0, 2**128 - 1), st.integers(0, 128)),
+    st.text(max_size=20))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_networks)
+def test_an_accepted_relay_network_is_small_unicast_and_printed_plainly(text):
+    try:
+        net = values.relay_network(text)
+    except PydanticCustomError as err:
+        assert err.type in ("bad-network", "relay-network-too-large")
+        return
+    assert net.prefixlen >= values.RELAY_MIN_PREFIX[net.version]
+    assert not (net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved)
+    assert str(net).replace(":", "").replace(".", "").replace("/", "").isalnum()
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/23", "2001:db8::/63",
+                                  "224.0.0.0/24", "0.0.0.0/32", "fe80::/64", "192.0.2.1/24", "192.0.2.0/24 ",
+                                  "192.0.2.0/24,10.0.0.0/8", "::ffff:192.0.2.1", "fe80::1%eth0", "[::1]/128",
+                                  "192.0.2.0/24#x"])
+def test_networks_that_could_open_the_relay_or_break_a_line_are_refused(text):
+    with pytest.raises(PydanticCustomError):
+        values.relay_network(text)
