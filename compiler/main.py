@@ -9,14 +9,14 @@ import traceback
 from pathlib import Path
 
 from compiler import __version__
-from compiler.commands import build, validate
+from compiler.commands import build, ldap_diff, validate
 from compiler.findings import FindingsError, report
 from compiler.write import OutputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
-COMMANDS = (validate, build)
+COMMANDS = (validate, build, ldap_diff)
 
 
 def parser() -> argparse.ArgumentParser:
