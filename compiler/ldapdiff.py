@@ -13,9 +13,10 @@ longer there, outside a re-created subtree:
 4. entries gone from the new directory are deleted, children first.
 
 Operational attributes (entryUUID, timestamps, ...) are left out, so OLD
-may be the live server's own dump (slapcat). DNs are compared by meaning (RFC 4514: escapes undone, attribute types and
-values folded to lower case, as every naming attribute of the gateway's
-directory matches case-insensitively); values are compared exactly.
+may be the live server's own dump (slapcat). DNs are compared by meaning
+(RFC 4514: escapes undone, attribute types and values folded to lower
+case, as every naming attribute of the gateway's directory matches
+case-insensitively); values are compared exactly.
 
 Format: LDIF change records (RFC 2849), read and written by the `ldif` package.
 """
@@ -69,34 +70,101 @@ OPERATIONS = {name: number for number, name in enumerate(ldif.MOD_OPS)}
 
 def read_directory(data: bytes) -> dict[tuple, Record]:
     """Content records (RFC 2849) by DN key; change records, duplicates and bad syntax raise LdifError."""
-    parser = ldif.LDIFParser(io.BytesIO(data), strict=True)
-    records: dict[tuple, Record] = {}
     try:
-        for dn, attributes in parser.parse():
-            if dn is None:
-                if attributes:
-                    raise LdifError(f"line {parser.line_counter}: a record without 'dn:'")
-                continue   # the 'version: 1' line on its own
-            if any(name.lower() == "changetype" for name in attributes):
-                raise LdifError(f"line {parser.line_counter}: '{dn}' is a change record; "
-                                "ldap-diff compares two directories (content records)")
-            if not attributes:
-                raise LdifError(f"line {parser.line_counter}: entry '{dn}' has no attributes")
-            key = dn_key(dn)
-            if key in records:
-                raise LdifError(f"line {parser.line_counter}: entry '{dn}' appears twice")
-            merged: dict[str, tuple[str, tuple[Value, ...]]] = {}
-            for name, values in attributes.items():
-                if name.lower() in OPERATIONAL:
-                    continue
-                seen = merged.get(name.lower(), (name, ()))
-                merged[name.lower()] = (seen[0], seen[1] + tuple(values))
-            records[key] = Record(dn, {k: (n, _unique(v)) for k, (n, v) in merged.items()})
+        return _directory(_quick_records(data))
+    except _Unusual:
+        return _directory(_parser_records(data))
+
+
+def parse_records(data: bytes) -> list[tuple[str | None, dict[str, list[Value]]]]:
+    """(dn, {type: values}) of every record, exactly as the `ldif` parser reads them.
+
+    Records of plain 'type: value' lines, nearly all of them, are split here
+    (the parser is slow); a record with folded lines, base64, comments or
+    anything unusual goes to the parser, and any error makes the parser read
+    the whole file, so that its message has the line. Tests check both agree.
+    """
+    try:
+        return list(_quick_records(data))
+    except _Unusual:
+        return list(_parser_records(data))
+
+
+def _directory(records) -> dict[tuple, Record]:
+    directory: dict[tuple, Record] = {}
+    for dn, attributes in records:
+        if dn is None:
+            continue   # the 'version: 1' line on its own
+        if any(name.lower() == "changetype" for name in attributes):
+            raise LdifError(f"'{dn}' is a change record; ldap-diff compares two directories (content records)")
+        key = dn_key(dn)
+        if key in directory:
+            raise LdifError(f"entry '{dn}' appears twice")
+        merged: dict[str, tuple[str, tuple[Value, ...]]] = {}
+        for name, values in attributes.items():
+            folded = name.lower()
+            if folded in merged:   # one type spelt two ways ('cn' and 'CN')
+                merged[folded] = (merged[folded][0], _unique(merged[folded][1] + tuple(values)))
+            elif folded not in OPERATIONAL:
+                merged[folded] = (name, _unique(values))
+        if not merged:
+            raise LdifError(f"entry '{dn}' has no attributes")
+        directory[key] = Record(dn, merged)
+    return directory
+
+
+class _Unusual(Exception):
+    """Something the quick reader leaves to the `ldif` parser, which then reads the whole file."""
+
+
+def _parser_records(data: bytes):
+    parser = ldif.LDIFParser(io.BytesIO(data), strict=True)
+    try:
+        yield from parser.parse()
     except (ValueError, binascii.Error) as err:   # the parser's own complaints about the syntax
         # bytes.index() inside the parser: a line with no ':' at all.
         reason = "a line that is not 'type: value'" if str(err) == "subsection not found" else str(err)
         raise LdifError(f"line {parser.line_counter}: not LDIF (RFC 2849): {reason}") from None
-    return records
+
+
+def _quick_records(data: bytes):
+    for block in data.split(b"\n\n"):
+        block = block.strip(b"\n")
+        if block:
+            yield from _block_records(block)
+
+
+# What sends a block to the `ldif` parser: folding, comments, base64 or URL values, CR.
+_NOT_PLAIN = (b"\n ", b"\n#", b"::", b":<", b"\r")
+
+
+def _block_records(block: bytes) -> list[tuple[str | None, dict[str, list[Value]]]]:
+    if block.startswith(b" "):
+        raise _Unusual()   # a continuation of a blank line: only the parser knows what it makes of it
+    if not block.startswith(b"dn: ") or any(mark in block for mark in _NOT_PLAIN):
+        try:
+            return list(ldif.LDIFParser(io.BytesIO(block), strict=True).parse())
+        except (ValueError, binascii.Error):
+            raise _Unusual() from None
+    lines = block.split(b"\n")
+    try:
+        dn = lines[0][3:].strip().decode("utf-8")
+        entry: dict[str, list[Value]] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or name == b"dn":
+                raise _Unusual()
+            value = value.strip()
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass   # the parser keeps such a value as bytes
+            entry.setdefault(name.decode("ascii"), []).append(value)
+    except UnicodeDecodeError:
+        raise _Unusual() from None
+    if not ldif.is_dn(dn):
+        raise _Unusual()
+    return [(dn, entry)]
 
 
 # RFC 4514 escapes ('\\2B' or '\\+'), the separators of RDNs (',') and of their parts ('+'), plain text.
@@ -107,6 +175,9 @@ def dn_key(dn: str) -> tuple:
     """A DN by meaning, leaf first: one sorted tuple of (type, value) per RDN, escapes undone, lower case."""
     if not dn:
         return ()
+    if "\\" not in dn and "+" not in dn:
+        return tuple(((kind.strip().lower(), value.lower()),)
+                     for kind, _, value in (rdn.partition("=") for rdn in dn.split(",")))
     if "\\" not in dn:
         return tuple(tuple(sorted(_assertion(part) for part in rdn.split("+"))) for rdn in dn.split(","))
     rdns, rdn, current = [], [], b""
@@ -201,6 +272,6 @@ def _children_first(keys) -> list[tuple]:
     return sorted(keys, key=_path, reverse=True)
 
 
-def _unique(values: tuple[Value, ...]) -> tuple[Value, ...]:
+def _unique(values) -> tuple[Value, ...]:
     return tuple(dict.fromkeys(values))
 

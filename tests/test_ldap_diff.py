@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import io
 import subprocess
 from pathlib import Path
 
+import ldif
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -93,6 +95,8 @@ CASES = {
     "an external alias becomes a person": (_external_alias_becomes_person, "1 to add, 0 to modify, 1 to delete"),
     "a domain changes site and admins": (lambda f: f["lnf.example.org"].update(
         site="FRASCATI", admins=["@example/lnf-mail", "@fbruni"]), "0 to add, 1 to modify, 0 to delete"),
+    "a site changes only its case": (lambda f: f["lnf.example.org"].update(site="Lnf"),
+                                     "0 to add, 1 to modify, 0 to delete"),
     "everyone leaves": (_everyone_leaves, "0 to add, 0 to modify, 8 to delete"),
 }
 
@@ -277,6 +281,7 @@ def test_values_that_need_it_are_base64_in_the_changes_too():
      "entry 'O=X' appears twice"),
     (b"objectClass: organization\n", "First line of record does not start with 'dn:'"),
     (b"dn: o=x\n", "entry 'o=x' has no attributes"),
+    (b"dn: o=x\nentryUUID: 1\n", "entry 'o=x' has no attributes"),
     (b"dn:: !!!notbase64\nobjectClass: organization\n", "not LDIF (RFC 2849)"),
 ])
 def test_what_is_not_a_directory_is_refused_with_exit_2(content, message, tmp_path, mailgw):
@@ -298,6 +303,55 @@ def test_an_unreadable_file_is_a_usage_error(tmp_path, mailgw):
     assert result.err == f"mailgw: ldap-diff: cannot read {tmp_path / 'missing.ldif'}: No such file or directory\n"
     result = mailgw(tmp_path, "ldap-diff", str(tmp_path), str(tmp_path / "good.ldif"))
     assert result.code == 2 and "Is a directory" in result.err
+
+
+# --- the quick reader reads what the `ldif` parser reads --------------------------------
+
+def _parser(data: bytes):
+    try:
+        return [(dn, dict(attributes)) for dn, attributes in ldif.LDIFParser(io.BytesIO(data)).parse()]
+    except Exception as err:   # noqa: BLE001 - whatever the parser raises, ours must refuse too
+        return type(err)
+
+
+def _ours(data: bytes):
+    try:
+        return [(dn, dict(attributes)) for dn, attributes in ldapdiff.parse_records(data)]
+    except ldapdiff.LdifError:
+        return ValueError
+
+
+_DN_LINES = st.sampled_from(["dn: cn=a,o=x", "dn: cn=b+sn=c,o=x", "dn: o=x", "dn:o=y", "dn: not a dn",
+                             "dn:: Y249w6ksbz14", "dn: cn=\xe9,o=x", "# comment\ndn: o=z", "version: 1\ndn: o=v"])
+_LINES = st.sampled_from([
+    "cn: a", "cn:a", "cn:  padded  ", "cn:", "CN: b", "description: a: b", "description:: w6k=", "description:: !!",
+    "description:< file:///nonexistent", " folded", "  folded with space", "# comment", "# note: x", "#",
+    "dn: o=again", "version: 1", "changetype: add", "no colon", "cn: a\r", "jpegPhoto: \udcff\udcfe", "t\xe9: x", "",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_DN_LINES, st.lists(_LINES, max_size=5)), max_size=4),
+       st.sampled_from(["\n\n", "\n\n\n", "\n"]))
+def test_the_quick_reader_agrees_with_the_parser_on_any_lines(blocks, separator):
+    text = separator.join("\n".join([dn, *lines]) for dn, lines in blocks)
+    data = text.encode("utf-8", "surrogateescape")
+    expected = _parser(data)
+    got = _ours(data)
+    if isinstance(expected, type):
+        assert got is ValueError, f"the parser refuses ({expected.__name__}) what we read: {got}"
+    else:
+        assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.text(st.sampled_from("ab :<é#\n"), max_size=80),
+                          st.lists(st.text(st.sampled_from("ab :<é#\n"), max_size=80), min_size=1, max_size=3)),
+                min_size=1, max_size=4))
+def test_the_quick_reader_agrees_with_the_parser_on_written_directories(entries):
+    written = ldap.render([ldap.Entry(f"cn=e{i},o=x", (("cn", (f"e{i}",)), ("description", tuple(values))))
+                           for i, (_, values) in enumerate(entries)], ldap.HEADER)
+    assert _ours(written) == _parser(written)
 
 
 # --- random fleets ----------------------------------------------------------------------

@@ -215,14 +215,37 @@ def _library(entries: list[Entry]) -> bytes:
     return out.getvalue()
 
 
-_TEXT = st.text(st.sampled_from("ab :<\t\r\n\0#=,+é€\U0001f600-@."), max_size=90)
+# Values the quick path may take, but for the odd space, ':' or '<' in the wrong place...
+_PLAIN = st.text(st.sampled_from("abcdefgh :<#=,+-@."), min_size=1, max_size=30)
+# ... and values only the writer can write.
+_ODD = st.text(st.sampled_from("ab :<\t\r\n\0é€\U0001f600"), max_size=10)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_TEXT, st.lists(st.lists(_TEXT, min_size=1, max_size=3), min_size=1, max_size=3))
+@given(st.text(st.sampled_from("abc=,+ "), max_size=30),
+       st.booleans().flatmap(lambda odd: st.lists(st.lists(st.one_of(_PLAIN, _ODD) if odd else _PLAIN,
+                                                           min_size=1, max_size=3), min_size=1, max_size=3)))
 def test_every_record_is_written_as_the_ldif_writer_writes_it(rdn_value, attributes):
     entry = Entry("cn=" + rdn_value, tuple((f"attr{i}", tuple(values)) for i, values in enumerate(attributes)))
     assert ldap.render([entry], "") == _library([entry])
+
+
+@pytest.mark.parametrize("value", [" lead", ":colon", "<angle", "trail ", "", "two\nlines", "cr\r", "nul\0", "é",
+                                   "ok: fine", "x#y"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_each_value_the_writer_encodes_is_encoded(value, where):
+    values = (value, "plain") if where == "first" else ("plain", value)
+    entry = Entry("o=x", (("description", values),))
+    assert ldap.render([entry], "") == _library([entry])
+    dn_entry = Entry("o=" + value, (("o", ("x",)),))
+    assert ldap.render([dn_entry], "") == _library([dn_entry])
+
+
+@pytest.mark.parametrize("length, folded", [(63, False), (64, True)])
+def test_a_line_is_folded_past_76_columns(length, folded):
+    text = ldap.render([Entry("o=x", (("description", ("x" * length,)),))], "").decode()
+    assert text == _library([Entry("o=x", (("description", ("x" * length,)),))]).decode()
+    assert ("\n " in text) is folded
 
 
 def test_values_that_need_it_are_base64_and_long_lines_are_folded():
