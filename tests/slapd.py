@@ -77,7 +77,11 @@ class Slapd:
         self.work = Path(tempfile.mkdtemp(prefix="mailgw-slapd-"))
         self.url = "ldapi://" + quote(str(self.work / "ldapi"), safe="")
         self.process: subprocess.Popen | None = None
-        self._configure()
+        try:
+            self._configure()
+        except BaseException:
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise
 
     def _configure(self) -> None:
         schemas = "".join((SCHEMA_DIR / f"{name}.ldif").read_text() + "\n" for name in SCHEMAS)

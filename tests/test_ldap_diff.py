@@ -10,7 +10,7 @@ from pathlib import Path
 import ldif
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import ldapdiff
@@ -18,7 +18,7 @@ from compiler.fleet import Address, Domain, Fleet
 from compiler.model import GatewayDeclaration, LdapSettings, NextHop
 from compiler.pipeline import compile_repository
 from compiler.targets import ldap
-from tests.conftest import GATEWAY, program
+from tests.conftest import GATEWAY, program, run_mailgw_process
 from tests.slapd import Slapd
 
 BASE = "ou=mailgw,dc=example,dc=org"
@@ -296,6 +296,18 @@ def test_what_is_not_a_directory_is_refused_with_exit_2(content, message, tmp_pa
         assert "Traceback" not in result.err
 
 
+def test_the_command_in_its_own_process_prints_the_changes(tmp_path):
+    old = _build(tmp_path / "old", FLEET)
+    new_fleet = copy.deepcopy(FLEET)
+    _tifpa(new_fleet).pop("m.rossi")
+    new = _build(tmp_path / "new", new_fleet)
+    done = run_mailgw_process("ldap-diff", str(old), str(new), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "ldap-diff: 0 to add, 1 to modify, 0 to delete\n")
+    assert done.stdout == (ldapdiff.HEADER + "version: 1\n"
+                           f"dn: uid=mrossi,ou=people,{BASE}\nchangetype: modify\n"
+                           "delete: mailLocalAddress\nmailLocalAddress: m.rossi@tifpa.example.org\n-\n\n")
+
+
 def test_an_unreadable_file_is_a_usage_error(tmp_path, mailgw):
     (tmp_path / "good.ldif").write_bytes(b"dn: o=x\nobjectClass: organization\no: x\n")
     result = mailgw(tmp_path, "ldap-diff", str(tmp_path / "missing.ldif"), str(tmp_path / "good.ldif"))
@@ -390,7 +402,7 @@ def fleets(draw) -> Fleet:
 
 
 @pytest.mark.needs(*SLAPD)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None)
 @given(old_fleet=fleets(), new_fleet=fleets())
 def test_random_fleets_old_plus_diff_is_new(server, old_fleet, new_fleet):
     old = ldap.render(ldap.directory(old_fleet), ldap.HEADER)
