@@ -20,7 +20,7 @@ class Address(NamedTuple):
     uid: str | None            # the owning AAI uid of a person or alias address
     owners: tuple[str, ...]    # the managers of a role or list address (sorted, unique)
     targets: tuple[str, ...]   # external alias targets (sorted, unique)
-    key: str                   # the local part as written in the file, to locate findings
+    key: str = ""              # the local part as written in the file, to locate findings
 
     @property
     def section(self) -> str:

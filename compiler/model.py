@@ -129,7 +129,7 @@ class DomainDeclaration(_Strict):
 
 
 class LdapSettings(_Strict):
-    base_dn: Annotated[str, AfterValidator(values.distinguished_name)]
+    base_dn: Annotated[str, AfterValidator(values.ldap_base_dn)]
 
 
 class PostfixSettings(_Strict):

@@ -196,6 +196,21 @@ def distinguished_name(value: str) -> str:
     return value
 
 
+# The attributes that may name the directory's root entry, each with a standard structural class for it.
+BASE_DN_NAMING = ("dc", "o", "ou")
+
+
+def ldap_base_dn(value: str) -> str:
+    """The gateway directory's base DN: a plain DN whose first part names a container (ou=, o= or dc=)."""
+    dn = distinguished_name(value)
+    naming = dn.partition("=")[0].lower()
+    if naming not in BASE_DN_NAMING:
+        raise _fail("bad-dn", "base DN '{value}' starts with '{naming}='; the directory's root entry is an "
+                              "'ou=', 'o=' or 'dc=' (like 'ou=mailgw,dc=example,dc=org')",
+                    value=value, naming=dn.partition("=")[0])
+    return dn
+
+
 def absolute_path(value: str) -> str:
     if not isinstance(value, str) or not _PATH.fullmatch(value) or "/../" in value + "/":
         raise _fail("bad-path", "'{value}' is not an absolute path of letters, digits, '.', '_', '-' "

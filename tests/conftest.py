@@ -22,6 +22,7 @@ PACKAGES = {
     "slapd": "slapd", "slapadd": "slapd", "ldapadd": "ldap-utils", "ldapsearch": "ldap-utils",
     "ldapmodify": "ldap-utils", "rspamd": "rspamd", "rspamadm": "rspamd", "clamd": "clamav-daemon",
     "puppet": "puppet",
+    "slapcat": "slapd", "ldapdelete": "ldap-utils",
 }
 
 GATEWAY = """\

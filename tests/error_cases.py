@@ -185,6 +185,11 @@ CASES = [
          ["gateway.yaml:2:17: error[bad-dn]: ldap.base_dn: 'ou=mailgw;dc=org' is not a plain DN like "
           "'ou=mailgw,dc=example,dc=org'"],
          gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'ou=mailgw;dc=org'}\n"),
+    Case("bad-dn", "model", "an LDAP base DN whose root entry is not a container",
+         _domain(VALID),
+         ["gateway.yaml:2:17: error[bad-dn]: ldap.base_dn: base DN 'CN=mailgw,dc=org' starts with 'CN='; the "
+          "directory's root entry is an 'ou=', 'o=' or 'dc=' (like 'ou=mailgw,dc=example,dc=org')"],
+         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'CN=mailgw,dc=org'}\n"),
     Case("bad-path", "model", "a map directory that is not an absolute path",
          _domain(VALID),
          ["gateway.yaml:3:26: error[bad-path]: postfix.map_directory: 'etc/postfix' is not an absolute path of "

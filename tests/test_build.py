@@ -121,7 +121,7 @@ def test_only_changed_files_are_rewritten(tmp_path, mailgw):
     assert "postfix/relay_recipients" in result.err
     after = _snapshot(root / "out")
     changed = {name for name in after if after[name] != before.get(name)}
-    assert changed == {"postfix/relay_recipients", "MANIFEST.json"}
+    assert changed == {"postfix/relay_recipients", "ldap/directory.ldif", "MANIFEST.json"}
     for name in set(after) - changed:
         assert after[name][1:] == before[name][1:], f"{name} was rewritten"
 

@@ -1,0 +1,39 @@
+"""mailgw ldap-diff OLD NEW: the change LDIF that turns directory OLD into NEW, for ldapmodify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from compiler import ldapdiff
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser(
+        "ldap-diff", help="print the ldapmodify changes that turn directory OLD into NEW",
+        description="Compare two directory LDIF files (like out/ldap/directory.ldif of two builds) and print "
+                    "the change records (add, modify, delete) that turn OLD into NEW on a live server: "
+                    "ldapmodify -f CHANGES. Exit 0 also when there is nothing to change.")
+    parser.add_argument("old", type=Path, metavar="OLD", help="the directory the server holds now")
+    parser.add_argument("new", type=Path, metavar="NEW", help="the directory it should hold")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    directories = []
+    for path in (args.old, args.new):
+        try:
+            directories.append(ldapdiff.read_directory(path.read_bytes()))
+        except OSError as err:
+            print(f"mailgw: ldap-diff: cannot read {path}: {err.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        except ldapdiff.LdifError as err:
+            print(f"mailgw: ldap-diff: {path}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    changes = ldapdiff.diff(*directories)
+    sys.stdout.buffer.write(ldapdiff.render(changes))
+    sys.stdout.flush()
+    print(f"ldap-diff: {ldapdiff.summary(changes)}", file=sys.stderr)
+    return EXIT_OK
