@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 
 import idna
 
+from compiler import filters
 from compiler.findings import Finding
 from compiler.fleet import Declarations, DomainSource
 from compiler.model import Alias, Person
@@ -193,3 +194,4 @@ RULES = (
     alias_chains_end,
     subdomains_stay_with_their_site,
 )
+RULES += filters.RULES

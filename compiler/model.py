@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from compiler import values
+from compiler.filters import MODELS as FILTER_MODELS, ClamavSettings, DomainFilters, FilterDefaults, QuarantineService
 from compiler.findings import Finding
 from compiler.load import Document
 
@@ -118,6 +119,7 @@ class DomainDeclaration(_Strict):
     recipient_check: Literal["list", "verify"] = "list"
     recipients: dict[LocalPart, Recipient] = {}
     external_aliases: dict[LocalPart, ExternalTargets] = {}
+    filters: DomainFilters = DomainFilters()
 
 
 class LdapSettings(_Strict):
@@ -133,11 +135,15 @@ class GatewayDeclaration(_Strict):
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
     ldap: LdapSettings
     postfix: PostfixSettings = PostfixSettings()
+    filters: FilterDefaults = FilterDefaults()
+    quarantine: QuarantineService | None = None
+    clamav: ClamavSettings = ClamavSettings()
 
 
 _MODELS = (Person, Alias, Role, MailingList, Delivery, DomainDeclaration, LdapSettings, PostfixSettings,
            GatewayDeclaration)
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
+_FIELD_NAMES = sorted(set(_FIELD_NAMES) | {name for model in FILTER_MODELS for name in model.model_fields})
 _TYPE_NAMES = {"string": "text", "int": "a whole number", "list": "a list", "dict": "a mapping",
                "model": "a mapping", "bool": "true or false"}
 
