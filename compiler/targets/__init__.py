@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from compiler.fleet import Fleet
-from compiler.targets import postfix
+from compiler.targets import postfix, rspamd
 
-TARGETS = (postfix,)
+TARGETS = (postfix, rspamd)
 
 
 def render(fleet: Fleet) -> dict[str, bytes]:
