@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -202,4 +201,3 @@ def test_the_outbound_daemon_name_is_what_the_outbound_rules_match(make_repo, tm
     settings = (_build(make_repo, FEATURES, tmp_path) / "rspamd/local.d/settings.conf").read_text()
     assert f'request_header = {{ "MTA-Name" = "^{rspamd.OUTBOUND_DAEMON}$"; }}' in settings
     assert rspamd.INBOUND_DAEMON != rspamd.OUTBOUND_DAEMON
-    shutil.rmtree(tmp_path)

@@ -112,14 +112,14 @@ class ListRule:
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
     rules = settings_rules(fleet)
     lists = list_rules(fleet)
+    service = fleet.gateway.quarantine
     context = {
-        "rules": rules, "lists": lists, "defaults": fleet.default_filters.inbound,
-        "default_actions": action_thresholds(fleet.default_filters.inbound),
-        "quarantine": quarantine_classes(rules), "quarantine_url": fleet.gateway.quarantine.url
-        if fleet.gateway.quarantine else None, "clamav_socket": fleet.gateway.clamav.socket,
-        "outbound_daemon": OUTBOUND_DAEMON, "gtube_score": GTUBE_SCORE, "allow_score": ALLOW_SCORE,
-        "list_group": LIST_GROUP, "virus_symbol": VIRUS_SYMBOL, "virus_verdicts": VIRUS_VERDICTS,
-        "clamav_max_size": CLAMAV_MAX_SIZE, "header": HEADER, "never": NEVER,
+        "header": HEADER, "rules": rules, "lists": lists, "quarantine": quarantine_classes(rules),
+        "defaults": fleet.default_filters.inbound, "default_actions": action_thresholds(fleet.default_filters.inbound),
+        "quarantine_url": service.url if service else None, "clamav_socket": fleet.gateway.clamav.socket,
+        "clamav_max_size": CLAMAV_MAX_SIZE, "outbound_daemon": OUTBOUND_DAEMON, "never": NEVER,
+        "gtube_score": GTUBE_SCORE, "allow_score": ALLOW_SCORE, "list_group": LIST_GROUP,
+        "virus_symbol": VIRUS_SYMBOL, "virus_verdicts": VIRUS_VERDICTS,
     }
     environment = _environment()
     files = {f"rspamd/local.d/{name}": environment.get_template(f"{name}.j2").render(context).encode("ascii")
