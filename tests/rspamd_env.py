@@ -114,7 +114,9 @@ def config_tree(out: Path, dest: Path, *, ca_file: Path | None = None, hs_cache:
     test_score: add the MAILGW_TEST_SCORE rule (TEST_SCORE_RULE).
     """
     tree = Tree(dest)
-    shutil.copytree(STOCK, tree.conf)
+    # The stock files only: whatever this machine's admin put in local.d or override.d stays out.
+    shutil.copytree(STOCK, tree.conf, ignore=lambda path, names: names if Path(path).name in (
+        "local.d", "override.d") and Path(path).parent == STOCK else [])
     for sub in ("local.d", "maps.d"):
         if (out / "rspamd" / sub).is_dir():
             shutil.copytree(out / "rspamd" / sub, tree.conf / sub, dirs_exist_ok=True)

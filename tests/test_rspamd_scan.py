@@ -379,6 +379,13 @@ def test_milter_replies_postfix_acts_on(semantics):
     ham = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
                            sender=EXTERNAL, rcpt=["a@plain.example.org"])
     assert ham.verdict == "accept" and ("add", "X-Virus", "clean") in ham.headers
+    # Between add_header (5) and rewrite_subject (7): the header Postfix adds is X-Spam: Yes.
+    base = rspamd.scan(env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"],
+                       sender=EXTERNAL).score
+    marked = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"],
+                                                             score=6 - base),
+                              sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    assert marked.verdict == "accept" and ("change", "X-Spam", "Yes") in marked.headers
 
 
 # --- clamd down -------------------------------------------------------------------------------
