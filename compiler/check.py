@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 
 import idna
 
+from compiler import filters
 from compiler.findings import Finding
 from compiler.fleet import Declarations, DomainSource
 
@@ -214,3 +215,4 @@ RULES = (
     subdomains_stay_with_their_site,
     relay_networks_belong_to_one_site,
 )
+RULES += filters.RULES

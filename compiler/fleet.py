@@ -6,9 +6,10 @@ sorted, so nothing downstream depends on file or key order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from compiler.filters import FilterPolicy, resolve
 from compiler.load import Document
 from compiler.model import DomainDeclaration, GatewayDeclaration, IPNetwork, NextHop
 
@@ -80,6 +81,9 @@ class Domain:
 class Fleet:
     gateway: GatewayDeclaration
     domains: tuple[Domain, ...]
+    # Domain name -> its resolved filter policy; default_filters: the gateway's own (docs/filtering.md).
+    filters: dict[str, FilterPolicy] = field(default_factory=dict)
+    default_filters: FilterPolicy | None = None
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name), None)
@@ -88,7 +92,10 @@ class Fleet:
 def build_fleet(declarations: Declarations) -> Fleet:
     """Normalise checked declarations into the Fleet."""
     domains = tuple(sorted((_domain(source) for source in declarations.domains), key=lambda d: d.name))
-    return Fleet(gateway=declarations.gateway, domains=domains)
+    return Fleet(gateway=declarations.gateway, domains=domains,
+                 filters={s.decl.domain: resolve(declarations.gateway.filters, s.decl.filters)
+                          for s in declarations.domains},
+                 default_filters=resolve(declarations.gateway.filters))
 
 
 def _domain(source: DomainSource) -> Domain:

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from compiler import values
+from compiler.filters import MODELS as FILTER_MODELS, ClamavSettings, DomainFilters, FilterDefaults, QuarantineService
 from compiler.findings import Finding
 from compiler.load import Document
 
@@ -126,6 +127,7 @@ class DomainDeclaration(_Strict):
     external_aliases: dict[LocalPart, ExternalTargets] = {}
     # The site's relays that may send outbound mail through the MX (to anywhere).
     outbound_relays: Annotated[list[RelayNetwork], BeforeValidator(_one_or_many)] = []
+    filters: DomainFilters = DomainFilters()
 
 
 class LdapSettings(_Strict):
@@ -185,11 +187,15 @@ class GatewayDeclaration(_Strict):
     ldap: LdapSettings
     postfix: PostfixSettings = PostfixSettings()
     postscreen: PostscreenSettings = PostscreenSettings()
+    filters: FilterDefaults = FilterDefaults()
+    quarantine: QuarantineService | None = None
+    clamav: ClamavSettings = ClamavSettings()
 
 
 _MODELS = (Person, Alias, Role, MailingList, Delivery, DomainDeclaration, LdapSettings, PostfixSettings,
            DnsblSite, PostscreenSettings, GatewayDeclaration)
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
+_FIELD_NAMES = sorted(set(_FIELD_NAMES) | {name for model in FILTER_MODELS for name in model.model_fields})
 _TYPE_NAMES = {"string": "text", "int": "a whole number", "list": "a list", "dict": "a mapping",
                "model": "a mapping", "bool": "true or false"}
 

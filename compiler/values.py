@@ -291,3 +291,90 @@ def dnsbl_threshold(value: int) -> int:
     if value < 1:
         raise _fail("bad-dnsbl-threshold", "dnsbl_threshold {value} must be at least 1", value=value)
     return value
+# --- filter policy values (docs/filtering.md) --------------------------------------
+
+# A spam score threshold: what Rspamd compares a message's score with.
+MAX_THRESHOLD = 100
+# A subject tag: printable ASCII; no '"', '\' or '$' (UCL string syntax and
+# variables) and no '%' but the one '%s' Rspamd replaces with the subject.
+_SUBJECT_CHARS = re.compile(r"[ !#&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*")
+_URL = re.compile(r"https://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~/-]*)?")
+# Shorter prefixes than these would let one list entry cover a large part of the Internet.
+MIN_PREFIX = {4: 8, 6: 16}
+
+
+def threshold(value) -> float | bool:
+    """A spam score in (0, 100] with at most two decimals, or false for 'this action is off'."""
+    if value is False:
+        return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_THRESHOLD \
+            or round(value, 2) != value:
+        got = "true" if value is True else f"'{value}' (text)" if isinstance(value, str) else str(value)
+        raise _fail("bad-threshold", "{got} is not a spam score: write a number above 0 and at most "
+                                     f"{MAX_THRESHOLD} with at most two decimals (like 6 or 7.5), or false "
+                                     "to turn the action off", got=got)
+    return float(value)
+
+
+def subject_template(value) -> str:
+    """The subject of a tagged message: '%s' is the original subject (like '[SPAM] %s')."""
+    if not isinstance(value, str):
+        raise _fail("bad-subject", "a subject template is text like '[SPAM] %s'")
+    if len(value) > 64:
+        why = "is longer than 64 characters"
+    elif value.count("%s") != 1:
+        why = "must contain '%s' (the original subject) exactly once"
+    elif "%" in value.replace("%s", "", 1):
+        why = "may contain '%' only in the one '%s'"
+    elif not _SUBJECT_CHARS.fullmatch(value.replace("%s", "", 1)):
+        bad = next(c for c in value.replace("%s", "", 1) if not _SUBJECT_CHARS.fullmatch(c))
+        why = f"contains '{bad}'; use printable ASCII without '\"', '\\' and '$'"
+    elif not value.replace("%s", "").strip():
+        why = "adds nothing to the subject"
+    else:
+        return value
+    raise _fail("bad-subject", "subject template '{value}' {why} (like '[SPAM] %s')", value=value, why=why)
+
+
+def sender_pattern(value) -> str:
+    """A sender in an allow or block list: 'name@example.net' or '@example.net' (the whole domain)."""
+    if not isinstance(value, str):
+        raise _fail("bad-sender", "a sender is text like 'name@example.net' or '@example.net'")
+    try:
+        if value.startswith("@"):
+            return "@" + domain_name(value[1:])
+        return mail_address(value).lower()
+    except PydanticCustomError as err:
+        raise _fail("bad-sender", "sender '{value}' is neither an address like 'name@example.net' nor a "
+                                  "domain like '@example.net': {why}", value=value, why=err.message()) from None
+
+
+def client_network(value) -> str:
+    """A client address or network of an allow or block list, normalised ('192.0.2.7' -> '192.0.2.7/32')."""
+    net = network(value)
+    if net.prefixlen < MIN_PREFIX[net.version]:
+        raise _fail("bad-network", "'{value}' covers too much of the Internet; the shortest prefix is "
+                                   "/{limit} for IPv{version}", value=value, limit=MIN_PREFIX[net.version],
+                    version=net.version)
+    return str(net)
+
+
+def https_url(value) -> str:
+    """An https:// URL with a host, an optional port and a plain path; no query, user or fragment."""
+    match = _URL.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        try:
+            host(match["host"])
+            if match["port"] is None or 1 <= int(match["port"]) <= 65535:
+                return value
+        except PydanticCustomError:
+            pass
+    raise _fail("bad-url", "'{value}' is not an https URL like 'https://quarantine.example.org/api/messages' "
+                           "(no spaces, quotes, query, user or fragment)", value=value)
+
+
+def retention_days(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
+        raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650",
+                    value=value)
+    return value

@@ -197,6 +197,36 @@ CASES = [
          gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
                  "postfix: {map_directory: etc/postfix}\n"),
     # --- check: rules across values, files and domains -------------------------------
+    # --- the filter policy (docs/filtering.md) ---------------------------------------
+    Case("bad-threshold", "model", "a spam threshold that is not a score",
+         _domain(VALID + "filters:\n  inbound:\n    spam: {reject: high}\n"),
+         [f"{DOMAIN}:10:20: error[bad-threshold]: filters.inbound.spam.reject: 'high' (text) is not a spam "
+          "score: write a number above 0 and at most 100 with at most two decimals (like 6 or 7.5), or "
+          "false to turn the action off"]),
+    Case("bad-subject", "model", "a subject template without '%s', or with what a UCL string or header cannot carry",
+         _domain(VALID + "filters:\n  inbound:\n    spam: {subject: '[SPAM]'}\n"),
+         [f"{DOMAIN}:10:21: error[bad-subject]: filters.inbound.spam.subject: subject template '[SPAM]' "
+          "must contain '%s' (the original subject) exactly once (like '[SPAM] %s')"]),
+    Case("bad-retention", "model", "a quarantine retention that is not 1 to 3650 days",
+         _domain(VALID + "filters:\n  inbound:\n    quarantine: {retention_days: 0}\n"),
+         [f"{DOMAIN}:10:34: error[bad-retention]: filters.inbound.quarantine.retention_days: 0 is not a "
+          "whole number of days from 1 to 3650"]),
+    Case("bad-sender", "model", "an allow or block list sender that is neither an address nor '@domain'",
+         _domain(VALID + "filters:\n  inbound:\n    block: {senders: [spammer]}\n"),
+         [f"{DOMAIN}:10:23: error[bad-sender]: filters.inbound.block.senders[0]: sender 'spammer' is "
+          "neither an address like 'name@example.net' nor a domain like '@example.net': 'spammer' is not "
+          "a mail address like 'name@example.net'"]),
+    Case("bad-network", "model", "an allow or block list network that covers too much",
+         _domain(VALID + "filters:\n  inbound:\n    block: {networks: ['10.0.0.0/7']}\n"),
+         [f"{DOMAIN}:10:24: error[bad-network]: filters.inbound.block.networks[0]: '10.0.0.0/7' covers too much "
+          "of the Internet; the shortest prefix is /8 for IPv4"]),
+    Case("bad-url", "model", "a quarantine service URL that is not a plain https URL",
+         _domain(VALID),
+         ["gateway.yaml:3:19: error[bad-url]: quarantine.url: 'http://quarantine.example.org/api?user=x' "
+          "is not an https URL like 'https://quarantine.example.org/api/messages' (no spaces, quotes, "
+          "query, user or fragment)"],
+         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
+                 "quarantine: {url: 'http://quarantine.example.org/api?user=x'}\n"),
     Case("file-name-mismatch", "check", "the file name is not the domain",
          {"domains/tifpa.yaml": VALID},
          ["domains/tifpa.yaml:1:9: error[file-name-mismatch]: domain 'tifpa.example.org' is declared in "
@@ -234,6 +264,29 @@ CASES = [
                  "  c: [a@tifpa.example.org]\n"),
          [f"{DOMAIN}:9:3: error[alias-loop]: external aliases loop: a@tifpa.example.org -> b@tifpa.example.org "
           "-> c@tifpa.example.org -> a@tifpa.example.org"]),
+    Case("threshold-order", "check", "spam thresholds that do not rise from header to subject to quarantine to reject",
+         _domain(VALID + "filters:\n  inbound:\n    spam: {add_header: 8, rewrite_subject: 6}\n"),
+         [f"{DOMAIN}:10:44: error[threshold-order]: filters.inbound.spam.rewrite_subject is 6, but it must "
+          "be above add_header (8, set at domains/tifpa.example.org.yaml:10:24)"]),
+    Case("quarantine-disabled", "check", "an action that quarantines while the quarantine is off",
+         _domain(VALID + "filters:\n  inbound:\n    virus: quarantine\n"),
+         [f"{DOMAIN}:10:12: error[quarantine-disabled]: filters.inbound.virus is 'quarantine', but the "
+          "quarantine is off for inbound mail (filters.inbound.quarantine.enabled: false, the built-in "
+          "default); turn it on or choose another action"]),
+    Case("silent-drop", "check", "outbound spam refused without telling the sender or keeping it",
+         _domain(VALID + "filters:\n  outbound:\n    notify_sender: false\n"),
+         [f"{DOMAIN}:10:20: error[silent-drop]: filters.outbound.notify_sender is false and the outbound "
+          "quarantine is off (the built-in default), so refused outbound mail would vanish; notify the "
+          "sender or enable the outbound quarantine"]),
+    Case("no-quarantine-service", "check", "the quarantine is on but gateway.yaml names no quarantine service",
+         _domain(VALID + "filters:\n  inbound:\n    quarantine: {enabled: true}\n"),
+         [f"{DOMAIN}:10:27: error[no-quarantine-service]: filters.inbound.quarantine.enabled is true, but "
+          "gateway.yaml declares no quarantine service to send the messages to (quarantine.url)"]),
+    Case("list-conflict", "check", "the same sender or network both allowed and blocked",
+         _domain(VALID + "filters:\n  inbound:\n    allow: {senders: ['@example.net']}\n"
+                 "    block: {senders: ['@Example.NET']}\n"),
+         [f"{DOMAIN}:11:23: error[list-conflict]: '@example.net' is both blocked here and allowed at "
+          "domains/tifpa.example.org.yaml:10:23; keep it in one list"]),
     Case("subdomain-overlap", "check", "a subdomain declared by another site",
          {DOMAIN: VALID,
           "domains/lab.tifpa.example.org.yaml": VALID.replace("tifpa.example.org\n", "lab.tifpa.example.org\n", 1)

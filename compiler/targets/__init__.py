@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from compiler.fleet import Fleet
-from compiler.targets import ldap, postfix, postfix_config
+from compiler.targets import ldap, postfix, postfix_config, rspamd
 
-TARGETS = (postfix, postfix_config, ldap)
+TARGETS = (postfix, postfix_config, rspamd, ldap)
 
 
 def render(fleet: Fleet) -> dict[str, bytes]:

@@ -1,0 +1,203 @@
+"""The generated Rspamd configuration: its shape, its safety, and rspamadm configtest on it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+from pydantic_core import PydanticCustomError
+
+from compiler import values
+from compiler.fleet import build_fleet
+from compiler.pipeline import compile_repository, load_declarations
+from compiler.targets import rspamd
+from tests import rspamd_env
+from tests.conftest import GATEWAY, REPO, domain_yaml, program
+
+QUARANTINE = "quarantine: {url: 'https://quarantine.gw.example.org/api'}\n"
+
+# Every feature at once: several classes per direction, lists of both kinds with IPv6, quarantine
+# with two retentions, an IDN domain and one with a '-' in it.
+FEATURES = {
+    "gateway": GATEWAY + QUARANTINE + (
+        "filters:\n  inbound:\n    quarantine: {enabled: true}\n"),
+    "domains/strict.example.org.yaml": domain_yaml("strict.example.org", filters=(
+        "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
+        "    quarantine: {retention_days: 14}\n"
+        "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n")),
+    "domains/tag-only.example.org.yaml": domain_yaml("tag-only.example.org", filters=(
+        "filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n")),
+    "domains/città.example.org.yaml": domain_yaml("città.example.org", filters=(
+        "filters:\n  inbound:\n"
+        "    allow: {senders: ['friend@partner.example.net', '@trusted.example.net'],"
+        " networks: ['198.51.100.0/28', '2001:db8:f00d::/48']}\n"
+        "    block: {senders: ['@bulk.example.com'], networks: ['203.0.113.0/24', '2001:db8:bad::/48']}\n")),
+}
+
+
+def _build(make_repo, files: dict, out: Path) -> Path:
+    files = dict(files)
+    root = make_repo(files, gateway=files.pop("gateway", GATEWAY))
+    for rel, data in compile_repository(root).artifacts.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    return out
+
+
+def _fleet(make_repo, files: dict):
+    files = dict(files)
+    return build_fleet(load_declarations(make_repo(files, gateway=files.pop("gateway", GATEWAY))))
+
+
+def test_rules_go_outbound_then_inbound_strictest_first_then_the_fallbacks(make_repo):
+    fleet = _fleet(make_repo, FEATURES)
+    rules = rspamd.settings_rules(fleet)
+    assert [r.priority for r in rules] == list(range(len(rules), 0, -1))
+    directions = [r.direction for r in rules]
+    assert directions == sorted(directions, key=lambda d: d != "outbound")
+    inbound = [r for r in rules if r.direction == "inbound"]
+    assert [r.domains for r in inbound] == [("strict.example.org",), ("xn--citt-3na.example.org",),
+                                            ("tag-only.example.org",), ()]
+    assert [r.domains for r in rules if r.direction == "outbound"][-1] == ()
+    assert rules[-1].name == fleet.default_filters.inbound.name + "_fallback"
+    assert len({r.name for r in rules}) == len(rules)
+
+
+def test_action_thresholds_keep_reject_and_discard_for_forced_verdicts(make_repo):
+    fleet = _fleet(make_repo, FEATURES)
+    strict, tag_only = fleet.filters["strict.example.org"], fleet.filters["tag-only.example.org"]
+    assert rspamd.action_thresholds(strict.inbound) == [
+        ("reject", "12"), ("discard", "8"), ("rewrite subject", "7"), ("add header", "5"), ("greylist", "null")]
+    assert rspamd.action_thresholds(tag_only.inbound) == [
+        ("reject", "1000000"), ("discard", "1000000"), ("rewrite subject", "6"), ("add header", "5"),
+        ("greylist", "null")]
+    # Outbound without notification: spam over the reject threshold is quarantined instead.
+    assert rspamd.action_thresholds(strict.outbound)[:2] == [("reject", "1000000"), ("discard", "10")]
+
+
+def test_each_class_turns_off_the_virus_verdict_it_does_not_use(make_repo):
+    rules = {r.domains: r for r in rspamd.settings_rules(_fleet(make_repo, FEATURES)) if r.direction == "inbound"}
+    assert rules[("strict.example.org",)].symbols_disabled == ["FORCE_ACTION_MAILGW_VIRUS_REJECT"]
+    assert rules[("tag-only.example.org",)].symbols_disabled == ["FORCE_ACTION_MAILGW_VIRUS_QUARANTINE"]
+
+
+def test_maps_hold_the_normalised_lists_one_per_line(make_repo, tmp_path):
+    out = _build(make_repo, FEATURES, tmp_path)
+    maps = out / "rspamd" / "maps.d"
+    assert (maps / "mailgw_block_networks.xn--citt-3na.example.org.map").read_text() == (
+        rspamd.HEADER + "2001:db8:bad::/48\n203.0.113.0/24\n")
+    assert (maps / "mailgw_allow_senders.xn--citt-3na.example.org.map").read_text() == (
+        rspamd.HEADER + "@trusted.example.net\nfriend@partner.example.net\n")
+    assert not (maps / "mailgw_block_senders.strict.example.org.map").exists()
+    assert (maps / "mailgw_gtube.map").read_text().endswith(
+        "/XJS\\*C4JDBQADN1\\.NSBN3\\*2IDNEN\\*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL\\*C\\.34X/\n")
+    for path in (out / "rspamd").rglob("*"):
+        if path.is_file():
+            assert path.read_text().startswith(rspamd.HEADER), path
+
+
+def test_quarantine_exporter_knows_the_retention_of_every_quarantining_class(make_repo, tmp_path):
+    text = (_build(make_repo, FEATURES, tmp_path) / "rspamd/local.d/metadata_exporter.conf").read_text()
+    assert 'url = "https://quarantine.gw.example.org/api";' in text and "defer = true;" in text
+    classes = rspamd.quarantine_classes(rspamd.settings_rules(_fleet(make_repo, FEATURES)))
+    assert sorted(set(classes.values())) == [7, 14, 30]
+    for name, days in classes.items():
+        assert f'["{name}"] = {days}' in text
+
+
+def test_no_quarantine_exporter_when_no_class_uses_the_quarantine(make_repo, tmp_path):
+    plain = _build(make_repo, {"domains/tifpa.example.org.yaml": domain_yaml()}, tmp_path)
+    assert "rules" not in (plain / "rspamd/local.d/metadata_exporter.conf").read_text()
+
+
+def test_symbols_of_two_domains_never_collide():
+    assert rspamd.symbol_suffix("a-b.example.org") != rspamd.symbol_suffix("a.b.example.org")
+    assert rspamd.symbol_suffix("xn--citt-3na.example.org") == "XN____CITT__3NA_EXAMPLE_ORG"
+
+
+@pytest.mark.parametrize("value", ['a"b', "a\\b", "$CONFDIR", "a\nb", "caf\u00e9", "a\x00"])
+def test_ucl_strings_refuse_what_could_escape_them(value):
+    with pytest.raises(ValueError):
+        rspamd.ucl_string(value)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x24F), max_size=70))
+def test_every_accepted_subject_template_is_one_safe_ucl_string(text):
+    try:
+        template = values.subject_template(text)
+    except PydanticCustomError:
+        return
+    rendered = rspamd.ucl_string(template)
+    assert rendered.count('"') == 2 and "$" not in rendered and template.count("%") == 1
+
+
+def test_generated_files_are_ascii_and_deterministic(make_repo, tmp_path):
+    first = _build(make_repo, FEATURES, tmp_path / "a")
+    second = _build(make_repo, FEATURES, tmp_path / "b")
+    files = sorted(p.relative_to(first) for p in (first / "rspamd").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in (second / "rspamd").rglob("*") if p.is_file())
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes()
+        (first / rel).read_bytes().decode("ascii")
+
+
+# --- rspamadm configtest ----------------------------------------------------------------
+
+def _configtest(out: Path, dest: Path) -> subprocess.CompletedProcess:
+    return rspamd_env.configtest(rspamd_env.config_tree(out, dest))
+
+
+@pytest.mark.needs("rspamadm")
+def test_configtest_passes_without_a_warning_on_the_bundled_fleet(tmp_path):
+    out = tmp_path / "out"
+    for rel, data in compile_repository(REPO).artifacts.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    result = _configtest(out, tmp_path / "tree")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
+
+
+@pytest.mark.needs("rspamadm")
+def test_configtest_passes_without_a_warning_on_every_feature(make_repo, tmp_path):
+    result = _configtest(_build(make_repo, FEATURES, tmp_path / "out"), tmp_path / "tree")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
+
+
+@pytest.mark.needs("rspamadm")
+def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path):
+    """The check above can fail: one stray brace in a generated file and rspamadm refuses the tree."""
+    out = _build(make_repo, FEATURES, tmp_path / "out")
+    with open(out / "rspamd/local.d/settings.conf", "a") as settings:
+        settings.write("}\n")
+    result = _configtest(out, tmp_path / "tree")
+    assert result.returncode != 0 and "syntax OK" not in result.stdout
+
+
+# --- the Postfix side, for the integrator -------------------------------------------------
+
+@pytest.mark.needs("postconf")
+def test_postfix_milter_lines_are_valid_main_cf(tmp_path):
+    (tmp_path / "main.cf").write_text(rspamd.postfix_milter_lines())
+    (tmp_path / "master.cf").write_text("smtp inet n - y - - smtpd\nrelays inet n - y - - smtpd\n  "
+                                        + "\n  ".join(rspamd.POSTFIX_OUTBOUND_OPTIONS) + "\n")
+    postconf = program("postconf")
+    result = subprocess.run([postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=60)
+    assert result.stderr == ""
+    assert set(result.stdout.splitlines()) >= {
+        "smtpd_milters = inet:127.0.0.1:11332", "non_smtpd_milters =", "milter_protocol = 6",
+        "milter_default_action = tempfail", f"milter_macro_daemon_name = {rspamd.INBOUND_DAEMON}"}
+    services = subprocess.run([postconf, "-c", str(tmp_path), "-P"], capture_output=True, text=True, timeout=60)
+    assert services.stdout == f"relays/inet/milter_macro_daemon_name = {rspamd.OUTBOUND_DAEMON}\n"
+    # postconf does report a misspelt parameter, so the empty stderr above means something.
+    with open(tmp_path / "main.cf", "a") as main_cf:
+        main_cf.write("milter_default_acton = tempfail\n")
+    result = subprocess.run([postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=60)
+    assert "unused parameter: milter_default_acton" in result.stderr
+
+
+def test_the_outbound_daemon_name_is_what_the_outbound_rules_match(make_repo, tmp_path):
+    settings = (_build(make_repo, FEATURES, tmp_path) / "rspamd/local.d/settings.conf").read_text()
+    assert f'request_header = {{ "MTA-Name" = "^{rspamd.OUTBOUND_DAEMON}$"; }}' in settings
+    assert rspamd.INBOUND_DAEMON != rspamd.OUTBOUND_DAEMON

@@ -1,0 +1,403 @@
+"""A real Rspamd, started on the generated configuration, scans mail and does what each policy says.
+
+Three Rspamd instances: the bundled fleet (every policy class of domains/ and
+gateway.yaml, inbound and outbound), a fleet built to exercise the semantics
+(lists, mixed recipients, fallbacks, the quarantine service), and one whose
+clamd is missing. A real clamd with a one-signature database scans for
+viruses; a small HTTPS server stands in for the quarantine service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.filters import strictness
+from compiler.fleet import build_fleet
+from compiler.pipeline import compile_repository, load_declarations
+from tests import rspamd_env as env
+from tests.conftest import GATEWAY, REPO, domain_yaml
+
+pytestmark = pytest.mark.needs("rspamd", "rspamadm", "clamd", "openssl")
+
+# How Rspamd names the strongest spam action of a policy (DirectionPolicy.strongest_spam_action).
+RSPAMD_ACTION = {"reject": "reject", "quarantine": "discard", "rewrite_subject": "rewrite subject",
+                 "add_header": "add header", "deliver": "no action"}
+VIRUS_ACTION = {"reject": "reject", "quarantine": "discard"}
+EXTERNAL = "someone@ext.example.net"
+OUTBOUND = {"MTA-Name": "mailgw_outbound"}
+
+
+@pytest.fixture(scope="session")
+def hs_cache(request, tmp_path_factory) -> Path:
+    """Rspamd's compiled Hyperscan databases, kept between test runs (the first compile takes ~20 s)."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("rspamd-hyperscan") if cache is not None else tmp_path_factory.mktemp("hyperscan")
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory):
+    with env.Clamd(tmp_path_factory.mktemp("clamd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def sink(tmp_path_factory):
+    with env.QuarantineSink(tmp_path_factory.mktemp("quarantine")) as server:
+        yield server
+
+
+def _start(root: Path, gateway: dict, domains: dict[str, str], sink, hs_cache):
+    """Compile the declarations into root/out and start Rspamd on them; yields (fleet, rspamd)."""
+    repo = root / "repo"
+    (repo / "domains").mkdir(parents=True)
+    (repo / "gateway.yaml").write_text(yaml.safe_dump(gateway, allow_unicode=True))
+    for name, text in domains.items():
+        (repo / "domains" / name).write_text(text)
+    compiled = compile_repository(repo)
+    for rel, data in compiled.artifacts.items():
+        (root / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "out" / rel).write_bytes(data)
+    tree = env.config_tree(root / "out", root / "rspamd", ca_file=sink.cert, hs_cache=hs_cache, test_score=True)
+    return compiled.fleet, env.Rspamd(tree)
+
+
+def _services(gateway: dict, clamd_socket: Path, sink) -> dict:
+    return {**gateway, "quarantine": {"url": sink.url}, "clamav": {"socket": str(clamd_socket)}}
+
+
+# --- the bundled fleet: every policy is shown by a scan --------------------------------
+
+BUNDLED = build_fleet(load_declarations(REPO))
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory, clamd, sink, hs_cache):
+    gateway = _services(yaml.safe_load((REPO / "gateway.yaml").read_text()), clamd.socket, sink)
+    domains = {p.name: p.read_text() for p in (REPO / "domains").glob("*.yaml")}
+    fleet, rspamd = _start(tmp_path_factory.mktemp("bundled"), gateway, domains, sink, hs_cache)
+    assert fleet.filters == BUNDLED.filters, "the services swapped in for the test changed no policy"
+    with rspamd:
+        yield rspamd
+
+
+def _scan(rspamd, kind: str, *, sender: str, rcpt: list[str], headers=None):
+    make = {"ham": env.message, "gtube": env.gtube, "virus": env.virus}[kind]
+    return rspamd.scan(make(sender=sender, to=rcpt), rcpt=rcpt, sender=sender, headers=headers)
+
+
+def _steps(policy) -> list[tuple[float, str]]:
+    """(threshold, the Rspamd action the policy asks for from there on), lowest first."""
+    spam = policy.spam
+    refused = "reject" if policy.notify_sender else "discard"
+    return sorted((t, a) for t, a in ((spam.add_header, "add header"), (spam.rewrite_subject, "rewrite subject"),
+                                     (spam.quarantine, "discard"), (spam.reject, refused)) if t is not None)
+
+
+def _action_at(policy, score: float) -> str:
+    return ([action for threshold, action in _steps(policy) if threshold <= score] or ["no action"])[-1]
+
+
+def _scores_in_every_band(policy) -> list[float]:
+    """One score below the first threshold and one between each threshold and the next."""
+    limits = [threshold for threshold, _ in _steps(policy)]
+    if not limits:
+        return [10.0]
+    return [limits[0] / 2] + [(low + high) / 2 for low, high in zip(limits, limits[1:] + [limits[-1] + 4])]
+
+
+def _scan_at(rspamd, target: float, base: float, *, sender, rcpt, headers):
+    """A message scoring about `target` (X-Test-Score); rescanned when DNS noise moved it to another band."""
+    points = target - base
+    for _ in range(4):
+        scan = rspamd.scan(env.message(sender=sender, to=rcpt, subject="scored", score=points), rcpt=rcpt,
+                           sender=sender, headers=headers)
+        points += target - scan.score
+        yield scan
+
+
+def _check_policy(rspamd, sink, policy, *, sender: str, rcpt: list[str], headers=None, fallback=False):
+    """Every score band gets its action, GTUBE the strongest, a virus the virus action, all under `policy`."""
+    rule = policy.name + ("_fallback" if fallback else "")
+    sink.take()
+    ham = _scan(rspamd, "ham", sender=sender, rcpt=rcpt, headers=headers)
+    assert (ham.rule, ham.action) == (rule, _action_at(policy, ham.score))
+    assert ham.milter["add_headers"]["X-Virus"]["value"] == "clean"
+
+    for target in _scores_in_every_band(policy):
+        for scan in _scan_at(rspamd, target, ham.score, sender=sender, rcpt=rcpt, headers=headers):
+            action = _action_at(policy, scan.score)
+            assert (scan.rule, scan.action) == (rule, action), f"score {scan.score}"
+            quarantined = sink.take()
+            assert [q.recipients for q in quarantined] == ([rcpt] if action == "discard" else [])
+            if action == "rewrite subject":
+                assert scan.subject == policy.spam.subject.replace("%s", "scored")
+            if action == _action_at(policy, target):
+                break
+        else:
+            pytest.fail(f"no scan landed in the band of {target}")
+
+    spam = _scan(rspamd, "gtube", sender=sender, rcpt=rcpt, headers=headers)
+    strongest = policy.strongest_spam_action()
+    assert (spam.rule, spam.action) == (rule, RSPAMD_ACTION[strongest])
+    if strongest == "rewrite_subject":
+        assert spam.subject == policy.spam.subject.replace("%s", "test message")
+    quarantined = sink.take()
+    if strongest == "quarantine":
+        assert [(q.recipients, q.headers["X-Rspamd-from"]) for q in quarantined] == [(rcpt, sender)]
+        assert quarantined[0].body.startswith(f"X-Quarantine-Retention-Days: {policy.retention_days}\r\n".encode())
+    else:
+        assert quarantined == []
+
+    virus = _scan(rspamd, "virus", sender=sender, rcpt=rcpt, headers=headers)
+    assert virus.options("CLAM_VIRUS") == [env.VIRUS_NAME + ".UNOFFICIAL"]
+    assert virus.action == VIRUS_ACTION[policy.virus]
+    quarantined = sink.take()
+    if policy.virus == "quarantine":
+        assert [q.recipients for q in quarantined] == [rcpt]
+        assert f"X-Virus: infected, {env.VIRUS_NAME}.UNOFFICIAL\r\n".encode() in quarantined[0].body.split(b"From:")[0]
+    else:
+        assert virus.smtp_message == "message refused: it contains a virus" and quarantined == []
+
+
+@pytest.mark.parametrize("domain", sorted(BUNDLED.filters))
+def test_bundled_inbound_policy(bundled, sink, domain):
+    _check_policy(bundled, sink, BUNDLED.filters[domain].inbound, sender=EXTERNAL, rcpt=[f"postmaster@{domain}"])
+
+
+@pytest.mark.parametrize("domain", sorted(BUNDLED.filters))
+def test_bundled_outbound_policy(bundled, sink, domain):
+    _check_policy(bundled, sink, BUNDLED.filters[domain].outbound, sender=f"someone@{domain}",
+                  rcpt=[EXTERNAL], headers=OUTBOUND)
+
+
+def test_bundled_defaults_for_mail_of_no_domain(bundled, sink):
+    """Inbound to no served domain and outbound from a foreign sender: the gateway's own policy."""
+    _check_policy(bundled, sink, BUNDLED.default_filters.inbound, sender=EXTERNAL, rcpt=["x@elsewhere.example"],
+                  fallback=True)
+    _check_policy(bundled, sink, BUNDLED.default_filters.outbound, sender="list-bounces@lists.example.com",
+                  rcpt=[EXTERNAL], headers=OUTBOUND, fallback=True)
+
+
+def test_bundled_has_several_classes_and_a_message_to_two_gets_the_strictest(bundled, sink):
+    classes = {}
+    for domain, policy in sorted(BUNDLED.filters.items()):
+        classes.setdefault(policy.inbound, domain)
+    assert len(classes) >= 2 and len({p.outbound for p in BUNDLED.filters.values()}) >= 2
+    for first in classes:
+        for second in classes:
+            if first == second:
+                continue
+            winner = min(first, second, key=strictness)
+            rcpt = [f"postmaster@{classes[first]}", f"postmaster@{classes[second]}"]
+            scan = _scan(bundled, "gtube", sender=EXTERNAL, rcpt=rcpt)
+            assert (scan.rule, scan.action) == (winner.name, RSPAMD_ACTION[winner.strongest_spam_action()])
+            quarantined = sink.take()
+            assert [q.recipients for q in quarantined] == ([rcpt] if scan.action == "discard" else [])
+
+
+# --- the semantics, on a fleet made for them ------------------------------------------------
+
+SEMANTICS = {
+    "strict.example.org.yaml": domain_yaml("strict.example.org", filters=(
+        "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
+        "    quarantine: {retention_days: 14}\n"
+        "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n")),
+    "tagonly.example.org.yaml": domain_yaml("tagonly.example.org", filters=(
+        "filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n")),
+    "plain.example.org.yaml": domain_yaml("plain.example.org"),
+    "lists.example.org.yaml": domain_yaml("lists.example.org", filters=(
+        "filters:\n  inbound:\n"
+        "    allow:\n      senders: ['friend@partner.example.net', '@trusted.example.net', 'news@bulk.example.com']\n"
+        "      networks: ['198.51.100.0/28', '2001:db8:f00d::/48']\n"
+        "    block:\n      senders: ['spammer@spam.example.net', '@bulk.example.com', 'boss@plain.example.org']\n"
+        "      networks: ['203.0.113.0/24', '2001:db8:bad::/48']\n")),
+}
+SEMANTICS_GATEWAY = yaml.safe_load(GATEWAY + (
+    "filters:\n  inbound:\n    spam: {add_header: 5, rewrite_subject: 7, reject: 15}\n"
+    "    quarantine: {enabled: true, retention_days: 30}\n"))
+BLOCKED = "message refused: the recipient's domain blocks this sender"
+
+
+@pytest.fixture(scope="module")
+def semantics(tmp_path_factory, clamd, sink, hs_cache):
+    fleet, rspamd = _start(tmp_path_factory.mktemp("semantics"), _services(SEMANTICS_GATEWAY, clamd.socket, sink),
+                           SEMANTICS, sink, hs_cache)
+    with rspamd:
+        yield fleet, rspamd
+
+
+@pytest.mark.parametrize(("sender", "ip"), [
+    ("spammer@spam.example.net", "192.0.2.10"), ("anyone@bulk.example.com", "192.0.2.10"),
+    (EXTERNAL, "203.0.113.55"), (EXTERNAL, "2001:db8:bad::25")])
+def test_a_blocked_sender_or_network_is_refused(semantics, sender, ip):
+    _, rspamd = semantics
+    scan = rspamd.scan(env.message(sender=sender, to=["a@lists.example.org"]), rcpt=["a@lists.example.org"],
+                       sender=sender, ip=ip)
+    assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
+
+
+def test_a_block_list_counts_for_a_message_to_its_domain_among_others(semantics):
+    _, rspamd = semantics
+    rcpt = ["a@plain.example.org", "b@lists.example.org"]
+    scan = rspamd.scan(env.message(sender="spammer@spam.example.net", to=rcpt), rcpt=rcpt,
+                       sender="spammer@spam.example.net")
+    assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
+    only_plain = rspamd.scan(env.message(sender="spammer@spam.example.net", to=rcpt[:1]), rcpt=rcpt[:1],
+                             sender="spammer@spam.example.net")
+    assert only_plain.action == "no action"
+
+
+@pytest.mark.parametrize(("sender", "ip"), [
+    ("friend@partner.example.net", "192.0.2.10"), ("Someone@Trusted.Example.NET", "192.0.2.10"),
+    (EXTERNAL, "198.51.100.9"), (EXTERNAL, "2001:db8:f00d::7")])
+def test_an_allowed_sender_or_network_is_never_spam_but_still_virus_checked(semantics, sender, ip):
+    _, rspamd = semantics
+    rcpt = ["a@lists.example.org", "b@lists.example.org"]
+    spam = rspamd.scan(env.gtube(sender=sender, to=rcpt), rcpt=rcpt, sender=sender, ip=ip)
+    assert spam.action == "no action" and "MAILGW_GTUBE" in spam.symbols
+    virus = rspamd.scan(env.virus(sender=sender, to=rcpt), rcpt=rcpt, sender=sender, ip=ip)
+    assert virus.action == "reject"
+
+
+def test_an_allow_list_counts_only_when_every_recipient_is_in_its_domain(semantics):
+    _, rspamd = semantics
+    rcpt = ["a@lists.example.org", "b@plain.example.org"]
+    scan = rspamd.scan(env.gtube(sender="friend@partner.example.net", to=rcpt), rcpt=rcpt,
+                       sender="friend@partner.example.net")
+    assert scan.action == "reject"
+
+
+def test_block_wins_over_an_allowed_exception(semantics):
+    """'@bulk.example.com' is blocked and 'news@bulk.example.com' allowed: the block applies."""
+    _, rspamd = semantics
+    scan = rspamd.scan(env.message(sender="news@bulk.example.com", to=["a@lists.example.org"]),
+                       rcpt=["a@lists.example.org"], sender="news@bulk.example.com")
+    assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
+
+
+def test_lists_are_inbound_only(semantics):
+    """A site relay's mail to a served domain is outbound: that domain's block list does not apply."""
+    _, rspamd = semantics
+    message = env.message(sender="boss@plain.example.org", to=["a@lists.example.org"])
+    inbound = rspamd.scan(message, rcpt=["a@lists.example.org"], sender="boss@plain.example.org")
+    outbound = rspamd.scan(message, rcpt=["a@lists.example.org"], sender="boss@plain.example.org",
+                           headers=OUTBOUND)
+    assert (inbound.action, outbound.action) == ("reject", "no action")
+
+
+def test_a_message_to_several_classes_gets_the_strictest(semantics, sink):
+    fleet, rspamd = semantics
+    policy = {name: fleet.filters[name].inbound for name in ("strict.example.org", "tagonly.example.org",
+                                                             "plain.example.org")}
+    sink.take()
+    rcpt = ["a@tagonly.example.org", "b@strict.example.org"]
+    # About 10 points: strict quarantines (8 to 12), tag-only would only tag the subject.
+    base = rspamd.scan(env.message(sender=EXTERNAL, to=rcpt), rcpt=rcpt, sender=EXTERNAL).score
+    for scan in _scan_at(rspamd, 10, base, sender=EXTERNAL, rcpt=rcpt, headers=None):
+        if 8 <= scan.score < 12:
+            break
+    assert (scan.rule, scan.action) == (policy["strict.example.org"].name, "discard")
+    assert [q.recipients for q in sink.take()][-1:] == [rcpt]
+    rcpt = ["a@tagonly.example.org", "b@plain.example.org"]
+    scan = rspamd.scan(env.gtube(sender=EXTERNAL, to=rcpt), rcpt=rcpt, sender=EXTERNAL)
+    assert (scan.rule, scan.action) == (policy["plain.example.org"].name, "reject")
+    scan = rspamd.scan(env.gtube(sender=EXTERNAL, to=rcpt[:1]), rcpt=rcpt[:1], sender=EXTERNAL)
+    assert (scan.action, scan.subject) == ("rewrite subject", "*** SPAM *** test message")
+
+
+def test_outbound_from_an_authenticated_client(semantics, sink):
+    fleet, rspamd = semantics
+    sink.take()
+    scan = rspamd.scan(env.gtube(sender="user@strict.example.org", to=[EXTERNAL]), rcpt=[EXTERNAL],
+                       sender="user@strict.example.org", headers={"User": "mrossi"})
+    assert (scan.rule, scan.action) == (fleet.filters["strict.example.org"].outbound.name, "discard")
+    [quarantined] = sink.take()
+    assert quarantined.body.startswith(b"X-Quarantine-Retention-Days: 7\r\n")
+    assert quarantined.headers["X-Rspamd-user"] == "mrossi"
+
+
+def test_another_daemon_name_is_not_outbound(semantics):
+    fleet, rspamd = semantics
+    scan = rspamd.scan(env.message(sender="user@strict.example.org", to=[EXTERNAL]), rcpt=[EXTERNAL],
+                       sender="user@strict.example.org", headers={"MTA-Name": "mailgw_inbound"})
+    assert scan.rule == fleet.default_filters.inbound.name + "_fallback"
+
+
+def test_quarantine_service_down_defers_the_message(semantics, sink):
+    _, rspamd = semantics
+    sink.take()
+    sink.status = 503
+    try:
+        scan = rspamd.scan(env.virus(sender=EXTERNAL, to=["a@strict.example.org"]), rcpt=["a@strict.example.org"],
+                           sender=EXTERNAL)
+    finally:
+        sink.status = 200
+    assert (scan.action, scan.smtp_message) == ("soft reject", "deferred")
+    assert len(sink.take()) == 1
+
+
+def test_delivered_mail_carries_the_spam_and_virus_headers(semantics):
+    _, rspamd = semantics
+    scan = rspamd.scan(env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]), rcpt=["a@tagonly.example.org"],
+                       sender=EXTERNAL)
+    headers = scan.milter["add_headers"]
+    assert headers["X-Virus"]["value"] == "clean"
+    assert headers["X-Spam-Status"]["value"].startswith("Yes, score=")
+
+
+# --- through the milter, as Postfix will ask -------------------------------------------------
+
+def test_milter_outbound_is_told_by_the_daemon_name_macro(semantics, sink):
+    fleet, rspamd = semantics
+    sink.take()
+    message = env.gtube(sender="user@strict.example.org", to=[EXTERNAL])
+    outbound = env.milter_check(rspamd.proxy_port, message, sender="user@strict.example.org", rcpt=[EXTERNAL],
+                                daemon_name="mailgw_outbound")
+    assert outbound.verdict == "discard"
+    assert sink.take()[0].body.startswith(b"X-Quarantine-Retention-Days: 7\r\n")
+    inbound = env.milter_check(rspamd.proxy_port, message, sender="user@strict.example.org", rcpt=[EXTERNAL])
+    assert (inbound.verdict, inbound.reply) == ("reply", "554 5.7.1 Spam message rejected")
+    assert sink.take() == []
+
+
+def test_milter_replies_postfix_acts_on(semantics):
+    _, rspamd = semantics
+    tagged = env.milter_check(rspamd.proxy_port, env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]),
+                              sender=EXTERNAL, rcpt=["a@tagonly.example.org"])
+    assert tagged.verdict == "accept"
+    assert ("change", "Subject", "*** SPAM *** test message") in tagged.headers
+    assert ("add", "X-Virus", "clean") in tagged.headers
+    virus = env.milter_check(rspamd.proxy_port, env.virus(sender=EXTERNAL, to=["a@plain.example.org"]),
+                             sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    assert (virus.verdict, virus.reply) == ("reply", "554 5.7.1 message refused: it contains a virus")
+    blocked = env.milter_check(rspamd.proxy_port, env.message(sender="x@bulk.example.com", to=["a@lists.example.org"]),
+                               sender="x@bulk.example.com", rcpt=["a@lists.example.org"])
+    assert (blocked.verdict, blocked.reply) == ("reply", f"554 5.7.1 {BLOCKED}")
+    ham = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
+                           sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    assert ham.verdict == "accept" and ("add", "X-Virus", "clean") in ham.headers
+    # Between add_header (5) and rewrite_subject (7): the header Postfix adds is X-Spam: Yes.
+    base = rspamd.scan(env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"],
+                       sender=EXTERNAL).score
+    marked = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"],
+                                                             score=6 - base),
+                              sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    assert marked.verdict == "accept" and ("change", "X-Spam", "Yes") in marked.headers
+
+
+# --- clamd down -------------------------------------------------------------------------------
+
+def test_without_clamd_mail_is_deferred_not_passed_unscanned(tmp_path, sink, hs_cache):
+    missing = tmp_path / "no-clamd.sock"
+    fleet, rspamd = _start(tmp_path, _services(SEMANTICS_GATEWAY, missing, sink),
+                           {"plain.example.org.yaml": SEMANTICS["plain.example.org.yaml"]}, sink, hs_cache)
+    with rspamd:
+        scan = rspamd.scan(env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"],
+                           sender=EXTERNAL)
+        milter = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
+                                  sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    assert (scan.action, scan.smtp_message) == ("soft reject", "virus scanner unavailable, try again later")
+    assert (milter.verdict, milter.reply) == ("reply", "451 4.7.1 virus scanner unavailable, try again later")
