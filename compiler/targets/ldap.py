@@ -86,17 +86,22 @@ def person_dn(uid: str, base: str) -> str:
     return f"uid={escape_dn_value(uid)},{PEOPLE},{base}"
 
 
+PERSON_CLASSES = ("objectClass", ("account", "inetLocalMailRecipient", "domainRelatedObject"))
+
+
 def people(fleet: Fleet, base: str) -> list[Entry]:
     """One entry per uid: a person's own addresses and aliases alike (the kind stays in relay_recipients)."""
     addresses: dict[str, list[str]] = defaultdict(list)
     domains: dict[str, set[str]] = defaultdict(set)
     for domain in fleet.domains:
         for address in domain.addresses:
-            if address.kind in ("person", "alias"):
+            if address.uid is not None:  # a person's address or alias
                 addresses[address.uid].append(address.address)
                 domains[address.uid].add(domain.name)
-    return [_entry(person_dn(uid, base), objectClass=("account", "inetLocalMailRecipient", "domainRelatedObject"),
-                   uid=(uid,), mailLocalAddress=owned, associatedDomain=domains[uid])
+    # Built directly rather than through _entry(): this is most of the directory, and an address is
+    # declared once, so its values are already unique.
+    return [Entry(person_dn(uid, base), (PERSON_CLASSES, ("uid", (uid,)), ("mailLocalAddress", tuple(sorted(owned))),
+                                         ("associatedDomain", tuple(sorted(domains[uid])))))
             for uid, owned in addresses.items()]
 
 
@@ -145,13 +150,13 @@ def _entry(dn: str, **attributes: Iterable[str]) -> Entry:
     return Entry(dn, tuple(listed))
 
 
-# Values that need no escape in a DN (RFC 4514 2.4): most uids, addresses and domain names.
-_DN_PLAIN = re.compile(r'[^"+,;<>\\\0]*')
+# What needs an escape in a DN value (RFC 4514 2.4); most uids, addresses and domain names have none.
+_DN_SPECIAL = re.compile(r'["+,;<>\\\0]|^[# ]| $')
 
 
 def escape_dn_value(value: str) -> str:
     """An attribute value as it stands in a DN string (RFC 4514 2.4)."""
-    if _DN_PLAIN.fullmatch(value) and value[:1] not in ("#", " ") and not value.endswith(" "):
+    if not _DN_SPECIAL.search(value):
         return value
     last = len(value) - 1
     return "".join("\\" + c if c in '"+,;<>\\' or (i == 0 and c in "# ") or (i == last and c == " ")
@@ -159,9 +164,10 @@ def escape_dn_value(value: str) -> str:
                    for i, c in enumerate(value))
 
 
-# What the `ldif` writer would encode: NUL, CR, a value that starts with space, ':' or '<' or ends in space.
-# (A match inside a value only sends its record through the writer.)
+# What the `ldif` writer would base64-encode besides non-ASCII: NUL, CR, a value that starts with a
+# space, ':' or '<' or ends in a space. (A match inside a value only sends its record through the writer.)
 _NOT_PLAIN = ("\0", "\r", " \n", ":  ", ": :", ": <")
+COLUMNS = 76
 
 
 def render(entries: Iterable[Entry], header: str) -> bytes:
@@ -175,16 +181,27 @@ def render(entries: Iterable[Entry], header: str) -> bytes:
     """
     out = io.BytesIO()
     out.write(header.encode("ascii"))
-    writer = ldif.LDIFWriter(out, cols=76)
+    writer = ldif.LDIFWriter(out, cols=COLUMNS)
     for entry in entries:
-        lines = [f"dn: {entry.dn}"] + [f"{name}: {value}" for name, values in entry.attributes for value in values]
-        text = "\n".join(lines)
-        if (text.isascii() and text.count("\n") == len(lines) - 1 and max(map(len, lines)) <= 76
-                and not text.endswith(" ") and not any(bad in text for bad in _NOT_PLAIN)):
+        text = "\n".join([f"dn: {entry.dn}"] + [f"{name}: {value}" for name, values in entry.attributes
+                                                for value in values])
+        # str methods, not a regex: this runs over every byte of the directory.
+        if (text.isascii() and not text.endswith(" ") and not any(bad in text for bad in _NOT_PLAIN)
+                and text.count("\n") == sum(len(v) for _, v in entry.attributes)):
+            if len(text) > COLUMNS:
+                text = "\n".join(map(fold, text.split("\n")))
             out.write(text.encode("ascii") + b"\n\n")
         else:
             writer.unparse(entry.dn, {name: [ldif_value(v) for v in values] for name, values in entry.attributes})
     return out.getvalue()
+
+
+def fold(line: str) -> str:
+    """RFC 2849 folding as the `ldif` writer does it: 76 columns, then 75 after the leading space."""
+    if len(line) <= COLUMNS:
+        return line
+    rest = line[COLUMNS:]
+    return "\n ".join([line[:COLUMNS]] + [rest[i:i + COLUMNS - 1] for i in range(0, len(rest), COLUMNS - 1)])
 
 
 def ldif_value(value: str | bytes) -> str | bytes:
