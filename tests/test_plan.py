@@ -8,7 +8,7 @@ import pytest
 
 from compiler.commands.plan import render_markdown, render_text
 from compiler.pipeline import compile_repository
-from compiler.plan import Change, make_plan, parse_ldif
+from compiler.plan import Change, directory_changes, make_plan, parse_ldif
 from tests.conftest import GATEWAY, domain_yaml
 from tests.gitrepo import (bundled_addresses, bundled_dns, bundled_fleet, bundled_summary, commit_all, copy_bundled, edit,
                            fleet_repo, init, line_of, lines_changed)
@@ -492,6 +492,24 @@ def test_directory_entries_and_policy_files(make_repo):
         "    + rspamd/local.d/new.conf (+2 -0 lines)",
     ]
     assert "| ~ | `rspamd/local.d/actions.conf` | policy | +1 -1 |" in render_markdown(plan)
+
+
+def test_directory_changes_compare_entries_not_bytes():
+    old = {"ldap/directory.ldif": LDIF_BEFORE.encode()}
+    refolded = LDIF_BEFORE.replace("mailLocalAddress: mario.rossi@tifpa.example.org",
+                                   "mailLocalAddress: mario.rossi@tifpa.ex\n ample.org")
+    head, _, pconti = LDIF_BEFORE.partition("dn: uid=pconti")
+    same = [
+        {"ldap/directory.ldif": refolded.encode()},
+        {"ldap/directory.ldif": LDIF_BEFORE.replace("\n", "\r\n").encode()},
+        {"ldap/directory.ldif": head.encode(), "ldap/pconti.ldif": ("dn: uid=pconti" + pconti).encode()},
+        {**old, "postfix/transport": b"x\n", "ldap/notes.txt": b"dn: cn=not,dc=ldif\n"},
+    ]
+    assert [directory_changes(old, new) for new in same] == [[]] * len(same)
+    moved = {"ldap/directory.ldif": LDIF_BEFORE.replace("uid=pconti,ou=people", "uid=pconti,ou=staff").encode()}
+    assert [(c.name, c.status) for c in directory_changes(old, moved)] == [
+        ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "removed"),
+        ("uid=pconti,ou=staff,ou=mailgw,dc=example,dc=org", "added")]
 
 
 def test_ldif_reading_unfolds_decodes_and_skips_comments():
