@@ -43,6 +43,12 @@ def small_repo(make_repo):
     return make
 
 
+def lnf_removed() -> str:
+    """The reason a plan without lnf.example.org is unsafe, with as many addresses as the bundled domain has."""
+    return (f"lnf.example.org: domain removed; the MX would reject all of its mail "
+            f"({bundled_addresses('lnf.example.org')} address(es))")
+
+
 def verdict(stdout: str) -> list[str]:
     lines = stdout.splitlines()
     return lines[next(i for i, line in enumerate(lines) if line.startswith("verdict:")):]
@@ -197,7 +203,7 @@ def test_a_removed_domain_is_unsafe_unless_forced(branch, mailgw):
     repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
     result = mailgw(root, "plan")
     assert result.code == 1
-    reason = "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))"
+    reason = lnf_removed()
     assert verdict(result.out) == ["verdict: UNSAFE:", f"  - {reason}", HINT]
     assert "- lnf.example.org (removed)" in result.out
     assert result.err.splitlines() == ["mailgw: the plan is unsafe:", f"  {reason}", "mailgw: " + HINT.strip()]
@@ -292,7 +298,7 @@ def test_every_guard_at_once_lists_every_reason(branch, mailgw):
     assert result.code == 1
     assert json.loads(result.out)["reasons"] == [
         "ge.example.org: next hop changed from smtp:[relay.ge.example.org]:25 to smtp:[relay2.ge.example.org]:25",
-        "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))",
+        lnf_removed(),
         "gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to ou=mailgw,dc=example,dc=net; "
         "every directory entry moves",
     ]
@@ -314,8 +320,7 @@ def test_unsafe_plan_annotates_under_github_actions(branch, mailgw, monkeypatch)
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = mailgw(root, "plan", "--format", "markdown")
     assert result.code == 1
-    assert ("::error title=unsafe plan::lnf.example.org: domain removed; the MX would reject all of its mail "
-            "(5 address(es))") in result.err.splitlines()
+    assert f"::error title=unsafe plan::{lnf_removed()}" in result.err.splitlines()
     assert "> [!CAUTION]" in result.out and "add the label `mailgw:force`" in result.out
 
 
