@@ -10,8 +10,8 @@ from compiler.commands.plan import render_markdown, render_text
 from compiler.pipeline import compile_repository
 from compiler.plan import Change, directory_changes, make_plan, parse_ldif
 from tests.conftest import GATEWAY, domain_yaml
-from tests.gitrepo import (bundled_addresses, bundled_dns, bundled_fleet, bundled_summary, commit_all, copy_bundled, edit,
-                           fleet_repo, init, line_of, lines_changed)
+from tests.gitrepo import (bundled_addresses, bundled_dns, bundled_fleet, bundled_summary, commit_all, copy_bundled,
+                           edit, fleet_repo, init, line_of, lines_changed)
 
 TIFPA = "domains/tifpa.example.org.yaml"
 HINT = ("  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
