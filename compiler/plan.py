@@ -4,13 +4,15 @@ Two revisions are compared. Their Fleets give the meaning (per domain:
 addresses added, removed and changed, external aliases, routing, every other
 domain setting; the gateway's settings); their out/ trees give everything a
 Fleet does not show (each changed artifact file, the LDAP entries of
-out/ldap/*.ldif by DN, the Rspamd policy files). The Plan is plain data; its
-renderings live in compiler/commands/plan.py.
+out/ldap/*.ldif by DN, the Rspamd policy files). A changed directory entry
+is shown under the domains whose addresses or domain links changed in it,
+so that a uid with addresses in two domains shows under the one edited. The
+Plan is plain data; its renderings live in compiler/commands/plan.py.
 
 Safety guards (the verdict is the plan's, not the command line's): a domain
 removed, more than 30% of a domain's addresses removed when it had at least
 10, a next hop changed, or the LDAP base DN changed make the plan unsafe.
-REFERENCES: RFC 2849 (LDIF, read here), transport(5) (next hops).
+REFERENCES: RFC 2849 (LDIF, read here), RFC 4524 (associatedDomain), transport(5) (next hops).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from compiler.fleet import Address, Domain, Fleet
 from compiler.targets.postfix import transport_nexthop
 from compiler.write import MANIFEST
 
-REFERENCES = ("RFC 2849", "transport(5)")
+REFERENCES = ("RFC 2849", "RFC 4524", "transport(5)")
 
 MAX_REMOVED_PERCENT = 30
 MIN_ADDRESSES_FOR_SHARE = 10
@@ -42,6 +44,8 @@ FORCE_ENV = "MAILGW_FORCE"
 # Which section of the plan shows a changed out/ file: the first prefix that matches.
 FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
 DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
+# How a directory entry says which domains it serves (RFC 4524 domainRelatedObject; misc.schema).
+DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
 # Domain fields that have their own section of the plan (or none: where the file is).
 _OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
 
@@ -80,7 +84,7 @@ class DomainPlan:
     aliases: tuple[Change, ...]       # external aliases (forwarded by the MX)
     routing: Change | None            # the transport(5) value: where the mail goes
     settings: tuple[Change, ...]      # every other field of the domain
-    directory: tuple[Change, ...]     # LDAP entries that name the domain or one of its addresses
+    directory: tuple[Change, ...]     # LDAP entries whose part for this domain changed
 
     def reasons(self) -> list[str]:
         if self.status == "removed":
@@ -104,7 +108,7 @@ class Plan:
     domains: tuple[DomainPlan, ...]
     gateway: tuple[Change, ...]       # gateway.yaml settings, as dotted names
     files: tuple[FileChange, ...]     # out/ files, MANIFEST.json aside
-    directory: tuple[Change, ...]     # LDAP entries that name no domain
+    directory: tuple[Change, ...]     # LDAP entries that serve no domain (the root, the branches)
 
     def reasons(self) -> list[str]:
         """Why the plan is unsafe; empty when it is safe."""
@@ -142,7 +146,7 @@ class Plan:
         counts = (
             (sum(1 for d in self.domains if d.routing and d.status == "changed"), "routing change"),
             (sum(len(d.settings) for d in self.domains), "setting change"),
-            (sum(len(d.directory) for d in self.domains) + len(self.directory), "directory entry"),
+            (len(self.changed_entries()), "directory entry"),
             (sum(1 for f in self.files if f.section == "policy"), "policy file"),
             (len(self.gateway), "gateway setting"),
             (len(self.files), "out/ file"),
@@ -151,6 +155,10 @@ class Plan:
         if head and details:
             return f"{head}: {', '.join(details)}"
         return head or ", ".join(details) or "no changes"
+
+    def changed_entries(self) -> set[str]:
+        """The DNs of every changed entry, once each (one entry may serve several domains)."""
+        return {c.name for d in self.domains for c in d.directory} | {c.name for c in self.directory}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the JSON rendering; statuses and sections spelt out."""
@@ -187,8 +195,7 @@ def make_plan(base: str, old_fleet: Fleet | None, old_out: dict[str, bytes],
     """Compare two revisions: Fleets (None: no declarations) and out/ trees (path -> bytes)."""
     old_domains = {d.name: d for d in old_fleet.domains} if old_fleet else {}
     new_domains = {d.name: d for d in new_fleet.domains} if new_fleet else {}
-    old_entries, new_entries = directory_entries(old_out), directory_entries(new_out)
-    entry_changes = _changes(old_entries, new_entries, lambda entry: "\n".join(entry))
+    entry_changes = directory_changes(old_out, new_out)
     by_domain: dict[str, list[Change]] = {}
     unowned = []
     names = set(old_domains) | set(new_domains)
@@ -299,13 +306,24 @@ def file_changes(old: dict[str, bytes], new: dict[str, bytes]) -> list[FileChang
     return changes
 
 
-def directory_entries(out: dict[str, bytes]) -> dict[str, tuple[str, ...]]:
-    """Every entry of out/ldap/*.ldif by its DN (as written), with its attribute lines sorted."""
-    entries: dict[str, tuple[str, ...]] = {}
-    for path in sorted(out):
-        if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX):
-            entries.update(parse_ldif(out[path].decode("utf-8", "replace")))
-    return entries
+def directory_changes(old: dict[str, bytes], new: dict[str, bytes]) -> list[Change]:
+    """Every LDAP entry of out/ldap/*.ldif added, removed or changed, by DN; before and after are its lines.
+
+    Records that are the same bytes on both sides are set aside unparsed: a
+    change to one domain leaves nearly every record of a large directory as
+    it was, and parsing them all twice would be most of the plan's time.
+    """
+    old_records, new_records = _ldif_records(old), _ldif_records(new)
+    unchanged = set(old_records) & set(new_records)
+    old_entries = parse_ldif("\n\n".join(r for r in old_records if r not in unchanged))
+    new_entries = parse_ldif("\n\n".join(r for r in new_records if r not in unchanged))
+    return _changes(old_entries, new_entries, "\n".join)
+
+
+def _ldif_records(out: dict[str, bytes]) -> list[str]:
+    """The text between blank lines of every LDIF file of the directory, in order (a record, or comments)."""
+    return [record for path in sorted(out) if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX)
+            for record in out[path].decode("utf-8", "replace").split("\n\n")]
 
 
 def parse_ldif(text: str) -> dict[str, tuple[str, ...]]:
@@ -344,12 +362,25 @@ def _ldif_value(line: str) -> str:
 
 
 def _entry_domains(change: Change, names: set[str]) -> set[str]:
-    """The domains an entry names: its DN or a value is the domain, or an address in it."""
+    """The domains whose part of an entry changed: those its changed lines name, else those the entry serves.
+
+    A uid's entry carries the addresses of every domain it has one in; a
+    reviewer of one domain's change must not see it under the others. Only
+    the directory's own links count (associatedDomain, the domain of a
+    mailLocalAddress), not any value that happens to be an address (a
+    forward target, an owner).
+    """
+    before = set(change.before.split("\n")) if change.before else set()
+    after = set(change.after.split("\n")) if change.after else set()
+    return (_domains_named(before ^ after) & names) or (_domains_named(before | after) & names)
+
+
+def _domains_named(lines: set[str]) -> set[str]:
     found = set()
-    text = "\n".join(part for part in (change.name, change.before, change.after) if part)
-    for token in text.replace(",", "\n").replace("=", "\n").replace(":", "\n").split():
-        token = token.lower()
-        domain = token.rpartition("@")[2]
-        if domain in names:
-            found.add(domain)
+    for line in lines:
+        attribute = line.partition(":")[0].strip().lower()
+        if attribute in DOMAIN_ATTRIBUTES:
+            found.add(_ldif_value(line).lower())
+        elif attribute in ADDRESS_ATTRIBUTES:
+            found.add(_ldif_value(line).rpartition("@")[2].lower())
     return found

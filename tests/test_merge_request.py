@@ -23,6 +23,7 @@ from tests.gitrepo import ADMIN, GIT_ENV, commit_all, edit, fleet_repo, init
 
 TIFPA = "domains/tifpa.example.org.yaml"
 WORKFLOWS = REPO / ".github" / "workflows"
+SUMMARY = "tifpa.example.org: +1 -1 ~1 addresses, 3 directory entries, 3 out/ files"
 
 
 def workflow_step(workflow: str, step_id: str) -> dict:
@@ -90,12 +91,19 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         "    external aliases:",
         "      ~ visiting@tifpa.example.org: forwarded to a.ferri@physics.example.edu, anna.ferri@example.com "
         "-> forwarded to anna.ferri@example.com",
+        "    directory entries:",
+        "      ~ cn=visiting@tifpa.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
+        "      + uid=gverdi,ou=people,ou=mailgw,dc=example,dc=org",
+        "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "",
+        "directory (out/ldap):",
+        "    ~ ldap/directory.ldif (+7 -2 lines)",
         "",
         "other out/ files:",
         "    ~ postfix/relay_recipients (+1 -1 lines)",
         "    ~ postfix/virtual_alias (+1 -1 lines)",
         "",
-        "summary: tifpa.example.org: +1 -1 ~1 addresses, 2 out/ files",
+        f"summary: {SUMMARY}",
         "verdict: safe",
     ]
 
@@ -109,7 +117,7 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
     assert step.returncode == 0, step.stderr
     markdown = summary.read_text()
     assert markdown.splitlines()[:5] == [
-        "## mailgw plan", "", "**tifpa.example.org: +1 -1 ~1 addresses, 2 out/ files**", "",
+        "## mailgw plan", "", f"**{SUMMARY}**", "",
         f"Compared with origin/main ({main_sha}). Verdict: safe."]
     assert "| + | recipients | `giulia.verdi@tifpa.example.org` |  | `person gverdi` |" in markdown
 
@@ -126,13 +134,12 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         assert done.returncode == 0, done.stderr
     published = git.Repo(origin).commit("main")
     assert published.parents == (merge,), "exactly one commit after the merge"
-    assert published.message.splitlines()[0] == \
-        "publish out/: tifpa.example.org: +1 -1 ~1 addresses, 2 out/ files"
+    assert published.message.splitlines()[0] == f"publish out/: {SUMMARY}"
     assert f"mailgw plan: the working tree against the last publish ({merge.parents[0].hexsha[:12]})" \
         in published.message
     assert published.author.name == "github-actions[bot]"
-    assert sorted(published.stats.files) == ["out/MANIFEST.json", "out/postfix/relay_recipients",
-                                             "out/postfix/virtual_alias"]
+    assert sorted(published.stats.files) == ["out/MANIFEST.json", "out/ldap/directory.ldif",
+                                             "out/postfix/relay_recipients", "out/postfix/virtual_alias"]
 
     # main now holds the out/ its declarations build, and a second run publishes nothing.
     check = clone(origin, tmp_path / "check")

@@ -8,9 +8,10 @@ import pytest
 
 from compiler.commands.plan import render_markdown, render_text
 from compiler.pipeline import compile_repository
-from compiler.plan import Change, make_plan, parse_ldif
+from compiler.plan import Change, directory_changes, make_plan, parse_ldif
 from tests.conftest import GATEWAY, domain_yaml
-from tests.gitrepo import commit_all, edit, fleet_repo, init
+from tests.gitrepo import (bundled_addresses, bundled_dns, bundled_fleet, bundled_summary, commit_all, copy_bundled,
+                           edit, fleet_repo, init, line_of, lines_changed)
 
 TIFPA = "domains/tifpa.example.org.yaml"
 HINT = ("  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
@@ -40,6 +41,12 @@ def small_repo(make_repo):
         commit_all(repo, "fleet")
         return root, repo
     return make
+
+
+def lnf_removed() -> str:
+    """The reason a plan without lnf.example.org is unsafe, with as many addresses as the bundled domain has."""
+    return (f"lnf.example.org: domain removed; the MX would reject all of its mail "
+            f"({bundled_addresses('lnf.example.org')} address(es))")
 
 
 def verdict(stdout: str) -> list[str]:
@@ -75,23 +82,43 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    external aliases:",
         "      ~ l.gallo@cnaf.example.org: forwarded to luca.gallo@example.net -> forwarded to luca.gallo@example.com",
         "      + sara@cnaf.example.org: forwarded to sara.romano@example.net",
+        "    directory entries:",
+        "      ~ cn=l.gallo@cnaf.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
+        "      + cn=sara@cnaf.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
         "",
         "~ lnf.example.org",
         "    settings:",
         "      ~ admins: @example/lnf-mail, @fbruni -> @fbruni",
         "      ~ role: backup -> primary",
+        "    directory entries:",
+        "      ~ associatedDomain=lnf.example.org,ou=domains,ou=mailgw,dc=example,dc=org",
         "",
         "+ new.example.org (added)",
         "    recipients:",
         "      + anna.neri@new.example.org: person aneri",
         "    routing:",
         "      + next hop: smtp:[smtp.tifpa.example.org]:25",
+        "    directory entries:",
+        "      + associatedDomain=new.example.org,ou=domains,ou=mailgw,dc=example,dc=org",
+        "      + uid=aneri,ou=people,ou=mailgw,dc=example,dc=org",
         "",
         "~ tifpa.example.org",
         "    recipients:",
         "      + giulia.verdi@tifpa.example.org: person gverdi",
         "      ~ info@tifpa.example.org: role owned by mrossi -> list owned by gneri, mrossi",
         "      - paolo.conti@tifpa.example.org: person pconti",
+        "    directory entries:",
+        "      + cn=info@tifpa.example.org,ou=lists,ou=mailgw,dc=example,dc=org",
+        "      - cn=info@tifpa.example.org,ou=roles,ou=mailgw,dc=example,dc=org",
+        "      + uid=gverdi,ou=people,ou=mailgw,dc=example,dc=org",
+        "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "",
+        "policy (out/rspamd):",
+        # The filter classes name their domains: the new one joins a class. How many lines is Rspamd's business.
+        f"    ~ rspamd/local.d/settings.conf ({lines_changed(root, 'rspamd/local.d/settings.conf')})",
+        "",
+        "directory (out/ldap):",
+        f"    ~ ldap/directory.ldif ({lines_changed(root, 'ldap/directory.ldif')})",
         "",
         "other out/ files:",
         "    ~ postfix/relay_domains (+1 -0 lines)",
@@ -99,7 +126,8 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    ~ postfix/transport (+1 -0 lines)",
         "    ~ postfix/virtual_alias (+2 -1 lines)",
         "",
-        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 4 out/ files",
+        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 9 directory entries, 1 policy file, "
+        "6 out/ files",
         "verdict: safe",
     ]
 
@@ -112,17 +140,60 @@ def test_the_three_views_show_one_plan(branch, mailgw):
     document = mailgw(root, "plan", "--format", "json").out
     data = json.loads(document)
     assert document == json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 out/ file"
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
     assert data["summary"] == summary and f"summary: {summary}" in text
     assert f"**{summary}**" in markdown
     assert data["verdict"] == "safe" and data["reasons"] == [] and data["forced"] is False
+    # pconti's entry also holds his lab.tifpa.example.org address: that domain did not change, and is not shown.
     [tifpa] = data["domains"]
     assert tifpa["recipients"] == [{"name": "paolo.conti@tifpa.example.org", "status": "removed",
                                     "before": "person pconti", "after": None}]
-    assert tifpa["addresses_before"] == 13 and tifpa["addresses_removed"] == 1
+    assert tifpa["addresses_before"] == bundled_addresses("tifpa.example.org") and tifpa["addresses_removed"] == 1
+    [entry] = tifpa["directory"]
+    assert (entry["name"], entry["status"]) == ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "changed")
+    before, after = set(entry["before"].splitlines()), set(entry["after"].splitlines())
+    assert before - after == {"associatedDomain: tifpa.example.org", "mailLocalAddress: paolo.conti@tifpa.example.org"}
+    assert after - before == set() and "mailLocalAddress: pconti@lab.tifpa.example.org" in after
     assert "| - | recipients | `paolo.conti@tifpa.example.org` | `person pconti` |  |" in markdown
-    assert data["files"] == [{"path": "postfix/relay_recipients", "status": "changed", "section": "artifacts",
-                              "lines_added": 0, "lines_removed": 1}]
+    assert "| ~ | directory entries | `uid=pconti,ou=people,ou=mailgw,dc=example,dc=org` |  |  |" in markdown
+    assert "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org" in text.splitlines()
+    assert data["files"] == [
+        {"path": "ldap/directory.ldif", "status": "changed", "section": "directory", "lines_added": 0,
+         "lines_removed": 2},
+        {"path": "postfix/relay_recipients", "status": "changed", "section": "artifacts", "lines_added": 0,
+         "lines_removed": 1},
+    ]
+
+
+def test_directory_entries_show_under_the_domain_whose_part_changed(branch, mailgw):
+    root, _ = branch
+    # pconti has addresses in tifpa and lab.tifpa; his entry changes for tifpa only.
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "  paolo.conti: pconti\n  p.conti: {kind: alias, uid: pconti}\n")
+    # A tifpa alias that forwards into cnaf is tifpa's entry, not cnaf's.
+    edit(root, TIFPA, "g.verdi: [giuseppe.verdi@example.net]", "g.verdi: [luca.gallo@cnaf.example.org]")
+    # A list whose owners change names no address that changed: it shows under its own domain.
+    edit(root, "domains/lab.tifpa.example.org.yaml", "detector: {kind: list, owners: [pconti]}",
+         "detector: {kind: list, owners: [pconti, mrossi]}")
+    data = json.loads(mailgw(root, "plan", "--format", "json").out)
+    assert {d["name"]: [c["name"] for c in d["directory"]] for d in data["domains"]} == {
+        "lab.tifpa.example.org": ["cn=detector@lab.tifpa.example.org,ou=lists,ou=mailgw,dc=example,dc=org"],
+        "tifpa.example.org": ["cn=g.verdi@tifpa.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
+                              "uid=pconti,ou=people,ou=mailgw,dc=example,dc=org"],
+    }
+    assert data["directory"] == []
+    assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 3 directory entries, 3 out/ files"
+
+
+def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw):
+    root, _ = branch
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "  paolo.conti: pconti\n  anna.neri: aneri\n")
+    edit(root, "domains/lab.tifpa.example.org.yaml", "  pconti: {kind: alias, uid: pconti}\n",
+         "  pconti: {kind: alias, uid: pconti}\n  aneri: aneri\n")
+    data = json.loads(mailgw(root, "plan", "--format", "json").out)
+    assert {d["name"]: [(c["name"], c["status"]) for c in d["directory"]] for d in data["domains"]} == {
+        name: [("uid=aneri,ou=people,ou=mailgw,dc=example,dc=org", "added")]
+        for name in ("lab.tifpa.example.org", "tifpa.example.org")}
+    assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 1 directory entry, 2 out/ files"
 
 
 # --- the guards -----------------------------------------------------------------------------------
@@ -132,7 +203,7 @@ def test_a_removed_domain_is_unsafe_unless_forced(branch, mailgw):
     repo.index.remove(["domains/lnf.example.org.yaml"], working_tree=True)
     result = mailgw(root, "plan")
     assert result.code == 1
-    reason = "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))"
+    reason = lnf_removed()
     assert verdict(result.out) == ["verdict: UNSAFE:", f"  - {reason}", HINT]
     assert "- lnf.example.org (removed)" in result.out
     assert result.err.splitlines() == ["mailgw: the plan is unsafe:", f"  {reason}", "mailgw: " + HINT.strip()]
@@ -193,10 +264,20 @@ def test_a_base_dn_change_is_unsafe(branch, mailgw):
     edit(root, "gateway.yaml", "base_dn: ou=mailgw,dc=example,dc=org", "base_dn: ou=mail,dc=example,dc=org")
     result = mailgw(root, "plan")
     assert result.code == 1
-    assert result.out.splitlines()[2:5] == ["gateway:", "    ~ ldap.base_dn: ou=mailgw,dc=example,dc=org -> "
-                                            "ou=mail,dc=example,dc=org", ""]
+    assert ("\ngateway:\n    ~ ldap.base_dn: ou=mailgw,dc=example,dc=org -> ou=mail,dc=example,dc=org\n\n"
+            in result.out)
     assert verdict(result.out)[1] == ("  - gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to "
                                       "ou=mail,dc=example,dc=org; every directory entry moves")
+    # Every entry moves: removed at its old DN, added at its new one, under the domains it serves.
+    data = json.loads(mailgw(root, "plan", "--format", "json").out)
+    shown = {(c["name"], c["status"]) for d in data["domains"] for c in d["directory"]}
+    shown |= {(c["name"], c["status"]) for c in data["directory"]}
+    old = bundled_dns()
+    assert shown == {(dn, "removed") for dn in old} | {(dn.replace("ou=mailgw,", "ou=mail,"), "added") for dn in old}
+    assert [d["name"] for d in data["domains"]] == sorted(d.name for d in bundled_fleet().domains)
+    assert all(d["recipients"] == d["aliases"] == d["settings"] == [] and d["routing"] is None
+               for d in data["domains"]), "only the directory moves"
+    assert f"{2 * len(old)} directory entries" in data["summary"]
 
 
 def test_other_gateway_settings_are_shown_but_safe(branch, mailgw):
@@ -217,7 +298,7 @@ def test_every_guard_at_once_lists_every_reason(branch, mailgw):
     assert result.code == 1
     assert json.loads(result.out)["reasons"] == [
         "ge.example.org: next hop changed from smtp:[relay.ge.example.org]:25 to smtp:[relay2.ge.example.org]:25",
-        "lnf.example.org: domain removed; the MX would reject all of its mail (5 address(es))",
+        lnf_removed(),
         "gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to ou=mailgw,dc=example,dc=net; "
         "every directory entry moves",
     ]
@@ -239,8 +320,7 @@ def test_unsafe_plan_annotates_under_github_actions(branch, mailgw, monkeypatch)
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = mailgw(root, "plan", "--format", "markdown")
     assert result.code == 1
-    assert ("::error title=unsafe plan::lnf.example.org: domain removed; the MX would reject all of its mail "
-            "(5 address(es))") in result.err.splitlines()
+    assert f"::error title=unsafe plan::{lnf_removed()}" in result.err.splitlines()
     assert "> [!CAUTION]" in result.out and "add the label `mailgw:force`" in result.out
 
 
@@ -267,13 +347,11 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     (root / "README.md").write_text("the gateway\n")
     commit_all(repo, "first commit: no declarations yet")
     repo.git.checkout("-b", "fleet")
-    from tests.gitrepo import copy_bundled
     copy_bundled(root, ("gateway.yaml", "domains"))
     result = mailgw(root, "plan", "--format", "json")
     assert result.code == 0
     data = json.loads(result.out)
-    assert [d["status"] for d in data["domains"]] == ["added"] * 6
-    from tests.gitrepo import bundled_summary
+    assert [d["status"] for d in data["domains"]] == ["added"] * len(bundled_fleet().domains)
     assert data["verdict"] == "safe" and data["summary"] == bundled_summary()
 
 
@@ -332,7 +410,6 @@ def test_invalid_working_tree_gives_findings(branch, mailgw):
     edit(root, TIFPA, "mario.rossi: mrossi", "mario.rossi: M Rossi")
     result = mailgw(root, "plan")
     assert result.code == 1 and result.out == ""
-    from tests.gitrepo import line_of
     line = line_of(TIFPA, "mario.rossi: mrossi")
     assert result.lines[0].startswith(f"domains/tifpa.example.org.yaml:{line}:16: error[bad-uid]")
 
@@ -348,14 +425,16 @@ objectClass: organizationalUnit
 ou: mailgw
 
 dn: uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org
-objectClass: inetOrgPerson
+objectClass: account
 uid: mrossi
-mail: mario.rossi@tifpa.example.org
+mailLocalAddress: mario.rossi@tifpa.example.org
+associatedDomain: tifpa.example.org
 
 dn: uid=pconti,ou=people,ou=mailgw,dc=example,dc=org
-objectClass: inetOrgPerson
+objectClass: account
 uid: pconti
-mail: paolo.conti@tifpa.example.org
+mailLocalAddress: paolo.conti@tifpa.example.org
+associatedDomain: tifpa.example.org
 """
 LDIF_AFTER = """\
 # generated by 'mailgw build'; do not edit
@@ -367,15 +446,16 @@ ou: mailgw
 description: the gateway's directory
 
 dn: uid=mrossi,ou=people,ou=mailgw,dc=example,dc=org
-objectClass: inetOrgPerson
+objectClass: account
 uid: mrossi
-mail: mario.rossi@tifpa.example.org
-mail: m.rossi@tifpa.example.org
+mailLocalAddress: mario.rossi@tifpa.example.org
+mailLocalAddress: m.rossi@tifpa.example.org
+associatedDomain: tifpa.example.org
 
 dn:: dWlkPWduZXJpLG91PXBlb3BsZSxvdT1tYWlsZ3csZGM9ZXhhbXBsZSxkYz1vcmc=
-objectClass: inetOrgPerson
+objectClass: account
 uid: gneri
-mail: giulia.neri@tifpa.exam
+mailLocalAddress: giulia.neri@tifpa.exam
  ple.org
 """
 
@@ -395,7 +475,7 @@ def test_directory_entries_and_policy_files(make_repo):
     ]
     assert [(c.name, c.status) for c in plan.directory] == [("ou=mailgw,dc=example,dc=org", "changed")]
     assert [(f.path, f.status, f.section, f.lines_added, f.lines_removed) for f in plan.files] == [
-        ("ldap/directory.ldif", "changed", "directory", 6, 3),
+        ("ldap/directory.ldif", "changed", "directory", 6, 4),
         ("rspamd/local.d/actions.conf", "changed", "policy", 1, 1),
         ("rspamd/local.d/new.conf", "added", "policy", 2, 0),
         ("rspamd/maps.d/old.map", "removed", "policy", 0, 1),
@@ -419,10 +499,28 @@ def test_directory_entries_and_policy_files(make_repo):
     assert "| ~ | `rspamd/local.d/actions.conf` | policy | +1 -1 |" in render_markdown(plan)
 
 
+def test_directory_changes_compare_entries_not_bytes():
+    old = {"ldap/directory.ldif": LDIF_BEFORE.encode()}
+    refolded = LDIF_BEFORE.replace("mailLocalAddress: mario.rossi@tifpa.example.org",
+                                   "mailLocalAddress: mario.rossi@tifpa.ex\n ample.org")
+    head, _, pconti = LDIF_BEFORE.partition("dn: uid=pconti")
+    same = [
+        {"ldap/directory.ldif": refolded.encode()},
+        {"ldap/directory.ldif": LDIF_BEFORE.replace("\n", "\r\n").encode()},
+        {"ldap/directory.ldif": head.encode(), "ldap/pconti.ldif": ("dn: uid=pconti" + pconti).encode()},
+        {**old, "postfix/transport": b"x\n", "ldap/notes.txt": b"dn: cn=not,dc=ldif\n"},
+    ]
+    assert [directory_changes(old, new) for new in same] == [[]] * len(same)
+    moved = {"ldap/directory.ldif": LDIF_BEFORE.replace("uid=pconti,ou=people", "uid=pconti,ou=staff").encode()}
+    assert [(c.name, c.status) for c in directory_changes(old, moved)] == [
+        ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "removed"),
+        ("uid=pconti,ou=staff,ou=mailgw,dc=example,dc=org", "added")]
+
+
 def test_ldif_reading_unfolds_decodes_and_skips_comments():
     entries = parse_ldif(LDIF_AFTER)
     assert entries["uid=gneri,ou=people,ou=mailgw,dc=example,dc=org"] == (
-        "mail: giulia.neri@tifpa.example.org", "objectClass: inetOrgPerson", "uid: gneri")
+        "mailLocalAddress: giulia.neri@tifpa.example.org", "objectClass: account", "uid: gneri")
     assert len(entries) == 3
     folded_comment = "# a comment that goes\n on\ndn: cn=a,dc=example,dc=org\ncn: a\n"
     assert parse_ldif(folded_comment) == {"cn=a,dc=example,dc=org": ("cn: a",)}

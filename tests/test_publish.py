@@ -33,19 +33,22 @@ def test_changed_declarations_give_one_commit_of_out_only(gateway, mailgw):
     assert result.code == 0, result.err
     commit = repo.head.commit
     assert commit.parents == (declared,)
-    assert result.out == f"published {commit.hexsha[:12]}: publish out/: tifpa.example.org: +0 -1 ~0 addresses, " \
-                         "1 out/ file\n"
-    assert sorted(commit.stats.files) == ["out/MANIFEST.json", "out/postfix/relay_recipients"]
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
+    assert result.out == f"published {commit.hexsha[:12]}: publish out/: {summary}\n"
+    assert sorted(commit.stats.files) == ["out/MANIFEST.json", "out/ldap/directory.ldif",
+                                          "out/postfix/relay_recipients"]
     assert (commit.author.name, commit.author.email) == ("mailgw publish", "publish@gw.example.org")
     assert (commit.committer.name, commit.committer.email) == ("mailgw publish", "publish@gw.example.org")
-    assert commit.message.splitlines()[:8] == [
-        "publish out/: tifpa.example.org: +0 -1 ~0 addresses, 1 out/ file",
+    assert commit.message.splitlines()[:10] == [
+        f"publish out/: {summary}",
         "",
         f"mailgw plan: the working tree against the last publish ({declared.parents[0].hexsha[:12]})",
         "",
         "~ tifpa.example.org",
         "    recipients:",
         "      - paolo.conti@tifpa.example.org: person pconti",
+        "    directory entries:",
+        "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
         "",
     ]
     assert not repo.is_dirty(untracked_files=True), "the working tree is clean after publish"
@@ -148,5 +151,6 @@ def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
     commit_all(repo, "edit")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0, result.err
-    assert sorted(repo.head.commit.stats.files) == ["mail/out/MANIFEST.json", "mail/out/postfix/relay_recipients"]
+    assert sorted(repo.head.commit.stats.files) == ["mail/out/MANIFEST.json", "mail/out/ldap/directory.ldif",
+                                                    "mail/out/postfix/relay_recipients"]
     assert not repo.is_dirty(untracked_files=True)
