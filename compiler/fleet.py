@@ -88,6 +88,13 @@ class Fleet:
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name), None)
 
+    def site_relays(self) -> dict[str, tuple[IPNetwork, ...]]:
+        """Site -> the relay networks its domains declare: a relay belongs to its site, not to one domain."""
+        relays: dict[str, set[IPNetwork]] = {}
+        for domain in self.domains:
+            relays.setdefault(domain.site, set()).update(domain.relays)
+        return {site: tuple(sorted(nets, key=network_order)) for site, nets in sorted(relays.items()) if nets}
+
 
 def build_fleet(declarations: Declarations) -> Fleet:
     """Normalise checked declarations into the Fleet."""

@@ -120,3 +120,27 @@ def domain_yaml(domain: str = "tifpa.example.org", **overrides: str) -> str:
     }
     blocks.update(overrides)
     return "".join(block for block in blocks.values() if block)
+
+
+# --- real Rspamd, clamd and the quarantine service, shared by the Rspamd suites (tests/rspamd_env.py) ---
+
+@pytest.fixture(scope="session")
+def hs_cache(request, tmp_path_factory) -> Path:
+    """Rspamd's compiled Hyperscan databases, kept between test runs (the first compile takes ~20 s)."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("rspamd-hyperscan") if cache is not None else tmp_path_factory.mktemp("hyperscan")
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory):
+    from tests import rspamd_env
+    with rspamd_env.Clamd(tmp_path_factory.mktemp("clamd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def quarantine_sink(tmp_path_factory):
+    """The quarantine service: an HTTPS server on loopback that records every POST."""
+    from tests import rspamd_env
+    with rspamd_env.QuarantineSink(tmp_path_factory.mktemp("quarantine")) as server:
+        yield server

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -21,6 +22,8 @@ from pathlib import Path
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from compiler.targets.postfix import MAPS
+from compiler.targets.postfix_config import CIDR_TABLES
 from tests.conftest import program
 
 LOOPBACK = "127.0.0.1"
@@ -49,6 +52,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 class Message:
     mail_from: str
     rcpt_tos: tuple[str, ...]
+    content: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         with self._lock:
-            self.messages.append(Message(envelope.mail_from, tuple(envelope.rcpt_tos)))
+            self.messages.append(Message(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content))
         # LMTP answers DATA once per recipient (RFC 2033 4.2).
         return "\r\n".join(["250 2.0.0 OK"] * (len(envelope.rcpt_tos) if self.lmtp else 1))
 
@@ -181,6 +185,47 @@ def _alive(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter: str) -> None:
+    """Copy out/postfix onto the instance as Puppet does on a node, then apply the test-only overrides.
+
+    The overrides, and why, are listed in docs/mx.md. `milter` is smtpd_milters
+    for this instance: the test's own Rspamd, or empty for no filtering.
+    """
+    maps = instance.conf / "mailgw"
+    maps.mkdir(parents=True)
+    for name in ("main.cf", "master.cf"):
+        shutil.copy(out / "postfix" / name, instance.conf / name)
+    for name in MAPS + CIDR_TABLES:
+        shutil.copy(out / "postfix" / name, maps / name)
+    instance.queue.mkdir()
+    instance.data.mkdir()
+    instance.maillog.parent.mkdir()
+    shutil.chown(instance.data, "postfix")
+    master = (instance.conf / "master.cf").read_text()
+    assert len(re.findall(r"^smtp +inet ", master, flags=re.M)) == 1
+    (instance.conf / "master.cf").write_text(re.sub(r"^smtp( +inet )", rf"127.0.0.1:{instance.port}\1", master,
+                                                    flags=re.M))
+    done = instance.postconf(
+        "-e", f"queue_directory = {instance.queue}", f"data_directory = {instance.data}",
+        "inet_interfaces = 127.0.0.1", "myhostname = mx1.gw.example.org",
+        f"relayhost = [127.0.0.1]:{internet_port}", "smtpd_peername_lookup = no",
+        f"maillog_file = {instance.maillog}", f"maillog_file_prefixes = {instance.base}",
+        f"smtpd_milters = {milter}")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    age(instance.conf / "main.cf", instance.conf / "master.cf")
+    for name in MAPS:
+        done = instance.run(program("postmap"), "-c", str(instance.conf), f"lmdb:{maps / name}")
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    if program("openssl"):
+        # The node's key and certificate, which Puppet installs in production.
+        (instance.conf / "tls").mkdir()
+        key, cert = instance.base / "key.pem", instance.base / "cert.pem"
+        done = instance.run(program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=mx1.gw.example.org", "-keyout", str(key), "-out", str(cert))
+        assert done.returncode == 0, done.stderr
+        (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
 
 
 def smtp_session(port: int, client_ip: str, helo: str = "client.example.net") -> smtplib.SMTP:

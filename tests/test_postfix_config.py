@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from compiler import values
 from compiler.pipeline import compile_repository
-from compiler.targets import postfix_config
+from compiler.targets import postfix_config, rspamd
 from compiler.targets.postfix import MAPS
 from tests.conftest import GATEWAY, REPO, domain_yaml, program
 from tests.mx_harness import age
@@ -144,6 +144,76 @@ def test_relaying_does_not_depend_on_the_declarations(make_repo, tmp_path):
             assert parameter(conf, name) == value, f"{name} in {where}"
     assert compiled.artifacts["postfix/site_relays.cidr"].decode().splitlines()[1:] == [
         "# site TIFPA", "192.0.2.0/24\tpermit", "# site TIFPA", "2001:db8:1::/64\tpermit"]
+
+
+@pytest.mark.needs("postconf")
+def test_every_smtp_message_goes_to_rspamd_and_waits_while_it_is_down(tmp_path):
+    """The milter settings come from the Rspamd target; no master.cf service overrides them."""
+    conf = _config_dir(tmp_path, _committed_out())
+    settings = {name: parameter(conf, name) for name in ("smtpd_milters", "non_smtpd_milters", "milter_protocol",
+                                                         "milter_default_action", "milter_macro_daemon_name")}
+    assert settings == {"smtpd_milters": rspamd.MILTER, "non_smtpd_milters": "", "milter_protocol": "6",
+                        "milter_default_action": "tempfail", "milter_macro_daemon_name": rspamd.INBOUND_DAEMON}
+    overrides = subprocess.run([program("postconf"), "-c", str(conf), "-P"], capture_output=True, text=True)
+    assert "milter" not in overrides.stdout
+
+
+SITES = {
+    "domains/a.example.org.yaml": domain_yaml("a.example.org", site="site: SITE-A_1\n",
+                                              relays="outbound_relays: [192.0.2.1, 192.0.2.16/28]\n"),
+    "domains/a2.example.org.yaml": domain_yaml("a2.example.org", site="site: SITE-A_1\n"),
+    "domains/b.example.org.yaml": domain_yaml("b.example.org", site="site: B\n",
+                                              relays="outbound_relays: ['2001:db8:b::/64']\n"),
+    "domains/c.example.org.yaml": domain_yaml("c.example.org", site="site: C\n"),
+}
+
+
+def _query(conf: Path, table: str, key: str) -> str | None:
+    done = subprocess.run([program("postmap"), "-c", str(conf), "-q", key, table], capture_output=True, text=True)
+    assert done.stderr == ""
+    return done.stdout.rstrip("\n") if done.returncode == 0 else None
+
+
+@pytest.mark.needs("postconf", "postmap")
+def test_a_site_relay_may_send_as_its_own_site_s_domains_and_no_other_served_one(make_repo, tmp_path):
+    """Each relay network leads to its site's restriction class: the site's domains OK, other served ones refused."""
+    compiled = compile_repository(make_repo(SITES))
+    conf = _config_dir(tmp_path, compiled.artifacts)
+    tables = conf / "tables"
+    tables.mkdir()
+    for name in ("site_relay_senders.cidr", "sender_sites"):
+        (tables / name).write_bytes(compiled.artifacts[f"postfix/{name}"])
+    assert subprocess.run([program("postmap"), "-c", str(conf), f"lmdb:{tables / 'sender_sites'}"]).returncode == 0
+    assert postconf_complaints(conf) == ""
+    assert parameter(conf, "smtpd_sender_restrictions") == (
+        "reject_non_fqdn_sender, check_client_access cidr:/etc/postfix/mailgw/site_relay_senders.cidr")
+    assert parameter(conf, "smtpd_restriction_classes") == "mailgw_site_B, mailgw_site_SITE-A_1"
+
+    cidr = f"cidr:{tables / 'site_relay_senders.cidr'}"
+    assert [_query(conf, cidr, ip) for ip in ("192.0.2.1", "192.0.2.20", "2001:db8:b::9", "192.0.2.2")] == [
+        "mailgw_site_SITE-A_1", "mailgw_site_SITE-A_1", "mailgw_site_B", None]
+    for site, own in (("SITE-A_1", {"a.example.org", "a2.example.org"}), ("B", {"b.example.org"})):
+        restrictions = parameter(conf, f"mailgw_site_{site}")
+        inline, served = re.fullmatch(r"check_sender_access (inline:\{.*\}), check_sender_access lmdb:(\S+)",
+                                      restrictions).groups()
+        assert served == "/etc/postfix/mailgw/sender_sites"
+        for domain in ("a.example.org", "a2.example.org", "b.example.org", "c.example.org", "example.net"):
+            verdict = _query(conf, inline, domain) or _query(conf, f"lmdb:{tables / 'sender_sites'}", domain)
+            if domain in own:
+                assert verdict == "OK"
+            elif domain == "example.net":
+                assert verdict is None, "a domain the gateway does not serve (forwarded mail) passes"
+            else:
+                owner = compiled.fleet.domain(domain).site
+                assert verdict == f"REJECT {domain} is a domain of site {owner}, not of this relay's site"
+
+
+@pytest.mark.needs("postconf")
+def test_without_site_relays_no_restriction_class_is_declared(make_repo, tmp_path):
+    compiled = compile_repository(make_repo({"domains/tifpa.example.org.yaml": domain_yaml()}))
+    conf = _config_dir(tmp_path, compiled.artifacts)
+    assert parameter(conf, "smtpd_restriction_classes") == ""
+    assert compiled.artifacts["postfix/site_relay_senders.cidr"].count(b"\n") == 1, "only the header"
 
 
 def test_postscreen_access_table_puts_the_most_specific_network_first(make_repo):

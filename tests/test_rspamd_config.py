@@ -177,24 +177,41 @@ def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path):
 
 # --- the Postfix side, for the integrator -------------------------------------------------
 
-@pytest.mark.needs("postconf")
-def test_postfix_milter_lines_are_valid_main_cf(tmp_path):
-    (tmp_path / "main.cf").write_text(rspamd.postfix_milter_lines())
-    (tmp_path / "master.cf").write_text("smtp inet n - y - - smtpd\nrelays inet n - y - - smtpd\n  "
-                                        + "\n  ".join(rspamd.POSTFIX_OUTBOUND_OPTIONS) + "\n")
-    postconf = program("postconf")
-    result = subprocess.run([postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=60)
-    assert result.stderr == ""
-    assert set(result.stdout.splitlines()) >= {
-        "smtpd_milters = inet:127.0.0.1:11332", "non_smtpd_milters =", "milter_protocol = 6",
-        "milter_default_action = tempfail", f"milter_macro_daemon_name = {rspamd.INBOUND_DAEMON}"}
-    services = subprocess.run([postconf, "-c", str(tmp_path), "-P"], capture_output=True, text=True, timeout=60)
-    assert services.stdout == f"relays/inet/milter_macro_daemon_name = {rspamd.OUTBOUND_DAEMON}\n"
-    # postconf does report a misspelt parameter, so the empty stderr above means something.
-    with open(tmp_path / "main.cf", "a") as main_cf:
-        main_cf.write("milter_default_acton = tempfail\n")
-    result = subprocess.run([postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=60)
-    assert "unused parameter: milter_default_acton" in result.stderr
+RELAYS = {
+    "domains/a.example.org.yaml": domain_yaml("a.example.org", site="site: SITE-A\n",
+                                              outbound_relays="outbound_relays: [192.0.2.1]\n"),
+    "domains/a2.example.org.yaml": domain_yaml("a2.example.org", site="site: SITE-A\n", filters=(
+        "filters:\n  outbound:\n    notify_sender: false\n    quarantine: {enabled: true}\n")),
+    "domains/b.example.org.yaml": domain_yaml("b.example.org", site="site: SITE-B\n",
+                                              outbound_relays="outbound_relays: ['2001:db8:b::/64', 192.0.2.64/28]\n"),
+    "domains/c.example.org.yaml": domain_yaml("c.example.org", site="site: SITE-C\n"),
+}
+
+
+def test_an_outbound_class_takes_only_the_relays_of_the_sites_owning_its_domains(make_repo):
+    """A relay never gets a policy its site did not choose: only its own domains' classes, or the defaults."""
+    fleet = _fleet(make_repo, {"gateway": GATEWAY + QUARANTINE, **RELAYS})
+    outbound = {rule.domains: rule.relays for rule in rspamd.settings_rules(fleet) if rule.direction == "outbound"}
+    assert outbound == {
+        # a2 declares no relay, but SITE-A's relay sends for every domain of SITE-A.
+        ("a2.example.org",): ("192.0.2.1/32",),
+        ("a.example.org", "b.example.org", "c.example.org"): ("192.0.2.1/32", "192.0.2.64/28", "2001:db8:b::/64"),
+        (): ("192.0.2.1/32", "192.0.2.64/28", "2001:db8:b::/64"),
+    }
+    assert all(rule.relays == () for rule in rspamd.settings_rules(fleet) if rule.direction == "inbound")
+
+
+def test_outbound_rules_match_a_relay_by_the_client_address(make_repo, tmp_path):
+    files = {"gateway": GATEWAY + QUARANTINE, **RELAYS}
+    settings = (_build(make_repo, files, tmp_path) / "rspamd/local.d/settings.conf").read_text()
+    assert settings.count('  ip = ["192.0.2.1/32"];\n') == 1
+    assert settings.count('expression = "(request_header:mta_name | authenticated | ip) & from";') == 2
+    assert settings.count('expression = "request_header:mta_name | authenticated | ip";') == 1
+
+
+def test_without_site_relays_outbound_rules_have_no_address_condition(make_repo, tmp_path):
+    without = (_build(make_repo, FEATURES, tmp_path) / "rspamd/local.d/settings.conf").read_text()
+    assert "ip = " not in without and 'expression = "request_header:mta_name | authenticated";' in without
 
 
 def test_the_outbound_daemon_name_is_what_the_outbound_rules_match(make_repo, tmp_path):

@@ -31,22 +31,8 @@ OUTBOUND = {"MTA-Name": "mailgw_outbound"}
 
 
 @pytest.fixture(scope="session")
-def hs_cache(request, tmp_path_factory) -> Path:
-    """Rspamd's compiled Hyperscan databases, kept between test runs (the first compile takes ~20 s)."""
-    cache = getattr(request.config, "cache", None)
-    return cache.mkdir("rspamd-hyperscan") if cache is not None else tmp_path_factory.mktemp("hyperscan")
-
-
-@pytest.fixture(scope="session")
-def clamd(tmp_path_factory):
-    with env.Clamd(tmp_path_factory.mktemp("clamd")) as daemon:
-        yield daemon
-
-
-@pytest.fixture(scope="session")
-def sink(tmp_path_factory):
-    with env.QuarantineSink(tmp_path_factory.mktemp("quarantine")) as server:
-        yield server
+def sink(quarantine_sink):
+    return quarantine_sink
 
 
 def _start(root: Path, gateway: dict, domains: dict[str, str], sink, hs_cache):
@@ -179,6 +165,24 @@ def test_bundled_defaults_for_mail_of_no_domain(bundled, sink):
                   fallback=True)
     _check_policy(bundled, sink, BUNDLED.default_filters.outbound, sender="list-bounces@lists.example.com",
                   rcpt=[EXTERNAL], headers=OUTBOUND, fallback=True)
+
+
+@pytest.mark.parametrize(("ip", "sender", "expected"), [
+    ("198.51.100.11", "someone@tifpa.example.org", "tifpa.example.org"),          # TIFPA's relay, TIFPA's domain
+    ("198.51.100.10", "someone@Lab.Tifpa.Example.ORG", "lab.tifpa.example.org"),  # another domain of TIFPA
+    ("2001:db8:cafe::25", "someone@cnaf.example.org", "cnaf.example.org"),         # CNAF's relay network (IPv6)
+    ("203.0.113.5", "someone@tifpa.example.org", "outbound defaults"),             # CNAF's relay claiming TIFPA
+    ("198.51.100.10", "someone@example.net", "outbound defaults"),                 # a sender the gateway does not serve
+    ("198.51.100.12", "someone@tifpa.example.org", "inbound"),                     # next to TIFPA's relays: a stranger
+    ("192.0.2.10", "someone@tifpa.example.org", "inbound"),
+])
+def test_bundled_site_relays_are_told_by_their_address(bundled, ip, sender, expected):
+    """A relay's mail is outbound, with its sender domain's class only when that domain is of the relay's site."""
+    rcpt = [EXTERNAL]
+    scan = bundled.scan(env.message(sender=sender, to=rcpt), rcpt=rcpt, sender=sender, ip=ip)
+    rule = {"outbound defaults": BUNDLED.default_filters.outbound.name + "_fallback",
+            "inbound": BUNDLED.default_filters.inbound.name + "_fallback"}.get(expected)
+    assert scan.rule == (rule or BUNDLED.filters[expected].outbound.name)
 
 
 def test_bundled_has_several_classes_and_a_message_to_two_gets_the_strictest(bundled, sink):

@@ -5,25 +5,34 @@ master(5)); an undefined template variable is an error, never an empty
 string. The cidr tables (cidr_table(5)) are read by Postfix as they are:
 Puppet copies them next to the maps and never runs postmap on them.
 
+main.cf puts Rspamd in the SMTP path as a milter (the address and the
+service name come from the rspamd target), and gives each site that has
+relays a restriction class: its relays may send as the site's own domains,
+not as another site's (docs/mx.md, docs/filtering.md).
+
 Every value that reaches these files went through compiler.values: host
-names, the map directory (letters, digits, '.', '_', '-', '/'), networks
-printed by the ipaddress module, DNSBL domains and filters; none can carry
-whitespace, a comma or a brace that would change a line's meaning.
+names, the map directory (letters, digits, '.', '_', '-', '/'), site codes
+(letters, digits, '_', '-'), networks printed by the ipaddress module, DNSBL
+domains and filters; none can carry whitespace, a comma or a brace that would
+change a line's meaning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from compiler.fleet import Fleet, network_order
 from compiler.model import DnsblSite, IPNetwork
+from compiler.targets import rspamd
 from compiler.targets.postfix import HEADER
 
 REFERENCES = ("postconf(5)", "master(5)", "cidr_table(5)", "postscreen(8)", "access(5)",
-              "ADDRESS_VERIFICATION_README", "POSTSCREEN_README", "STANDARD_CONFIGURATION_README")
+              "ADDRESS_VERIFICATION_README", "POSTSCREEN_README", "STANDARD_CONFIGURATION_README",
+              "RESTRICTION_CLASS_README", "MILTER_README")
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "postfix"
 
@@ -32,7 +41,7 @@ MYNETWORKS = ("127.0.0.1/32", "[::1]/128")
 RECIPIENT_DELIMITER = "+"
 UNVERIFIED_REJECT_REASON = "Recipient address unknown at its site"
 FORGED_HELO_TEXT = "You are not this mail gateway"
-CIDR_TABLES = ("site_relays.cidr", "postscreen_access.cidr")
+CIDR_TABLES = ("site_relays.cidr", "site_relay_senders.cidr", "postscreen_access.cidr")
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
@@ -43,6 +52,7 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
         "postfix/main.cf": render("main.cf.j2", main_cf_context(fleet)),
         "postfix/master.cf": render("master.cf.j2", {"header": HEADER.rstrip("\n")}),
         "postfix/site_relays.cidr": render_cidr(site_relays(fleet)),
+        "postfix/site_relay_senders.cidr": render_cidr(site_relay_senders(fleet)),
         "postfix/postscreen_access.cidr": render_cidr(postscreen_access(fleet)),
     }
 
@@ -63,7 +73,27 @@ def main_cf_context(fleet: Fleet) -> dict:
         "forged_helo_text": FORGED_HELO_TEXT,
         "postscreen": gateway.postscreen,
         "dnsbl_sites": [dnsbl_site(site) for site in gateway.postscreen.dnsbl_sites],
+        "relay_sites": relay_sites(fleet),
+        "rspamd_milter": rspamd.MILTER,
+        "milter_daemon_name": rspamd.INBOUND_DAEMON,
     }
+
+
+@dataclass(frozen=True)
+class RelaySite:
+    """A site with relays: its restriction class in main.cf accepts the site's own sender domains."""
+    site: str
+    domains: tuple[str, ...]
+
+    @property
+    def restriction_class(self) -> str:
+        # Site codes are letters, digits, '_' and '-' (values.site): a valid main.cf parameter name.
+        return f"mailgw_site_{self.site}"
+
+
+def relay_sites(fleet: Fleet) -> list[RelaySite]:
+    """Every site that declares relays, with all of its domains (the relays of a site send for all of them)."""
+    return [RelaySite(site, tuple(d.name for d in fleet.domains if d.site == site)) for site in fleet.site_relays()]
 
 
 def dnsbl_site(site: DnsblSite) -> str:
@@ -80,6 +110,12 @@ def site_relays(fleet: Fleet) -> list[tuple[IPNetwork, str, str]]:
     """(network, 'permit', site) for each site relay network; one site per network (check.py)."""
     relays = {(net, domain.site) for domain in fleet.domains for net in domain.relays}
     return [(net, "permit", site) for net, site in sorted(relays, key=lambda r: (network_order(r[0]), r[1]))]
+
+
+def site_relay_senders(fleet: Fleet) -> list[tuple[IPNetwork, str, str]]:
+    """(network, the site's restriction class, site): which sender domains each relay may use."""
+    classes = {site.site: site.restriction_class for site in relay_sites(fleet)}
+    return [(net, classes[site], site) for net, _, site in site_relays(fleet)]
 
 
 def postscreen_access(fleet: Fleet) -> list[tuple[IPNetwork, str, str]]:
