@@ -123,11 +123,12 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "other out/ files:",
         "    ~ postfix/relay_domains (+1 -0 lines)",
         "    ~ postfix/relay_recipients (+4 -2 lines)",
+        "    ~ postfix/sender_sites (+1 -0 lines)",
         "    ~ postfix/transport (+1 -0 lines)",
         "    ~ postfix/virtual_alias (+2 -1 lines)",
         "",
         "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 9 directory entries, 1 policy file, "
-        "6 out/ files",
+        "7 out/ files",
         "verdict: safe",
     ]
 
