@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from compiler.pipeline import compile_repository
 from compiler.write import read_tree, write_tree
 
 MAX_DIFF_LINES = 40
+# difflib is quadratic on large files: it only sees the region between the common head and tail,
+# and at most this many lines of it (the diff shown is cut at MAX_DIFF_LINES anyway).
+DIFF_WINDOW = 2000
+_HUNK = re.compile(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
 
 def register(verbs) -> None:
@@ -45,10 +50,28 @@ def _check(out, artifacts: dict[str, bytes]) -> int:
     for path in stale:
         old = current.get(path, b"").decode("utf-8", "replace").splitlines(keepends=True)
         new = artifacts.get(path, b"").decode("utf-8", "replace").splitlines(keepends=True)
-        for line in difflib.unified_diff(old, new, f"{out.name}/{path}", f"fresh/{path}", n=0):
+        for line in short_diff(old, new, f"{out.name}/{path}", f"fresh/{path}"):
             if shown == MAX_DIFF_LINES:
                 print("... (diff cut)")
                 return 1
             print(line, end="" if line.endswith("\n") else "\n")
             shown += 1
     return 1
+
+
+def short_diff(old: list[str], new: list[str], old_name: str, new_name: str):
+    """A unified diff without context of the region where old and new differ."""
+    head = 0
+    while head < min(len(old), len(new)) and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    old_mid = old[head:len(old) - tail][:DIFF_WINDOW]
+    new_mid = new[head:len(new) - tail][:DIFF_WINDOW]
+    for line in difflib.unified_diff(old_mid, new_mid, old_name, new_name, n=0):
+        match = _HUNK.match(line)
+        if match:  # hunk positions count from the start of the file, not of the region
+            line = (f"@@ -{int(match[1]) + head}{match[2] or ''} +{int(match[3]) + head}{match[4] or ''} @@"
+                    + line[match.end():])
+        yield line
