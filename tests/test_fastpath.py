@@ -139,12 +139,3 @@ def test_fast_path_declines_what_only_the_slow_path_can_explain():
         HEADER.replace("site: TIFPA", "site: T I") + "recipients:\n  a: mrossi\n",  # a bad header
     ]:
         assert _fast(text) is None, text
-
-
-def test_generated_bench_fleet_is_valid(tmp_path):
-    from bench.generate import generate
-    from compiler.pipeline import load_declarations
-    generate(3000, tmp_path)
-    declarations = load_declarations(tmp_path)
-    assert sum(len(s.addresses) for s in declarations.domains) == 3000
-    assert len(declarations.domains) == 60
