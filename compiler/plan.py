@@ -17,8 +17,6 @@ REFERENCES: RFC 2849 (LDIF, read here), RFC 4524 (associatedDomain), transport(5
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 from collections import Counter
@@ -27,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from compiler import ldapdiff
 from compiler.fleet import Address, Domain, Fleet
 from compiler.targets.postfix import transport_nexthop
 from compiler.write import MANIFEST
@@ -327,38 +326,17 @@ def _ldif_records(out: dict[str, bytes]) -> list[str]:
 
 
 def parse_ldif(text: str) -> dict[str, tuple[str, ...]]:
-    """LDIF content records (RFC 2849) -> {dn: sorted attribute lines}.
+    """LDIF content records (RFC 2849) -> {dn: sorted 'type: value' lines}, read by ldap-diff's reader."""
+    return {dn: tuple(sorted(f"{name}: {_text(value)}" for name, values in attributes.items() for value in values))
+            for dn, attributes in ldapdiff.parse_records(text.encode("utf-8")) if dn is not None}
 
-    Hand-written: the plan needs only the records' DNs and lines, from files
-    this gateway generates; unfolding, comments and base64 DNs are all of it.
-    """
-    unfolded: list[str] = []
-    in_comment = False
-    for line in text.splitlines():
-        if line.startswith(" "):
-            if not in_comment and unfolded:
-                unfolded[-1] += line[1:]   # a folded line continues the previous one (a comment's, too)
-            continue
-        in_comment = line.startswith("#")
-        if not in_comment:
-            unfolded.append(line)
-    entries: dict[str, tuple[str, ...]] = {}
-    for record in "\n".join(unfolded).split("\n\n"):
-        lines = [line for line in record.split("\n") if line]
-        if not lines or not lines[0].lower().startswith("dn:"):
-            continue  # 'version: 1', or nothing
-        entries[_ldif_value(lines[0])] = tuple(sorted(lines[1:]))
-    return entries
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _ldif_value(line: str) -> str:
-    _, _, value = line.partition(":")
-    if value.startswith(":"):
-        try:
-            return base64.b64decode(value[1:].strip()).decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return value[1:].strip()
-    return value.strip()
+    return line.partition(":")[2].strip()
 
 
 def _entry_domains(change: Change, names: set[str]) -> set[str]:
