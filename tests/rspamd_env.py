@@ -159,6 +159,18 @@ class Scan:
         return self.symbols.get(symbol, {}).get("options", [])
 
 
+def _start(command: list[str], root: Path, pong, name: str, log: Path) -> subprocess.Popen:
+    """Start a daemon in its own session, its output in ROOT/stderr; stopped again if it never answers."""
+    with open(root / "stderr", "wb") as stderr:
+        process = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(pong, START_TIMEOUT, name, process, log)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
 class Rspamd:
     """rspamd -f on free loopback ports (normal worker, controller, milter proxy)."""
 
@@ -177,14 +189,7 @@ class Rspamd:
         command = [program("rspamd"), "-f", "-c", str(self.tree.conf / "rspamd.conf"), *self.tree.variables()]
         if os.geteuid() == 0:
             command.append("-i")   # rspamd refuses to run as root otherwise
-        with open(self.tree.root / "stderr", "wb") as stderr:
-            self.process = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        try:
-            _wait(self._pong, START_TIMEOUT, "rspamd", self.process, self.tree.log)
-        except BaseException:
-            _stop(self.process)
-            raise
+        self.process = _start(command, self.tree.root, self._pong, "rspamd", self.tree.log)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -305,14 +310,8 @@ class Clamd:
             f"LogFile {self.log}\nPidFile {root / 'clamd.pid'}\nTemporaryDirectory {root}\n")
 
     def __enter__(self) -> Clamd:
-        with open(self.root / "stderr", "wb") as stderr:
-            self.process = subprocess.Popen([program("clamd"), "-c", str(self.root / "clamd.conf")],
-                                            stdout=stderr, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            _wait(self._pong, START_TIMEOUT, "clamd", self.process, self.log)
-        except BaseException:
-            _stop(self.process)
-            raise
+        self.process = _start([program("clamd"), "-c", str(self.root / "clamd.conf")], self.root, self._pong,
+                              "clamd", self.log)
         return self
 
     def __exit__(self, *exc) -> None:
