@@ -23,10 +23,50 @@ mx_hosts: [mx1.gw.example.org, mx2.gw.example.org]
 ldap:
   base_dn: ou=mailgw,dc=example,dc=org
 """
-FIRST = ["mario", "laura", "giulia", "paolo", "sara", "luca", "anna", "marco", "elena", "carlo", "chiara",
-         "andrea", "francesca", "matteo", "valentina", "davide", "silvia", "stefano", "alessia", "giorgio"]
-LAST = ["rossi", "bianchi", "neri", "conti", "romano", "gallo", "ricci", "marino", "greco", "bruno",
-        "esposito", "ferri", "colombo", "rizzo", "moretti", "barbieri", "fontana", "santoro", "mariani", "rinaldi"]
+FIRST = [
+    "mario",
+    "laura",
+    "giulia",
+    "paolo",
+    "sara",
+    "luca",
+    "anna",
+    "marco",
+    "elena",
+    "carlo",
+    "chiara",
+    "andrea",
+    "francesca",
+    "matteo",
+    "valentina",
+    "davide",
+    "silvia",
+    "stefano",
+    "alessia",
+    "giorgio",
+]
+LAST = [
+    "rossi",
+    "bianchi",
+    "neri",
+    "conti",
+    "romano",
+    "gallo",
+    "ricci",
+    "marino",
+    "greco",
+    "bruno",
+    "esposito",
+    "ferri",
+    "colombo",
+    "rizzo",
+    "moretti",
+    "barbieri",
+    "fontana",
+    "santoro",
+    "mariani",
+    "rinaldi",
+]
 
 
 def domain_sizes(total: int, rng: random.Random) -> list[int]:
@@ -61,7 +101,7 @@ def domain_file(index: int, size: int, rng: random.Random) -> tuple[str, str]:
         uid = f"{first[0]}{last}{index:02d}{person}"
         uids.append(uid)
         addresses = [f"{first}.{last}.{person}", f"{first[0]}.{last}.{person}", f"{last}{person}", uid]
-        for local in addresses[:min(4, personal)]:
+        for local in addresses[: min(4, personal)]:
             kind = "" if local == addresses[0] else "alias"
             lines.append(f"  {local}: {uid}" if not kind else f"  {local}: {{kind: alias, uid: {uid}}}")
         personal -= min(4, personal)

@@ -79,17 +79,21 @@ def main() -> None:
     rows: dict[str, tuple[float, int]] = {}
     try:
         # Baseline 1: PyYAML's C loader over every domain file, parse only.
-        parse_times = [float(timed([sys.executable, "-c", PARSE_BASELINE, str(fleet / "domains")])[2].stdout)
-                       for _ in range(args.runs)]
+        parse_times = [
+            float(timed([sys.executable, "-c", PARSE_BASELINE, str(fleet / "domains")])[2].stdout)
+            for _ in range(args.runs)
+        ]
         rows["PyYAML C parse (baseline)"] = (statistics.median(parse_times), 0)
 
-        rows["mailgw validate"] = median_of(args.runs, lambda: timed(
-            [*mailgw, "-C", str(fleet), "validate"], env=env)[:2])
+        rows["mailgw validate"] = median_of(
+            args.runs, lambda: timed([*mailgw, "-C", str(fleet), "validate"], env=env)[:2]
+        )
 
         def cold():
             shutil.rmtree(out, ignore_errors=True)
             _clear_cache(fleet)
             return timed([*mailgw, "-C", str(fleet), "build", "--out", str(out)], env=env)[:2]
+
         rows["mailgw build, cold"] = median_of(args.runs, cold)
 
         # Baseline 2: postmap lmdb: over every map the build emitted.
@@ -104,6 +108,7 @@ def main() -> None:
                 e, p, _ = timed([postmap, "-c", str(config), f"lmdb:{path}"])
                 elapsed, peak = elapsed + e, max(peak, p)
             return elapsed, peak
+
         rows["postmap lmdb: all maps (baseline)"] = median_of(args.runs, index_all) if postmap else (float("nan"), 0)
 
         changed = sorted((fleet / "domains").glob("*.yaml"))[len(maps) % 7]
@@ -111,19 +116,23 @@ def main() -> None:
         counter = iter(range(10**6))
 
         def one_domain_changed():
-            changed.write_bytes(original.replace(b"\nrecipients:\n",
-                                                 f"\nrecipients:\n  bench.{next(counter)}: bench{0}\n".encode(), 1))
+            changed.write_bytes(
+                original.replace(b"\nrecipients:\n", f"\nrecipients:\n  bench.{next(counter)}: bench{0}\n".encode(), 1)
+            )
+
         try:
             timed([*mailgw, "-C", str(fleet), "build", "--out", str(out)], env=env)
 
             def warm():
                 one_domain_changed()
                 return timed([*mailgw, "-C", str(fleet), "build", "--out", str(out)], env=env)[:2]
+
             rows["mailgw build, warm (one domain changed)"] = median_of(args.runs, warm)
 
             def check():
                 one_domain_changed()
                 return timed([*mailgw, "-C", str(fleet), "build", "--out", str(out), "--check"], env=env)[:2]
+
             rows["mailgw build --check (one domain changed)"] = median_of(args.runs, check)
         finally:
             changed.write_bytes(original)
@@ -139,8 +148,10 @@ def _clear_cache(fleet: Path) -> None:
 def report(addresses: int, runs: int, rows: dict[str, tuple[float, int]]) -> None:
     parse = rows["PyYAML C parse (baseline)"][0]
     postmap = rows["postmap lmdb: all maps (baseline)"][0]
-    print(f"\nmailgw benchmark: {addresses:,} addresses in 60 domains; median of {runs} runs; "
-          f"{os.cpu_count()} cores; Python {sys.version.split()[0]}\n")
+    print(
+        f"\nmailgw benchmark: {addresses:,} addresses in 60 domains; median of {runs} runs; "
+        f"{os.cpu_count()} cores; Python {sys.version.split()[0]}\n"
+    )
     print(f"| {'measure':<42} | {'median s':>9} | {'x parse':>8} | {'x postmap':>9} | {'peak MB':>8} |")
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 10}|")
     for name, (seconds, peak_kib) in rows.items():
@@ -152,10 +163,12 @@ def report(addresses: int, runs: int, rows: dict[str, tuple[float, int]]) -> Non
     if addresses >= 1_000_000:
         targets = [("1M build < 20 s", cold < 20), ("1M peak memory < 2.5 GB", cold_peak < 2.5 * 1024 * 1024)]
     else:
-        targets = [("cold build <= 1.5x PyYAML C parse", cold <= 1.5 * parse),
-                   ("cold build <= 4x postmap of all maps", cold <= 4 * postmap),
-                   ("warm one-domain rebuild < 0.5 s", warm < 0.5),
-                   ("peak memory < 300 MB", cold_peak < 300 * 1024)]
+        targets = [
+            ("cold build <= 1.5x PyYAML C parse", cold <= 1.5 * parse),
+            ("cold build <= 4x postmap of all maps", cold <= 4 * postmap),
+            ("warm one-domain rebuild < 0.5 s", warm < 0.5),
+            ("peak memory < 300 MB", cold_peak < 300 * 1024),
+        ]
     for name, met in targets:
         print(f"{'met   ' if met else 'MISSED'}  {name}")
 

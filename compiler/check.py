@@ -6,14 +6,16 @@ finding stands at one and its message names the other.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import idna
 
-from compiler import filters
+from compiler.declarations import Declarations, DomainSource
+from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
-from compiler.fleet import Declarations, DomainSource
+from compiler.load import Document
 
 
 def check(declarations: Declarations) -> list[Finding]:
@@ -34,10 +36,14 @@ def file_name_matches_domain(decls: Declarations) -> list[Finding]:
         stem = PurePosixPath(source.doc.relpath).name.removesuffix(".yaml")
         # The A-label, or for an IDN domain its lower-case Unicode form.
         if stem not in (source.decl.domain, idna.decode(source.decl.domain)):
-            findings.append(source.doc.finding(
-                ("domain",), "file-name-mismatch",
-                f"domain '{source.decl.domain}' is declared in '{source.doc.relpath}'; "
-                f"the file must be named domains/{source.decl.domain}.yaml"))
+            findings.append(
+                source.doc.finding(
+                    ("domain",),
+                    "file-name-mismatch",
+                    f"domain '{source.decl.domain}' is declared in '{source.doc.relpath}'; "
+                    f"the file must be named domains/{source.decl.domain}.yaml",
+                )
+            )
     return findings
 
 
@@ -47,9 +53,13 @@ def one_file_per_domain(decls: Declarations) -> list[Finding]:
     for source in sorted(decls.domains, key=lambda s: s.doc.relpath):
         name = source.decl.domain
         if name in first:
-            findings.append(source.doc.finding(
-                ("domain",), "duplicate-domain",
-                f"domain '{name}' is already declared at {_where(first[name], ('domain',))}"))
+            findings.append(
+                source.doc.finding(
+                    ("domain",),
+                    "duplicate-domain",
+                    f"domain '{name}' is already declared at {_where(first[name], ('domain',))}",
+                )
+            )
         else:
             first[name] = source
     return findings
@@ -65,27 +75,45 @@ def one_declaration_per_address(decls: Declarations) -> list[Finding]:
         for entry in source.addresses:
             folded, loc = entry.key.lower(), (entry.section, entry.key)
             if folded in seen:
-                findings.append(source.doc.finding(
-                    loc, "duplicate-address",
-                    f"address '{folded}@{source.decl.domain}' is already declared at "
-                    f"{_where(source, seen[folded], at_key=True)}", at_key=True))
+                findings.append(
+                    source.doc.finding(
+                        loc,
+                        "duplicate-address",
+                        f"address '{folded}@{source.decl.domain}' is already declared at "
+                        f"{_where(source, seen[folded], at_key=True)}",
+                        at_key=True,
+                    )
+                )
             else:
                 seen[folded] = loc
     return findings
 
 
 def list_domains_accept_someone(decls: Declarations) -> list[Finding]:
-    return [source.doc.finding(("recipient_check",), "empty-recipient-list",
-                               "recipient_check is 'list' but no recipients or external aliases are "
-                               "declared, so the MX would reject all mail for the domain")
-            for source in decls.domains if source.decl.recipient_check == "list" and not source.addresses]
+    return [
+        source.doc.finding(
+            ("recipient_check",),
+            "empty-recipient-list",
+            "recipient_check is 'list' but no recipients or external aliases are "
+            "declared, so the MX would reject all mail for the domain",
+        )
+        for source in decls.domains
+        if source.decl.recipient_check == "list" and not source.addresses
+    ]
 
 
 def nexthop_is_not_the_gateway(decls: Declarations) -> list[Finding]:
     own = set(decls.gateway.mx_hosts)
-    return [source.doc.finding(("delivery", "nexthop", i), "nexthop-loop",
-                               f"next hop '{hop.host}' is one of the gateway's own MX hosts; mail would loop")
-            for source in decls.domains for i, hop in enumerate(source.decl.delivery.nexthop) if hop.host in own]
+    return [
+        source.doc.finding(
+            ("delivery", "nexthop", i),
+            "nexthop-loop",
+            f"next hop '{hop.host}' is one of the gateway's own MX hosts; mail would loop",
+        )
+        for source in decls.domains
+        for i, hop in enumerate(source.decl.delivery.nexthop)
+        if hop.host in own
+    ]
 
 
 def owners_are_known_uids(decls: Declarations) -> list[Finding]:
@@ -99,9 +127,13 @@ def owners_are_known_uids(decls: Declarations) -> list[Finding]:
                     node, _, _ = source.doc.walk(("recipients", entry.key, "owners"))
                     written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
                     index = written.index(owner) if owner in written else 0
-                    findings.append(source.doc.finding(
-                        ("recipients", entry.key, "owners", index), "unknown-owner",
-                        f"owner '{owner}' of '{entry.key}' is not the uid of any person or alias in the fleet"))
+                    findings.append(
+                        source.doc.finding(
+                            ("recipients", entry.key, "owners", index),
+                            "unknown-owner",
+                            f"owner '{owner}' of '{entry.key}' is not the uid of any person or alias in the fleet",
+                        )
+                    )
     return findings
 
 
@@ -126,10 +158,14 @@ def alias_targets_exist(decls: Declarations) -> list[Finding]:
                     node, _, _ = source.doc.walk(("external_aliases", entry.key))
                     written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
                     index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
-                    findings.append(source.doc.finding(
-                        ("external_aliases", entry.key, index), "undeclared-alias-target",
-                        f"target '{target}' is in '{target_domain}', which this gateway serves, "
-                        f"but is not declared there"))
+                    findings.append(
+                        source.doc.finding(
+                            ("external_aliases", entry.key, index),
+                            "undeclared-alias-target",
+                            f"target '{target}' is in '{target_domain}', which this gateway serves, "
+                            f"but is not declared there",
+                        )
+                    )
     return findings
 
 
@@ -154,16 +190,21 @@ def alias_chains_end(decls: Declarations) -> list[Finding]:
                 stack.pop()
                 done.add(path.pop())
             elif child in path:
-                cycle = path[path.index(child):]
+                cycle = path[path.index(child) :]
                 first = min(cycle)
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     turn = cycle.index(first)
                     shown = cycle[turn:] + cycle[:turn] + [first]
                     source, local = where[first]
-                    findings.append(source.doc.finding(("external_aliases", local), "alias-loop",
-                                                       "external aliases loop: " + " -> ".join(shown),
-                                                       at_key=True))
+                    findings.append(
+                        source.doc.finding(
+                            ("external_aliases", local),
+                            "alias-loop",
+                            "external aliases loop: " + " -> ".join(shown),
+                            at_key=True,
+                        )
+                    )
             elif child in graph and child not in done:
                 path.append(child)
                 stack.append(iter(graph[child]))
@@ -178,28 +219,198 @@ def subdomains_stay_with_their_site(decls: Declarations) -> list[Finding]:
         for i in range(1, len(labels) - 1):
             parent = by_name.get(".".join(labels[i:]))
             if parent and parent.decl.site != source.decl.site:
-                findings.append(source.doc.finding(
-                    ("domain",), "subdomain-overlap",
-                    f"'{name}' (site {source.decl.site}) lies under '{parent.decl.domain}' of site "
-                    f"{parent.decl.site}, declared at {_where(parent, ('domain',))}; a subdomain belongs "
-                    f"to its parent's site"))
+                findings.append(
+                    source.doc.finding(
+                        ("domain",),
+                        "subdomain-overlap",
+                        f"'{name}' (site {source.decl.site}) lies under '{parent.decl.domain}' of site "
+                        f"{parent.decl.site}, declared at {_where(parent, ('domain',))}; a subdomain belongs "
+                        f"to its parent's site",
+                    )
+                )
     return findings
 
 
 def relay_networks_belong_to_one_site(decls: Declarations) -> list[Finding]:
     """A relay network lets its site send through the MX; two sites must not claim the same addresses."""
-    claims = [(source, i, net) for source in sorted(decls.domains, key=lambda s: s.doc.relpath)
-              for i, net in enumerate(source.decl.outbound_relays)]
+    claims = [
+        (source, i, net)
+        for source in sorted(decls.domains, key=lambda s: s.doc.relpath)
+        for i, net in enumerate(source.decl.outbound_relays)
+    ]
     findings = []
     for later, (source, i, net) in enumerate(claims):
         for other, j, other_net in claims[:later]:
-            if (other.decl.site != source.decl.site and net.version == other_net.version
-                    and net.overlaps(other_net)):
-                findings.append(source.doc.finding(
-                    ("outbound_relays", i), "relay-network-claimed",
-                    f"relay network {net} of site {source.decl.site} overlaps {other_net}, claimed by site "
-                    f"{other.decl.site} at {_where(other, ('outbound_relays', j))}; a relay belongs to one site"))
+            if other.decl.site != source.decl.site and net.version == other_net.version and net.overlaps(other_net):
+                findings.append(
+                    source.doc.finding(
+                        ("outbound_relays", i),
+                        "relay-network-claimed",
+                        f"relay network {net} of site {source.decl.site} overlaps {other_net}, claimed by site "
+                        f"{other.decl.site} at {_where(other, ('outbound_relays', j))}; a relay belongs to one site",
+                    )
+                )
                 break
+    return findings
+
+
+# --- the filter policy's rules (docs/filtering.md) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """One file whose filter settings are checked: gateway.yaml, or a domain with the gateway under it."""
+
+    doc: Document
+    origin: str
+    settings: dict[tuple, Setting]
+    gateway_doc: Document
+
+    def where(self, path: tuple) -> str:
+        setting = self.settings[path]
+        if setting.origin == "default":
+            return "the built-in default"
+        doc = self.doc if setting.origin == self.origin else self.gateway_doc
+        line, col = doc.position(("filters",) + path)
+        return f"set at {doc.relpath}:{line}:{col}"
+
+    def owns(self, path: tuple) -> bool:
+        return self.settings[path].origin == self.origin
+
+    def finding(self, path: tuple, code: str, message: str) -> Finding:
+        return self.doc.finding(("filters",) + path, code, message)
+
+
+def _scopes(decls: Declarations) -> list[_Scope]:
+    gateway = decls.gateway.filters
+    scopes = [_Scope(decls.gateway_doc, "gateway", merged(gateway), decls.gateway_doc)]
+    scopes += [_Scope(s.doc, "domain", merged(gateway, s.decl.filters), decls.gateway_doc) for s in decls.domains]
+    return scopes
+
+
+def _label(path: tuple) -> str:
+    return "filters." + ".".join(path)
+
+
+def thresholds_rise(decls: Declarations) -> list[Finding]:
+    """add_header < rewrite_subject < quarantine < reject, among those that are on."""
+    findings = []
+    for scope in _scopes(decls):
+        for direction in DIRECTIONS:
+            paths = [(direction, "spam", a) for a in SPAM_ACTIONS if scope.settings[(direction, "spam", a)].value]
+            for lower, upper in itertools.pairwise(paths):
+                low, high = scope.settings[lower].value, scope.settings[upper].value
+                if low < high or not (scope.owns(lower) or scope.owns(upper)):
+                    continue
+                if scope.owns(upper):
+                    message = (
+                        f"{_label(upper)} is {high:g}, but it must be above {lower[-1]} ({low:g}, {scope.where(lower)})"
+                    )
+                    findings.append(scope.finding(upper, "threshold-order", message))
+                else:
+                    message = (
+                        f"{_label(lower)} is {low:g}, but it must be below {upper[-1]} ({high:g}, {scope.where(upper)})"
+                    )
+                    findings.append(scope.finding(lower, "threshold-order", message))
+    return findings
+
+
+def quarantine_is_on_where_used(decls: Declarations) -> list[Finding]:
+    findings = []
+    for scope in _scopes(decls):
+        for direction in DIRECTIONS:
+            enabled = (direction, "quarantine", "enabled")
+            if scope.settings[enabled].value:
+                continue
+            uses = [
+                path
+                for path in ((direction, "spam", "quarantine"), (direction, "virus"))
+                if scope.settings[path].value not in (False, "reject")
+            ]
+            for path in uses:
+                if scope.owns(path):
+                    what = "'quarantine'" if path[-1] == "virus" else f"{scope.settings[path].value:g}"
+                    findings.append(
+                        scope.finding(
+                            path,
+                            "quarantine-disabled",
+                            (
+                                f"{_label(path)} is {what}, but the quarantine is off for {direction} mail "
+                                f"({_label(enabled)}: false, {scope.where(enabled)}); "
+                                "turn it on or choose another action"
+                            ),
+                        )
+                    )
+            if uses and scope.owns(enabled) and not any(scope.owns(path) for path in uses):
+                findings.append(
+                    scope.finding(
+                        enabled,
+                        "quarantine-disabled",
+                        (
+                            f"{_label(enabled)} is false, but {_label(uses[0])} ({scope.where(uses[0])}) "
+                            "sends mail to the quarantine"
+                        ),
+                    )
+                )
+    return findings
+
+
+def outbound_refusals_reach_someone(decls: Declarations) -> list[Finding]:
+    """A silently refused outbound message must at least be kept in the quarantine."""
+    notify, enabled = ("outbound", "notify_sender"), ("outbound", "quarantine", "enabled")
+    findings = []
+    for scope in _scopes(decls):
+        if scope.settings[notify].value or scope.settings[enabled].value:
+            continue
+        path = notify if scope.owns(notify) else enabled if scope.owns(enabled) else None
+        if path is not None:
+            findings.append(
+                scope.finding(
+                    path,
+                    "silent-drop",
+                    (
+                        f"{_label(notify)} is false and the outbound quarantine is off ({scope.where(enabled)}), "
+                        "so refused outbound mail would vanish; notify the sender or enable the outbound quarantine"
+                    ),
+                )
+            )
+    return findings
+
+
+def quarantine_service_declared(decls: Declarations) -> list[Finding]:
+    if decls.gateway.quarantine is not None:
+        return []
+    return [
+        scope.finding(
+            (d, "quarantine", "enabled"),
+            "no-quarantine-service",
+            f"{_label((d, 'quarantine', 'enabled'))} is true, but gateway.yaml declares no "
+            "quarantine service to send the messages to (quarantine.url)",
+        )
+        for scope in _scopes(decls)
+        for d in DIRECTIONS
+        if scope.settings[(d, "quarantine", "enabled")].value and scope.owns((d, "quarantine", "enabled"))
+    ]
+
+
+def lists_do_not_contradict(decls: Declarations) -> list[Finding]:
+    """The same sender or network may not be both allowed and blocked by one domain."""
+    findings = []
+    for source in decls.domains:
+        inbound = source.decl.filters.inbound
+        for kind in ("senders", "networks"):
+            allowed = {entry: i for i, entry in enumerate(getattr(inbound.allow, kind))}
+            for i, entry in enumerate(getattr(inbound.block, kind)):
+                if entry in allowed:
+                    line, col = source.doc.position(("filters", "inbound", "allow", kind, allowed[entry]))
+                    findings.append(
+                        source.doc.finding(
+                            ("filters", "inbound", "block", kind, i),
+                            "list-conflict",
+                            f"'{entry}' is both blocked here and allowed at {source.doc.relpath}:{line}:{col}; "
+                            "keep it in one list",
+                        )
+                    )
     return findings
 
 
@@ -214,5 +425,9 @@ RULES = (
     alias_chains_end,
     subdomains_stay_with_their_site,
     relay_networks_belong_to_one_site,
+    thresholds_rise,
+    quarantine_is_on_where_used,
+    outbound_refusals_reach_someone,
+    quarantine_service_declared,
+    lists_do_not_contradict,
 )
-RULES += filters.RULES

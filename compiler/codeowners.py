@@ -9,7 +9,7 @@ match wins, paths anchored with a leading '/').
 
 from __future__ import annotations
 
-from compiler.fleet import Declarations
+from compiler.declarations import Declarations
 
 REFERENCES = ("GitHub CODEOWNERS",)
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from compiler import values
-from compiler.fleet import Address, DomainSource
+from compiler.declarations import Address, DomainSource
 from compiler.load import Document, parse_text
 from compiler.model import DomainDeclaration
 
@@ -34,7 +34,9 @@ _TAIL = r"[ ]*(?: #[^\n]*)?$"
 # One pass over a whole section: a person, an alias (or explicit person), or an owned address.
 _RECIPIENT = re.compile(
     rf"^( +)({_KEY}): +(?:({_UID})|\{{kind: (alias|person), uid: ({_UID})\}}"
-    rf"|\{{kind: (role|list), owners: \[([^\[\]{{}}#\n]+)\]\}}){_TAIL}", re.M)
+    rf"|\{{kind: (role|list), owners: \[([^\[\]{{}}#\n]+)\]\}}){_TAIL}",
+    re.M,
+)
 _EXTERNAL = re.compile(rf"^( +)({_KEY}): +(?:\[([^\[\]{{}}#\n]+)\]|([^\[\]{{}},#\s]+)){_TAIL}", re.M)
 _CONTENT_LINE = re.compile(r"^[ ]*[^ #\n]", re.M)
 _TOP_KEY = re.compile(r"(?P<name>[a-z_]+):[ \t]*(?:#.*)?")
@@ -103,8 +105,12 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
         pattern = _EXTERNAL if section == "external_aliases" else _RECIPIENT
         matches = pattern.findall(text)
         # Every line with content must be an entry, all at one indentation, each key once.
-        if (not matches or len(matches) != len(_CONTENT_LINE.findall(text))
-                or len({m[0] for m in matches}) != 1 or len({m[1] for m in matches}) != len(matches)):
+        if (
+            not matches
+            or len(matches) != len(_CONTENT_LINE.findall(text))
+            or len({m[0] for m in matches}) != 1
+            or len({m[1] for m in matches}) != len(matches)
+        ):
             return None
         if section == "external_aliases":
             for _, key, listed, single in matches:
@@ -114,8 +120,11 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
                 found.append(Address(key.lower() + at, "external", None, (), targets, key))
             continue
         # The common case first, in one comprehension: 'mario.rossi: mrossi'.
-        people = [Address(key.lower() + at, "person", uid, (), (), key)
-                  for _, key, uid, *_ in matches if uid and (uid[0] not in _RESOLVER_FIRST or _is_text(uid))]
+        people = [
+            Address(key.lower() + at, "person", uid, (), (), key)
+            for _, key, uid, *_ in matches
+            if uid and (uid[0] not in _RESOLVER_FIRST or _is_text(uid))
+        ]
         if any(len(key) > 64 for _, key, *_ in matches):
             return None
         found += people

@@ -9,7 +9,7 @@ mail a site's relay (or, later, an authenticated user) sends through the MX.
 Allow and block lists are per domain and inbound only.
 
 The rules that need more than one value (threshold order, quarantine use,
-contradictory lists) are check rules at the end of this module.
+contradictory lists) are check rules in compiler.check.
 """
 
 from __future__ import annotations
@@ -17,16 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainValidator, StrictBool
 
 from compiler import values
-from compiler.findings import Finding
-
-if TYPE_CHECKING:
-    from compiler.fleet import Declarations
-    from compiler.load import Document
 
 REFERENCES = ("docs/filtering.md",)
 
@@ -37,12 +32,17 @@ SPAM_ACTIONS = ("add_header", "rewrite_subject", "quarantine", "reject")
 
 # --- declarations -------------------------------------------------------------------
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
-Threshold = Annotated[float | bool | None, PlainValidator(
-    lambda v: None if v is None else values.threshold(v), json_schema_input_type=float | Literal[False] | None)]
+Threshold = Annotated[
+    float | bool | None,
+    PlainValidator(
+        lambda v: None if v is None else values.threshold(v), json_schema_input_type=float | Literal[False] | None
+    ),
+]
 SubjectTemplate = Annotated[str, AfterValidator(values.subject_template)]
 SenderPattern = Annotated[str, PlainValidator(values.sender_pattern, json_schema_input_type=str)]
 Network = Annotated[str, PlainValidator(values.client_network, json_schema_input_type=str)]
@@ -51,6 +51,7 @@ RetentionDays = Annotated[int, PlainValidator(values.retention_days, json_schema
 
 class SpamActions(_Strict):
     """Score thresholds of the spam actions; false turns one off, leaving it out inherits it."""
+
     add_header: Threshold = None
     rewrite_subject: Threshold = None
     subject: SubjectTemplate | None = None
@@ -65,6 +66,7 @@ class QuarantineSettings(_Strict):
 
 class SenderList(_Strict):
     """Envelope senders ('name@example.net', '@example.net') and client networks (CIDR)."""
+
     senders: list[SenderPattern] = []
     networks: list[Network] = []
 
@@ -86,18 +88,21 @@ class DomainInboundFilters(DirectionFilters):
 
 class FilterDefaults(_Strict):
     """gateway.yaml `filters:`: the defaults of every domain."""
+
     inbound: DirectionFilters = DirectionFilters()
     outbound: OutboundFilters = OutboundFilters()
 
 
 class DomainFilters(_Strict):
     """A domain's `filters:`: overrides of the gateway's defaults, and the domain's own lists."""
+
     inbound: DomainInboundFilters = DomainInboundFilters()
     outbound: OutboundFilters = OutboundFilters()
 
 
 class QuarantineService(_Strict):
     """Where Rspamd sends quarantined messages (an HTTPS POST of the message)."""
+
     url: Annotated[str, PlainValidator(values.https_url, json_schema_input_type=str)]
 
 
@@ -105,11 +110,22 @@ class ClamavSettings(_Strict):
     socket: Annotated[str, AfterValidator(values.absolute_path)] = "/run/clamav/clamd.ctl"
 
 
-MODELS = (SpamActions, QuarantineSettings, SenderList, DirectionFilters, OutboundFilters, DomainInboundFilters,
-          FilterDefaults, DomainFilters, QuarantineService, ClamavSettings)
+MODELS = (
+    SpamActions,
+    QuarantineSettings,
+    SenderList,
+    DirectionFilters,
+    OutboundFilters,
+    DomainInboundFilters,
+    FilterDefaults,
+    DomainFilters,
+    QuarantineService,
+    ClamavSettings,
+)
 
 
 # --- the resolved policy (IR) -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SpamPolicy:
@@ -124,16 +140,18 @@ class SpamPolicy:
 class DirectionPolicy:
     direction: str
     spam: SpamPolicy
-    virus: str                # reject | quarantine
+    virus: str  # reject | quarantine
     quarantine: bool
     retention_days: int
-    notify_sender: bool       # outbound: tell the local sender (reject) or not (quarantine silently)
+    notify_sender: bool  # outbound: tell the local sender (reject) or not (quarantine silently)
 
     @property
     def name(self) -> str:
         """A stable name of this policy class: the same policy always gets the same name."""
-        canonical = json.dumps([self.direction, vars(self.spam), self.virus, self.quarantine,
-                                self.retention_days, self.notify_sender], sort_keys=True)
+        canonical = json.dumps(
+            [self.direction, vars(self.spam), self.virus, self.quarantine, self.retention_days, self.notify_sender],
+            sort_keys=True,
+        )
         return f"mailgw_{self.direction}_{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
     @property
@@ -164,6 +182,7 @@ class SenderLists:
 @dataclass(frozen=True)
 class FilterPolicy:
     """One domain's resolved policy: both directions and its inbound allow and block lists."""
+
     inbound: DirectionPolicy
     outbound: DirectionPolicy
     allow: SenderLists = SenderLists()
@@ -181,10 +200,18 @@ def strictness(policy: DirectionPolicy) -> tuple:
     viruses rejected rather than quarantined; then the class name, so the order
     is total.
     """
+
     def limit(value: float | None) -> float:
         return float("inf") if value is None else value
-    return (limit(policy.refuse_at), limit(policy.spam.reject), limit(policy.spam.rewrite_subject),
-            limit(policy.spam.add_header), policy.virus != "reject", policy.name)
+
+    return (
+        limit(policy.refuse_at),
+        limit(policy.spam.reject),
+        limit(policy.spam.rewrite_subject),
+        limit(policy.spam.add_header),
+        policy.virus != "reject",
+        policy.name,
+    )
 
 
 # --- resolution ---------------------------------------------------------------------
@@ -214,7 +241,7 @@ BUILTIN: dict[tuple, Any] = {
 @dataclass(frozen=True)
 class Setting:
     value: Any
-    origin: str      # default | gateway | domain
+    origin: str  # default | gateway | domain
 
 
 def explicit(model: BaseModel, prefix: tuple = ()) -> dict[tuple, Any]:
@@ -244,10 +271,12 @@ def _direction_policy(settings: dict[tuple, Setting], direction: str) -> Directi
     def get(*path):
         value = settings[(direction,) + path].value
         return None if value is False and path[0] == "spam" else value
+
     spam = SpamPolicy(*(get("spam", action) for action in SPAM_ACTIONS), subject=get("spam", "subject"))
     notify = get("notify_sender") if direction == "outbound" else True
-    return DirectionPolicy(direction, spam, get("virus"), get("quarantine", "enabled"),
-                           get("quarantine", "retention_days"), notify)
+    return DirectionPolicy(
+        direction, spam, get("virus"), get("quarantine", "enabled"), get("quarantine", "retention_days"), notify
+    )
 
 
 def _sender_lists(lists: SenderList) -> SenderLists:
@@ -258,130 +287,9 @@ def resolve(gateway: FilterDefaults, domain: DomainFilters | None = None) -> Fil
     """The policy of a domain (or, without one, the gateway's defaults)."""
     settings = merged(gateway, domain)
     lists = domain.inbound if domain is not None else DomainInboundFilters()
-    return FilterPolicy(_direction_policy(settings, "inbound"), _direction_policy(settings, "outbound"),
-                        _sender_lists(lists.allow), _sender_lists(lists.block))
-
-
-# --- check rules ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Scope:
-    """One file whose filter settings are checked: gateway.yaml, or a domain with the gateway under it."""
-    doc: Document
-    origin: str
-    settings: dict[tuple, Setting]
-    gateway_doc: Document
-
-    def where(self, path: tuple) -> str:
-        setting = self.settings[path]
-        if setting.origin == "default":
-            return "the built-in default"
-        doc = self.doc if setting.origin == self.origin else self.gateway_doc
-        line, col = doc.position(("filters",) + path)
-        return f"set at {doc.relpath}:{line}:{col}"
-
-    def owns(self, path: tuple) -> bool:
-        return self.settings[path].origin == self.origin
-
-    def finding(self, path: tuple, code: str, message: str) -> Finding:
-        return self.doc.finding(("filters",) + path, code, message)
-
-
-def _scopes(decls: Declarations) -> list[_Scope]:
-    gateway = decls.gateway.filters
-    scopes = [_Scope(decls.gateway_doc, "gateway", merged(gateway), decls.gateway_doc)]
-    scopes += [_Scope(s.doc, "domain", merged(gateway, s.decl.filters), decls.gateway_doc) for s in decls.domains]
-    return scopes
-
-
-def _label(path: tuple) -> str:
-    return "filters." + ".".join(path)
-
-
-def thresholds_rise(decls: Declarations) -> list[Finding]:
-    """add_header < rewrite_subject < quarantine < reject, among those that are on."""
-    findings = []
-    for scope in _scopes(decls):
-        for direction in DIRECTIONS:
-            paths = [(direction, "spam", a) for a in SPAM_ACTIONS if scope.settings[(direction, "spam", a)].value]
-            for lower, upper in zip(paths, paths[1:]):
-                low, high = scope.settings[lower].value, scope.settings[upper].value
-                if low < high or not (scope.owns(lower) or scope.owns(upper)):
-                    continue
-                if scope.owns(upper):
-                    message = (f"{_label(upper)} is {high:g}, but it must be above {lower[-1]} ({low:g}, "
-                               f"{scope.where(lower)})")
-                    findings.append(scope.finding(upper, "threshold-order", message))
-                else:
-                    message = (f"{_label(lower)} is {low:g}, but it must be below {upper[-1]} ({high:g}, "
-                               f"{scope.where(upper)})")
-                    findings.append(scope.finding(lower, "threshold-order", message))
-    return findings
-
-
-def quarantine_is_on_where_used(decls: Declarations) -> list[Finding]:
-    findings = []
-    for scope in _scopes(decls):
-        for direction in DIRECTIONS:
-            enabled = (direction, "quarantine", "enabled")
-            if scope.settings[enabled].value:
-                continue
-            uses = [path for path in ((direction, "spam", "quarantine"), (direction, "virus"))
-                    if scope.settings[path].value not in (False, "reject")]
-            for path in uses:
-                if scope.owns(path):
-                    what = "'quarantine'" if path[-1] == "virus" else f"{scope.settings[path].value:g}"
-                    findings.append(scope.finding(path, "quarantine-disabled", (
-                        f"{_label(path)} is {what}, but the quarantine is off for {direction} mail "
-                        f"({_label(enabled)}: false, {scope.where(enabled)}); turn it on or choose another action")))
-            if uses and scope.owns(enabled) and not any(scope.owns(path) for path in uses):
-                findings.append(scope.finding(enabled, "quarantine-disabled", (
-                    f"{_label(enabled)} is false, but {_label(uses[0])} ({scope.where(uses[0])}) "
-                    "sends mail to the quarantine")))
-    return findings
-
-
-def outbound_refusals_reach_someone(decls: Declarations) -> list[Finding]:
-    """A silently refused outbound message must at least be kept in the quarantine."""
-    notify, enabled = ("outbound", "notify_sender"), ("outbound", "quarantine", "enabled")
-    findings = []
-    for scope in _scopes(decls):
-        if scope.settings[notify].value or scope.settings[enabled].value:
-            continue
-        path = notify if scope.owns(notify) else enabled if scope.owns(enabled) else None
-        if path is not None:
-            findings.append(scope.finding(path, "silent-drop", (
-                f"{_label(notify)} is false and the outbound quarantine is off ({scope.where(enabled)}), "
-                "so refused outbound mail would vanish; notify the sender or enable the outbound quarantine")))
-    return findings
-
-
-def quarantine_service_declared(decls: Declarations) -> list[Finding]:
-    if decls.gateway.quarantine is not None:
-        return []
-    return [scope.finding((d, "quarantine", "enabled"), "no-quarantine-service",
-                          f"{_label((d, 'quarantine', 'enabled'))} is true, but gateway.yaml declares no "
-                          "quarantine service to send the messages to (quarantine.url)")
-            for scope in _scopes(decls) for d in DIRECTIONS
-            if scope.settings[(d, "quarantine", "enabled")].value and scope.owns((d, "quarantine", "enabled"))]
-
-
-def lists_do_not_contradict(decls: Declarations) -> list[Finding]:
-    """The same sender or network may not be both allowed and blocked by one domain."""
-    findings = []
-    for source in decls.domains:
-        inbound = source.decl.filters.inbound
-        for kind in ("senders", "networks"):
-            allowed = {entry: i for i, entry in enumerate(getattr(inbound.allow, kind))}
-            for i, entry in enumerate(getattr(inbound.block, kind)):
-                if entry in allowed:
-                    line, col = source.doc.position(("filters", "inbound", "allow", kind, allowed[entry]))
-                    findings.append(source.doc.finding(
-                        ("filters", "inbound", "block", kind, i), "list-conflict",
-                        f"'{entry}' is both blocked here and allowed at {source.doc.relpath}:{line}:{col}; "
-                        "keep it in one list"))
-    return findings
-
-
-RULES = (thresholds_rise, quarantine_is_on_where_used, outbound_refusals_reach_someone,
-         quarantine_service_declared, lists_do_not_contradict)
+    return FilterPolicy(
+        _direction_policy(settings, "inbound"),
+        _direction_policy(settings, "outbound"),
+        _sender_lists(lists.allow),
+        _sender_lists(lists.block),
+    )

@@ -7,57 +7,10 @@ sorted, so nothing downstream depends on file or key order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from compiler.declarations import Address, Declarations, DomainSource
 from compiler.filters import FilterPolicy, resolve
-from compiler.load import Document
-from compiler.model import DomainDeclaration, GatewayDeclaration, IPNetwork, NextHop
-
-
-class Address(NamedTuple):
-    """One address the MX accepts: who owns it, where external aliases go, and how it was written."""
-    address: str               # local@domain, lower case, A-labels
-    kind: str                  # person | alias | role | list | external
-    uid: str | None            # the owning AAI uid of a person or alias address
-    owners: tuple[str, ...]    # the managers of a role or list address (sorted, unique)
-    targets: tuple[str, ...]   # external alias targets (sorted, unique)
-    key: str = ""              # the local part as written in the file, to locate findings
-
-    @property
-    def section(self) -> str:
-        return "external_aliases" if self.kind == "external" else "recipients"
-
-
-@dataclass(frozen=True)
-class DomainSource:
-    """One domain file: its document, its validated fields, and its addresses in file order.
-
-    The addresses come from the model (decl.recipients, decl.external_aliases)
-    or, for a large file of simple lines, from compiler.fastpath; in that
-    case decl carries no recipients of its own. Read addresses from here.
-    """
-    doc: Document
-    decl: DomainDeclaration
-    addresses: list[Address]
-
-
-def addresses_of(decl: DomainDeclaration) -> list[Address]:
-    """The addresses of a declaration validated by the model."""
-    at = "@" + decl.domain
-    found = [Address(key.lower() + at, r.kind, getattr(r, "uid", None),
-                     tuple(sorted(set(getattr(r, "owners", ())))), (), key)
-             for key, r in decl.recipients.items()]
-    found += [Address(key.lower() + at, "external", None, (), tuple(sorted(set(targets))), key)
-              for key, targets in decl.external_aliases.items()]
-    return found
-
-
-@dataclass(frozen=True)
-class Declarations:
-    """What the load and model stages produced: every file and its validated model."""
-    gateway_doc: Document
-    gateway: GatewayDeclaration
-    domains: tuple[DomainSource, ...]
+from compiler.model import GatewayDeclaration, IPNetwork, NextHop
 
 
 @dataclass(frozen=True)
@@ -70,7 +23,7 @@ class Domain:
     recipient_check: str
     addresses: tuple[Address, ...]
     source: str
-    relays: tuple[IPNetwork, ...] = ()   # the site's relays allowed to send outbound through the MX
+    relays: tuple[IPNetwork, ...] = ()  # the site's relays allowed to send outbound through the MX
 
     @property
     def transport(self) -> str:
@@ -99,18 +52,27 @@ class Fleet:
 def build_fleet(declarations: Declarations) -> Fleet:
     """Normalise checked declarations into the Fleet."""
     domains = tuple(sorted((_domain(source) for source in declarations.domains), key=lambda d: d.name))
-    return Fleet(gateway=declarations.gateway, domains=domains,
-                 filters={s.decl.domain: resolve(declarations.gateway.filters, s.decl.filters)
-                          for s in declarations.domains},
-                 default_filters=resolve(declarations.gateway.filters))
+    return Fleet(
+        gateway=declarations.gateway,
+        domains=domains,
+        filters={s.decl.domain: resolve(declarations.gateway.filters, s.decl.filters) for s in declarations.domains},
+        default_filters=resolve(declarations.gateway.filters),
+    )
 
 
 def _domain(source: DomainSource) -> Domain:
     decl = source.decl
-    return Domain(name=decl.domain, site=decl.site, admins=tuple(sorted(set(decl.admins))), role=decl.role,
-                  nexthops=tuple(decl.delivery.nexthop), recipient_check=decl.recipient_check,
-                  addresses=tuple(sorted(source.addresses)), source=source.doc.relpath,
-                  relays=tuple(sorted(set(decl.outbound_relays), key=network_order)))
+    return Domain(
+        name=decl.domain,
+        site=decl.site,
+        admins=tuple(sorted(set(decl.admins))),
+        role=decl.role,
+        nexthops=tuple(decl.delivery.nexthop),
+        recipient_check=decl.recipient_check,
+        addresses=tuple(sorted(source.addresses)),
+        source=source.doc.relpath,
+        relays=tuple(sorted(set(decl.outbound_relays), key=network_order)),
+    )
 
 
 def network_order(net: IPNetwork) -> tuple[int, int, int]:

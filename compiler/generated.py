@@ -10,8 +10,9 @@ EXIT_STALE = 1
 
 def write_or_check(root: Path, files: dict[str, bytes], command: str, check: bool) -> int:
     """Write the files (only those whose bytes changed), or with check exit 1 naming the stale ones."""
-    stale = [rel for rel, data in sorted(files.items())
-             if not (root / rel).is_file() or (root / rel).read_bytes() != data]
+    stale = [
+        rel for rel, data in sorted(files.items()) if not (root / rel).is_file() or (root / rel).read_bytes() != data
+    ]
     if check:
         if stale:
             print(f"{', '.join(stale)}: stale; run '{command}' and commit the result", file=sys.stderr)

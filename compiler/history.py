@@ -31,6 +31,7 @@ class HistoryError(Exception):
 @dataclass(frozen=True)
 class Checkout:
     """The git repository holding the gateway root, and the root's path inside it ('' at the top)."""
+
     repo: git.Repo
     prefix: str
 
@@ -45,6 +46,7 @@ class Checkout:
 @dataclass(frozen=True)
 class Revision:
     """What a commit held: its Fleet (None: no declarations yet) and its committed out/."""
+
     label: str
     fleet: Fleet | None
     artifacts: dict[str, bytes]
@@ -118,9 +120,11 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
         try:
             declarations = load_declarations(root, cross_checked=False)
         except FindingsError as err:
-            raise HistoryError(f"the declarations at {label} do not load with this compiler "
-                               f"({len(err.findings)} finding(s); first: {err.findings[0]}); "
-                               "compare with another --base") from None
+            raise HistoryError(
+                f"the declarations at {label} do not load with this compiler "
+                f"({len(err.findings)} finding(s); first: {err.findings[0]}); "
+                "compare with another --base"
+            ) from None
     return Revision(label, build_fleet(declarations), artifacts)
 
 

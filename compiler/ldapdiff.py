@@ -24,6 +24,7 @@ Format: LDIF change records (RFC 2849), read and written by the `ldif` package.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import io
 import re
 from typing import NamedTuple
@@ -40,10 +41,22 @@ Value = str | bytes
 
 # What the server keeps about an entry by itself (RFC 4512 3.4, RFC 4530, slapd's own): a dump of the live
 # server (slapcat) holds them, the directory does not, and no client may change them.
-OPERATIONAL = frozenset({
-    "createtimestamp", "modifytimestamp", "creatorsname", "modifiersname", "structuralobjectclass",
-    "subschemasubentry", "hassubordinates", "entrydn", "entryuuid", "entrycsn", "contextcsn", "memberof",
-})
+OPERATIONAL = frozenset(
+    {
+        "createtimestamp",
+        "modifytimestamp",
+        "creatorsname",
+        "modifiersname",
+        "structuralobjectclass",
+        "subschemasubentry",
+        "hassubordinates",
+        "entrydn",
+        "entryuuid",
+        "entrycsn",
+        "contextcsn",
+        "memberof",
+    }
+)
 
 
 class LdifError(Exception):
@@ -52,7 +65,7 @@ class LdifError(Exception):
 
 class Record(NamedTuple):
     dn: str
-    attributes: dict[str, tuple[str, tuple[Value, ...]]]   # type in lower case -> (type as written, values)
+    attributes: dict[str, tuple[str, tuple[Value, ...]]]  # type in lower case -> (type as written, values)
 
     def classes(self) -> frozenset[str]:
         return frozenset(str(v).lower() for v in self.attributes.get("objectclass", ("", ()))[1])
@@ -60,8 +73,8 @@ class Record(NamedTuple):
 
 class Change(NamedTuple):
     dn: str
-    changetype: str                                 # add | modify | delete
-    items: tuple[tuple, ...]                        # add: (type, values); modify: (operation, type, values)
+    changetype: str  # add | modify | delete
+    items: tuple[tuple, ...]  # add: (type, values); modify: (operation, type, values)
 
 
 # The modify operations as the `ldif` writer numbers them (ldif.MOD_OPS).
@@ -94,7 +107,7 @@ def _directory(records) -> dict[tuple, Record]:
     directory: dict[tuple, Record] = {}
     for dn, attributes in records:
         if dn is None:
-            continue   # the 'version: 1' line on its own
+            continue  # the 'version: 1' line on its own
         if any(name.lower() == "changetype" for name in attributes):
             raise LdifError(f"'{dn}' is a change record; ldap-diff compares two directories (content records)")
         key = dn_key(dn)
@@ -103,7 +116,7 @@ def _directory(records) -> dict[tuple, Record]:
         merged: dict[str, tuple[str, tuple[Value, ...]]] = {}
         for name, values in attributes.items():
             folded = name.lower()
-            if folded in merged:   # one type spelt two ways ('cn' and 'CN')
+            if folded in merged:  # one type spelt two ways ('cn' and 'CN')
                 merged[folded] = (merged[folded][0], _unique(merged[folded][1] + tuple(values)))
             elif folded not in OPERATIONAL:
                 merged[folded] = (name, _unique(values))
@@ -121,7 +134,7 @@ def _parser_records(data: bytes):
     parser = ldif.LDIFParser(io.BytesIO(data), strict=True)
     try:
         yield from parser.parse()
-    except (ValueError, binascii.Error) as err:   # the parser's own complaints about the syntax
+    except (ValueError, binascii.Error) as err:  # the parser's own complaints about the syntax
         # bytes.index() inside the parser: a line with no ':' at all.
         reason = "a line that is not 'type: value'" if str(err) == "subsection not found" else str(err)
         raise LdifError(f"line {parser.line_counter}: not LDIF (RFC 2849): {reason}") from None
@@ -140,7 +153,7 @@ _NOT_PLAIN = (b"\n ", b"\n#", b"::", b":<", b"\r")
 
 def _block_records(block: bytes) -> list[tuple[str | None, dict[str, list[Value]]]]:
     if block.startswith(b" "):
-        raise _Unusual()   # a continuation of a blank line: only the parser knows what it makes of it
+        raise _Unusual()  # a continuation of a blank line: only the parser knows what it makes of it
     if not block.startswith(b"dn: ") or any(mark in block for mark in _NOT_PLAIN):
         try:
             return list(ldif.LDIFParser(io.BytesIO(block), strict=True).parse())
@@ -155,10 +168,8 @@ def _block_records(block: bytes) -> list[tuple[str | None, dict[str, list[Value]
             if not colon or name == b"dn":
                 raise _Unusual()
             value = value.strip()
-            try:
+            with contextlib.suppress(UnicodeDecodeError):  # the parser keeps such a value as bytes
                 value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                pass   # the parser keeps such a value as bytes
             entry.setdefault(name.decode("ascii"), []).append(value)
     except UnicodeDecodeError:
         raise _Unusual() from None
@@ -176,8 +187,9 @@ def dn_key(dn: str) -> tuple:
     if not dn:
         return ()
     if "\\" not in dn and "+" not in dn:
-        return tuple(((kind.strip().lower(), value.lower()),)
-                     for kind, _, value in (rdn.partition("=") for rdn in dn.split(",")))
+        return tuple(
+            ((kind.strip().lower(), value.lower()),) for kind, _, value in (rdn.partition("=") for rdn in dn.split(","))
+        )
     if "\\" not in dn:
         return tuple(tuple(sorted(_assertion(part) for part in rdn.split("+"))) for rdn in dn.split(","))
     rdns, rdn, current = [], [], b""
@@ -203,15 +215,23 @@ def _assertion(text: str) -> tuple[str, str]:
 def diff(old: dict[tuple, Record], new: dict[tuple, Record]) -> list[Change]:
     """The change records, in the order ldapmodify must apply them (see the module docstring)."""
     kept = old.keys() & new.keys()
-    changed_class = {key for key in kept if old[key].attributes.get("objectclass") !=
-                     new[key].attributes.get("objectclass") and old[key].classes() != new[key].classes()}
-    recreated = {key for key in old if any(key[i:] in changed_class for i in range(len(key)))} \
-        if changed_class else set()
+    changed_class = {
+        key
+        for key in kept
+        if old[key].attributes.get("objectclass") != new[key].attributes.get("objectclass")
+        and old[key].classes() != new[key].classes()
+    }
+    recreated = (
+        {key for key in old if any(key[i:] in changed_class for i in range(len(key)))} if changed_class else set()
+    )
     changes = [Change(old[key].dn, "delete", ()) for key in _children_first(recreated)]
-    changes += [Change(new[key].dn, "add", tuple(new[key].attributes.values()))
-                for key in _parents_first((new.keys() - old.keys()) | (recreated & new.keys()))]
-    modified = {key: modifications(old[key], new[key]) for key in kept - recreated
-                if old[key].attributes != new[key].attributes}
+    changes += [
+        Change(new[key].dn, "add", tuple(new[key].attributes.values()))
+        for key in _parents_first((new.keys() - old.keys()) | (recreated & new.keys()))
+    ]
+    modified = {
+        key: modifications(old[key], new[key]) for key in kept - recreated if old[key].attributes != new[key].attributes
+    }
     changes += [Change(new[key].dn, "modify", modified[key]) for key in _parents_first(modified) if modified[key]]
     changes += [Change(old[key].dn, "delete", ()) for key in _children_first(old.keys() - new.keys() - recreated)]
     return changes
@@ -249,8 +269,13 @@ def render(changes: list[Change]) -> bytes:
         elif change.changetype == "add":
             writer.unparse(change.dn, [(name, [ldif_value(v) for v in values]) for name, values in change.items])
         else:
-            writer.unparse(change.dn, [(OPERATIONS[operation], name, [ldif_value(v) for v in values])
-                                       for operation, name, values in change.items])
+            writer.unparse(
+                change.dn,
+                [
+                    (OPERATIONS[operation], name, [ldif_value(v) for v in values])
+                    for operation, name, values in change.items
+                ],
+            )
     return out.getvalue()
 
 
@@ -274,4 +299,3 @@ def _children_first(keys) -> list[tuple]:
 
 def _unique(values) -> tuple[Value, ...]:
     return tuple(dict.fromkeys(values))
-

@@ -78,8 +78,9 @@ class _Loader(yaml.CSafeLoader):
         # An alias re-uses a node already built: refusing it rules out
         # expansion bombs and spooky shared values in one place.
         if node in self.constructed_objects:
-            raise _Refused("yaml-alias", node.start_mark,
-                           "anchors and aliases (&name, *name) are not allowed; write the value out")
+            raise _Refused(
+                "yaml-alias", node.start_mark, "anchors and aliases (&name, *name) are not allowed; write the value out"
+            )
         return super().construct_object(node, deep=deep)
 
     def construct_mapping(self, node, deep=False):
@@ -95,20 +96,30 @@ class _Loader(yaml.CSafeLoader):
             key = key_node.value
             if key in first:
                 where = first[key].start_mark
-                raise _Refused("duplicate-key", key_node.start_mark,
-                               f"key '{key}' is already defined at line {where.line + 1} column "
-                               f"{where.column + 1}; a key may appear only once in a mapping")
+                raise _Refused(
+                    "duplicate-key",
+                    key_node.start_mark,
+                    f"key '{key}' is already defined at line {where.line + 1} column "
+                    f"{where.column + 1}; a key may appear only once in a mapping",
+                )
             first[key] = key_node
             if value_node in self.constructed_objects:
-                raise _Refused("yaml-alias", key_node.start_mark, f"the value of '{key}' is an alias (*name); "
-                               "anchors and aliases are not allowed, write the value out")
+                raise _Refused(
+                    "yaml-alias",
+                    key_node.start_mark,
+                    f"the value of '{key}' is an alias (*name); "
+                    "anchors and aliases are not allowed, write the value out",
+                )
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
     def construct_sequence(self, node, deep=False):
         if any(child in self.constructed_objects for child in node.value):
-            raise _Refused("yaml-alias", node.start_mark, "this list holds an alias (*name); anchors and "
-                           "aliases are not allowed, write the value out")
+            raise _Refused(
+                "yaml-alias",
+                node.start_mark,
+                "this list holds an alias (*name); anchors and aliases are not allowed, write the value out",
+            )
         return super().construct_sequence(node, deep=deep)
 
 
@@ -127,14 +138,18 @@ def load_file(path: Path, relpath: str) -> Document:
 
 def read_document(path: Path, relpath: str) -> Document:
     """The file's bytes and text, refused if too large, with a BOM, or not UTF-8 (data not parsed yet)."""
+
     def refuse(code: str, message: str, line: int = 1, col: int = 1):
         raise FindingsError([Finding(relpath, line, col, code, message)])
 
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            refuse("file-too-large", f"file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes "
-                                     "(split the recipients or ask the gateway team)")
+            refuse(
+                "file-too-large",
+                f"file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes "
+                "(split the recipients or ask the gateway team)",
+            )
         raw = path.read_bytes()
     except OSError as err:
         refuse("unreadable-file", f"cannot read the file: {err.strerror}")
@@ -155,6 +170,7 @@ def parse_text(text: str) -> Any:
 
 def load_yaml(doc: Document) -> None:
     """Parse the document's text into doc.data; raises FindingsError with the first YAML problem."""
+
     def refuse(code: str, message: str, line: int = 1, col: int = 1):
         raise FindingsError([Finding(doc.relpath, line, col, code, message)])
 
@@ -169,8 +185,9 @@ def load_yaml(doc: Document) -> None:
     except yaml.reader.ReaderError as err:
         line = doc.text.count("\n", 0, err.position) + 1
         col = err.position - doc.text.rfind("\n", 0, err.position)
-        refuse("control-character", f"control character U+{err.character:04X} is not allowed in YAML; remove it",
-               line, col)
+        refuse(
+            "control-character", f"control character U+{err.character:04X} is not allowed in YAML; remove it", line, col
+        )
     except yaml.YAMLError as err:
         refuse("yaml-syntax", str(err).splitlines()[0])
     except RecursionError:
@@ -187,7 +204,7 @@ def _yaml_message(err: yaml.MarkedYAMLError, text: str) -> str:
         return err.problem
     problem = err.problem or "invalid YAML"
     mark = err.problem_mark
-    if mark is not None and text[mark.index:mark.index + 1] == "\t":
+    if mark is not None and text[mark.index : mark.index + 1] == "\t":
         return "tab character: YAML is indented with spaces only"
     if "maximum nesting depth" in problem:
         return "the YAML nests too deeply"

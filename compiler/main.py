@@ -23,8 +23,13 @@ COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowne
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mailgw", description="Compile the mail gateway's declarations.")
     top.add_argument("--version", action="version", version=f"mailgw {__version__}")
-    top.add_argument("-C", "--root", type=Path, default=Path("."),
-                     help="the gateway repository (holding gateway.yaml and domains/); default: .")
+    top.add_argument(
+        "-C",
+        "--root",
+        type=Path,
+        default=Path("."),
+        help="the gateway repository (holding gateway.yaml and domains/); default: .",
+    )
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for command in COMMANDS:
         command.register(verbs)
@@ -48,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug of ours: one line, the traceback only on request
         if os.environ.get("MAILGW_DEBUG"):
             traceback.print_exc()
-        print(f"mailgw: internal error: {type(err).__name__}: {err} (set MAILGW_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"mailgw: internal error: {type(err).__name__}: {err} (set MAILGW_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE

@@ -9,14 +9,24 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator,
-                      ValidationError, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from compiler import values
-from compiler.filters import MODELS as FILTER_MODELS, ClamavSettings, DomainFilters, FilterDefaults, QuarantineService
+from compiler.filters import MODELS as FILTER_MODELS
+from compiler.filters import ClamavSettings, DomainFilters, FilterDefaults, QuarantineService
 from compiler.findings import Finding
 from compiler.load import Document
 
@@ -40,8 +50,11 @@ LocalPart = Annotated[str, AfterValidator(values.local_part)]
 DomainName = Annotated[str, AfterValidator(values.domain_name)]
 HostName = Annotated[str, AfterValidator(values.host)]
 MailAddress = Annotated[str, AfterValidator(values.mail_address)]
-NextHopSpec = Annotated[NextHop, PlainValidator(_nexthop, json_schema_input_type=str),
-                        PlainSerializer(lambda hop: f"{hop.transport}:{hop}", return_type=str)]
+NextHopSpec = Annotated[
+    NextHop,
+    PlainValidator(_nexthop, json_schema_input_type=str),
+    PlainSerializer(lambda hop: f"{hop.transport}:{hop}", return_type=str),
+]
 Owners = Annotated[list[Uid], Field(min_length=1)]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Network = Annotated[IPNetwork, PlainValidator(values.network, json_schema_input_type=str)]
@@ -54,24 +67,28 @@ class _Strict(BaseModel):
 
 class Person(_Strict):
     """A person's own address."""
+
     kind: Literal["person"] = "person"
     uid: Uid
 
 
 class Alias(_Strict):
     """Another address of a person (delivered by the site like the person's own)."""
+
     kind: Literal["alias"]
     uid: Uid
 
 
 class Role(_Strict):
     """An impersonal address (info@, secretariat@) managed by its owners."""
+
     kind: Literal["role"]
     owners: Owners
 
 
 class MailingList(_Strict):
     """A mailing list address; its owners manage the list's quarantine."""
+
     kind: Literal["list"]
     owners: Owners
 
@@ -82,16 +99,20 @@ def _recipient_shorthand(value: Any) -> Any:
         return {"kind": "person", "uid": value}
     if not isinstance(value, dict) or "kind" not in value:
         raise PydanticCustomError(
-            "bad-recipient", "a recipient is a uid (like 'mrossi') or a mapping with 'kind: person', "
-                             "'alias', 'role' or 'list'; got {got}", {"got": _describe(value)})
+            "bad-recipient",
+            "a recipient is a uid (like 'mrossi') or a mapping with 'kind: person', "
+            "'alias', 'role' or 'list'; got {got}",
+            {"got": _describe(value)},
+        )
     return value
 
 
 Recipient = Annotated[
-    Union[Person, Alias, Role, MailingList],
+    Person | Alias | Role | MailingList,
     Field(discriminator="kind"),
     BeforeValidator(_recipient_shorthand),
 ]
+
 
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
@@ -102,8 +123,9 @@ ExternalTargets = Annotated[list[MailAddress], Field(min_length=1), BeforeValida
 
 def _same_transport(hops: list[NextHop]) -> list[NextHop]:
     if len({hop.transport for hop in hops}) > 1:
-        raise PydanticCustomError("mixed-transports",
-                                  "all next hops of a domain must use the same transport (smtp or lmtp)")
+        raise PydanticCustomError(
+            "mixed-transports", "all next hops of a domain must use the same transport (smtp or lmtp)"
+        )
     if len(set(hops)) != len(hops):
         raise PydanticCustomError("duplicate-nexthop", "a next hop is listed twice")
     return hops
@@ -111,12 +133,15 @@ def _same_transport(hops: list[NextHop]) -> list[NextHop]:
 
 class Delivery(_Strict):
     """Where the MX relays the domain's accepted mail: tried in order (transport(5))."""
-    nexthop: Annotated[list[NextHopSpec], Field(min_length=1), BeforeValidator(_one_or_many),
-                       AfterValidator(_same_transport)]
+
+    nexthop: Annotated[
+        list[NextHopSpec], Field(min_length=1), BeforeValidator(_one_or_many), AfterValidator(_same_transport)
+    ]
 
 
 class DomainDeclaration(_Strict):
     """domains/<domain>.yaml: one domain, owned by one site."""
+
     domain: DomainName
     site: Annotated[str, AfterValidator(values.site)]
     admins: Annotated[list[Annotated[str, AfterValidator(values.admin)]], Field(min_length=1)]
@@ -140,6 +165,7 @@ class PostfixSettings(_Strict):
 
 class DnsblSite(_Strict):
     """A DNS blocklist postscreen asks; a listing adds its weight to the client's score."""
+
     domain: DomainName
     filter: Annotated[str, AfterValidator(values.dnsbl_filter)] | None = None
     weight: Annotated[int, AfterValidator(values.dnsbl_weight)] = 1
@@ -155,14 +181,18 @@ def _one_spelling_per_network(value: Any) -> Any:
             except PydanticCustomError:
                 continue  # the key's own validator reports it
             if net in seen:
-                raise PydanticCustomError("duplicate-network", "'{first}' and '{again}' are the same network "
-                                          "{net}; list it once", {"first": seen[net], "again": key, "net": net})
+                raise PydanticCustomError(
+                    "duplicate-network",
+                    "'{first}' and '{again}' are the same network {net}; list it once",
+                    {"first": seen[net], "again": key, "net": net},
+                )
             seen[net] = key
     return value
 
 
 class PostscreenSettings(_Strict):
     """postscreen(8) in front of smtpd: DNSBL scoring and a permanent access list of client networks."""
+
     dnsbl_sites: list[DnsblSite] = []
     dnsbl_threshold: Annotated[int, AfterValidator(values.dnsbl_threshold)] = 1
     dnsbl_action: Literal["ignore", "enforce", "drop"] = "enforce"
@@ -170,17 +200,20 @@ class PostscreenSettings(_Strict):
     access: Annotated[dict[Network, Literal["permit", "reject"]], BeforeValidator(_one_spelling_per_network)] = {}
 
     @model_validator(mode="after")
-    def _threshold_is_reachable(self) -> "PostscreenSettings":
+    def _threshold_is_reachable(self) -> PostscreenSettings:
         reachable = sum(site.weight for site in self.dnsbl_sites if site.weight > 0)
         if self.dnsbl_sites and self.dnsbl_threshold > reachable:
             raise PydanticCustomError(
-                "bad-dnsbl-threshold", "dnsbl_threshold {threshold} can never be reached: the positive DNSBL "
-                "weights add up to {reachable}", {"threshold": self.dnsbl_threshold, "reachable": reachable})
+                "bad-dnsbl-threshold",
+                "dnsbl_threshold {threshold} can never be reached: the positive DNSBL weights add up to {reachable}",
+                {"threshold": self.dnsbl_threshold, "reachable": reachable},
+            )
         return self
 
 
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
+
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
     # The gateway team: default reviewers of everything but the domain files (.github/CODEOWNERS).
     admins: list[Annotated[str, AfterValidator(values.admin)]] = []
@@ -192,12 +225,29 @@ class GatewayDeclaration(_Strict):
     clamav: ClamavSettings = ClamavSettings()
 
 
-_MODELS = (Person, Alias, Role, MailingList, Delivery, DomainDeclaration, LdapSettings, PostfixSettings,
-           DnsblSite, PostscreenSettings, GatewayDeclaration)
+_MODELS = (
+    Person,
+    Alias,
+    Role,
+    MailingList,
+    Delivery,
+    DomainDeclaration,
+    LdapSettings,
+    PostfixSettings,
+    DnsblSite,
+    PostscreenSettings,
+    GatewayDeclaration,
+)
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
 _FIELD_NAMES = sorted(set(_FIELD_NAMES) | {name for model in FILTER_MODELS for name in model.model_fields})
-_TYPE_NAMES = {"string": "text", "int": "a whole number", "list": "a list", "dict": "a mapping",
-               "model": "a mapping", "bool": "true or false"}
+_TYPE_NAMES = {
+    "string": "text",
+    "int": "a whole number",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "bool": "true or false",
+}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -207,8 +257,11 @@ def parse(doc: Document, model: type[M]) -> tuple[M | None, list[Finding]]:
     if doc.data is None:
         return None, [doc.finding((), "empty-file", "the file is empty; it must be a YAML mapping")]
     if not isinstance(doc.data, dict):
-        return None, [doc.finding((), "not-a-mapping", "the top level must be a mapping of fields, not "
-                                                       f"{type(doc.data).__name__}")]
+        return None, [
+            doc.finding(
+                (), "not-a-mapping", f"the top level must be a mapping of fields, not {type(doc.data).__name__}"
+            )
+        ]
     try:
         return model.model_validate(doc.data), []
     except ValidationError as err:
@@ -232,14 +285,19 @@ def _finding(doc: Document, error: dict) -> Finding:
         expected = error["ctx"]["expected"]
         return doc.finding(loc, "invalid-choice", f"{field}: {error['input']!r} is not one of {expected}")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return doc.finding(loc, "invalid-choice",
-                           f"{field}: kind {error['input'].get('kind')!r} is not 'person', 'alias', "
-                           "'role' or 'list'" if isinstance(error["input"], dict) else f"{field}: bad kind")
+        return doc.finding(
+            loc,
+            "invalid-choice",
+            f"{field}: kind {error['input'].get('kind')!r} is not 'person', 'alias', 'role' or 'list'"
+            if isinstance(error["input"], dict)
+            else f"{field}: bad kind",
+        )
     if kind.endswith("_type") and kind[:-5] in _TYPE_NAMES:
         expected, got = _TYPE_NAMES[kind[:-5]], error["input"]
         hint = f"; quote it if you mean the text '{got}'" if expected == "text" and got is not None else ""
-        return doc.finding(loc, "wrong-type",
-                           f"{field}: expected {expected}, got {_describe(got)}{hint}", at_key=at_key)
+        return doc.finding(
+            loc, "wrong-type", f"{field}: expected {expected}, got {_describe(got)}{hint}", at_key=at_key
+        )
     if kind == "too_short":
         return doc.finding(loc, "empty-list", f"{field}: must list at least one entry")
     if kind in ("int_parsing", "int_from_float"):

@@ -20,11 +20,19 @@ from dataclasses import dataclass
 from compiler.fleet import Fleet
 from compiler.model import IPNetwork
 from compiler.targets.postfix import MAPS
-from compiler.targets.postfix_config import (CIDR_TABLES, MYNETWORKS, RECIPIENT_DELIMITER,
-                                             UNVERIFIED_REJECT_REASON)
+from compiler.targets.postfix_config import CIDR_TABLES, MYNETWORKS, RECIPIENT_DELIMITER, UNVERIFIED_REJECT_REASON
 
-REFERENCES = ("smtpd(8)", "postscreen(8)", "cleanup(8)", "trivial-rewrite(8)", "access(5)", "virtual(5)",
-              "transport(5)", "cidr_table(5)", "postconf(5)")
+REFERENCES = (
+    "smtpd(8)",
+    "postscreen(8)",
+    "cleanup(8)",
+    "trivial-rewrite(8)",
+    "access(5)",
+    "virtual(5)",
+    "transport(5)",
+    "cidr_table(5)",
+    "postconf(5)",
+)
 
 ACCEPTED, REJECTED, SITE_DECIDES = "accepted", "rejected", "decided by the site"
 OK_REPLY = "250 2.1.5 Ok"
@@ -37,7 +45,7 @@ _MAX_ALIAS_DEPTH = 20
 class Lookup:
     table: str
     key: str
-    value: str | None   # None: not found
+    value: str | None  # None: not found
 
 
 @dataclass(frozen=True)
@@ -49,16 +57,16 @@ class Step:
 
 @dataclass(frozen=True)
 class Delivery:
-    recipient: str   # the envelope recipient as delivered
-    route: str       # the transport and next hops, in words
+    recipient: str  # the envelope recipient as delivered
+    route: str  # the transport and next hops, in words
 
 
 @dataclass(frozen=True)
 class Explanation:
     address: str
-    verdict: str                   # ACCEPTED, REJECTED or SITE_DECIDES
-    stage: str                     # when the reply comes: 'connect' or 'RCPT TO'
-    reply: str                     # what the sender sees (when the site decides: if it accepts)
+    verdict: str  # ACCEPTED, REJECTED or SITE_DECIDES
+    stage: str  # when the reply comes: 'connect' or 'RCPT TO'
+    reply: str  # what the sender sees (when the site decides: if it accepts)
     reply_if_site_rejects: str | None
     owner: str | None
     deliveries: tuple[Delivery, ...]
@@ -105,9 +113,12 @@ def _read_map(data: bytes) -> dict[str, str]:
 
 
 def _read_cidr(data: bytes) -> list[tuple[IPNetwork, str]]:
-    return [(ipaddress.ip_network(net), value)
-            for net, _, value in (line.partition("\t") for line in data.decode("ascii").splitlines()
-                                  if line and not line.startswith("#"))]
+    return [
+        (ipaddress.ip_network(net), value)
+        for net, _, value in (
+            line.partition("\t") for line in data.decode("ascii").splitlines() if line and not line.startswith("#")
+        )
+    ]
 
 
 def split_extension(local: str) -> tuple[str, str | None]:
@@ -168,17 +179,35 @@ def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = Non
 
     lookups, relayed, _ = tables.find("relay_domains", parent_keys(domain))
     if not (trusted or relayed):
-        steps.append(Step("relay check (smtpd_relay_restrictions: reject_unauth_destination)", tuple(lookups),
-                          "not a domain of the gateway, and the client may not relay"))
+        steps.append(
+            Step(
+                "relay check (smtpd_relay_restrictions: reject_unauth_destination)",
+                tuple(lookups),
+                "not a domain of the gateway, and the client may not relay",
+            )
+        )
         return _verdict(address, REJECTED, ("RCPT TO", f"554 5.7.1 <{address}>: Relay access denied"), steps)
-    steps.append(Step("relay check (smtpd_relay_restrictions)", tuple(lookups),
-                      "a domain of the gateway" if relayed else "the client may relay to any domain"))
+    steps.append(
+        Step(
+            "relay check (smtpd_relay_restrictions)",
+            tuple(lookups),
+            "a domain of the gateway" if relayed else "the client may relay to any domain",
+        )
+    )
 
     lookups, action, _ = tables.find("recipient_verification", access_keys(local, domain))
     verify = action == "reject_unverified_recipient"
-    steps.append(Step("recipient check (check_recipient_access recipient_verification)", tuple(lookups),
-                      "the MX asks the site's relay whether the address exists (address verification)" if verify
-                      else "DUNNO: no verification" if action == "DUNNO" else "no verification"))
+    steps.append(
+        Step(
+            "recipient check (check_recipient_access recipient_verification)",
+            tuple(lookups),
+            "the MX asks the site's relay whether the address exists (address verification)"
+            if verify
+            else "DUNNO: no verification"
+            if action == "DUNNO"
+            else "no verification",
+        )
+    )
 
     owner = None
     if relayed:
@@ -192,18 +221,29 @@ def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = Non
             steps.append(Step(title, tuple(lookups), "unknown: refused"))
             reply = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in relay recipient table"
             return _verdict(address, REJECTED, ("RCPT TO", reply), steps)
-        steps.append(Step(title, tuple(lookups), "an external alias of the gateway" if aliased
-                          else "a domain whose site decides" if kind == "verify" else f"declared: {kind}"))
+        steps.append(
+            Step(
+                title,
+                tuple(lookups),
+                "an external alias of the gateway"
+                if aliased
+                else "a domain whose site decides"
+                if kind == "verify"
+                else f"declared: {kind}",
+            )
+        )
         owner = _owner(fleet, domain, listed_key or f"{split_extension(local)[0]}@{domain}")
     else:
-        steps.append(Step("unknown recipient check", (), "not a domain of the gateway: outbound mail, "
-                                                         "delivered as addressed"))
+        steps.append(
+            Step("unknown recipient check", (), "not a domain of the gateway: outbound mail, delivered as addressed")
+        )
 
     deliveries, delivery_steps = _deliver(fleet, tables, address)
     steps += delivery_steps
     if verify:
-        rejected = (f"550 5.1.1 <{address}>: Recipient address rejected: undeliverable address: "
-                    f"{UNVERIFIED_REJECT_REASON}")
+        rejected = (
+            f"550 5.1.1 <{address}>: Recipient address rejected: undeliverable address: {UNVERIFIED_REJECT_REASON}"
+        )
         return Explanation(address, SITE_DECIDES, "RCPT TO", OK_REPLY, rejected, owner, deliveries, tuple(steps))
     return Explanation(address, ACCEPTED, "RCPT TO", OK_REPLY, None, owner, deliveries, tuple(steps))
 
@@ -216,8 +256,15 @@ def _verdict(address: str, verdict: str, refusal: tuple[str, str], steps: list[S
 def _client(fleet: Fleet, tables: Tables, client: str | None) -> tuple[Step, bool, tuple[str, str] | None]:
     """(step, may relay, refusal as (stage, reply) or None) for the connecting client."""
     if client is None:
-        return (Step("client: any client on the internet (neither the MX node nor a site relay)", (),
-                     "may not relay; postscreen's DNSBL score is not evaluated here"), False, None)
+        return (
+            Step(
+                "client: any client on the internet (neither the MX node nor a site relay)",
+                (),
+                "may not relay; postscreen's DNSBL score is not evaluated here",
+            ),
+            False,
+            None,
+        )
     ip = ipaddress.ip_address(client)
     if any(ip.version == net.version and ip in net for net in _mynetworks()):
         return Step(f"client {ip}: the MX node itself (mynetworks)", (), "trusted: may relay"), True, None
@@ -225,15 +272,26 @@ def _client(fleet: Fleet, tables: Tables, client: str | None) -> tuple[Step, boo
     listed, relay = tables.match("postscreen_access.cidr", ip), tables.match("site_relays.cidr", ip)
     action = fleet.gateway.postscreen.denylist_action
     if listed.value == "reject" and action != "ignore":
-        refusal = (("connect", "521 5.3.2 Service currently unavailable") if action == "drop"
-                   else ("RCPT TO", "550 5.3.2 Service currently unavailable"))
-        return Step(f"client {ip}: postscreen access list", (listed,),
-                    f"denylisted (postscreen_denylist_action = {action})"), False, refusal
+        refusal = (
+            ("connect", "521 5.3.2 Service currently unavailable")
+            if action == "drop"
+            else ("RCPT TO", "550 5.3.2 Service currently unavailable")
+        )
+        return (
+            Step(
+                f"client {ip}: postscreen access list", (listed,), f"denylisted (postscreen_denylist_action = {action})"
+            ),
+            False,
+            refusal,
+        )
     trusted = relay.value == "permit"
     allowlisted = listed.value == "permit" or (listed.value is None and trusted)
     title = f"client {ip}: " + (f"a relay of site {_relay_site(fleet, ip)}" if trusted else "not a site relay")
-    outcome = ("may relay (check_client_access site_relays.cidr)" if trusted else "may not relay") + "; " + (
-        "allowlisted by postscreen" if allowlisted else "postscreen's DNSBL score is not evaluated here")
+    outcome = (
+        ("may relay (check_client_access site_relays.cidr)" if trusted else "may not relay")
+        + "; "
+        + ("allowlisted by postscreen" if allowlisted else "postscreen's DNSBL score is not evaluated here")
+    )
     return Step(title, (listed, relay), outcome), trusted, None
 
 
@@ -262,8 +320,13 @@ def _deliver(fleet: Fleet, tables: Tables, address: str, depth: int = 0) -> tupl
     local, _, domain = address.lower().rpartition("@")
     lookups, targets, _ = tables.find("virtual_alias", address_keys(local, domain))
     if targets and depth < _MAX_ALIAS_DEPTH:
-        steps = [Step(f"delivery of {address}: virtual alias expansion (cleanup)", tuple(lookups),
-                      f"replaced by {targets} (the +extension is not passed on)")]
+        steps = [
+            Step(
+                f"delivery of {address}: virtual alias expansion (cleanup)",
+                tuple(lookups),
+                f"replaced by {targets} (the +extension is not passed on)",
+            )
+        ]
         deliveries: tuple[Delivery, ...] = ()
         for target in targets.split(", "):
             found, more = _deliver(fleet, tables, target, depth + 1)
@@ -274,12 +337,18 @@ def _deliver(fleet: Fleet, tables: Tables, address: str, depth: int = 0) -> tupl
     lookups += more
     served = fleet.domain(domain)
     if nexthop:
-        route = nexthop + (f" (site {served.site}" + (", backup MX: held while the site is down)"
-                                                        if served.role == "backup" else ")") if served else "")
+        route = nexthop + (
+            f" (site {served.site}" + (", backup MX: held while the site is down)" if served.role == "backup" else ")")
+            if served
+            else ""
+        )
     else:
         route = f"smtp: the MX hosts of {domain} (DNS), as any outbound mail"
-    step = Step(f"delivery of {address}: no virtual alias (cleanup), then transport_maps (trivial-rewrite)",
-                tuple(lookups), route)
+    step = Step(
+        f"delivery of {address}: no virtual alias (cleanup), then transport_maps (trivial-rewrite)",
+        tuple(lookups),
+        route,
+    )
     return (Delivery(address, route),), [step]
 
 
@@ -288,9 +357,11 @@ def render(explanation: Explanation) -> str:
     e = explanation
     lines = [e.address]
     if e.verdict == SITE_DECIDES:
-        lines.append(f"  verdict: decided by the site at RCPT TO: '{e.reply}' if the site's relay accepts the "
-                     f"address, '{e.reply_if_site_rejects}' if it says the address does not exist (the status "
-                     "code is the site's), 450 while it cannot be asked")
+        lines.append(
+            f"  verdict: decided by the site at RCPT TO: '{e.reply}' if the site's relay accepts the "
+            f"address, '{e.reply_if_site_rejects}' if it says the address does not exist (the status "
+            "code is the site's), 450 while it cannot be asked"
+        )
     else:
         lines.append(f"  verdict: {e.verdict} at {e.stage}: {e.reply}")
     if e.owner:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler import check, fastpath, targets
+from compiler.declarations import Declarations, DomainSource, addresses_of
 from compiler.findings import Finding, FindingsError
-from compiler.fleet import Declarations, DomainSource, Fleet, build_fleet, addresses_of
+from compiler.fleet import Fleet, build_fleet
 from compiler.load import load_file, load_yaml, read_document
 from compiler.model import DomainDeclaration, GatewayDeclaration, parse
 from compiler.write import manifest
@@ -19,7 +20,7 @@ DOMAINS_DIR = "domains"
 @dataclass(frozen=True)
 class Compiled:
     fleet: Fleet
-    artifacts: dict[str, bytes]   # out/ relative path -> bytes, MANIFEST.json included
+    artifacts: dict[str, bytes]  # out/ relative path -> bytes, MANIFEST.json included
     inputs: dict[str, bytes]
 
 
@@ -27,8 +28,9 @@ def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
     """The repository-relative paths of gateway.yaml and every domain file, sorted."""
     findings = []
     if not (root / GATEWAY_FILE).is_file():
-        findings.append(Finding(GATEWAY_FILE, 1, 1, "missing-file",
-                                "gateway.yaml is missing; every gateway repository has one"))
+        findings.append(
+            Finding(GATEWAY_FILE, 1, 1, "missing-file", "gateway.yaml is missing; every gateway repository has one")
+        )
     paths = [GATEWAY_FILE]
     domains = root / DOMAINS_DIR
     for path in sorted(domains.iterdir()) if domains.is_dir() else []:
@@ -39,9 +41,15 @@ def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
             findings.append(Finding(rel, 1, 1, "wrong-extension", "domain files end in '.yaml'; rename this one"))
         elif path.suffix == ".yaml":
             if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
-                findings.append(Finding(rel, 1, 1, "symlink-outside",
-                                        "symbolic link to a file outside the repository; declarations live "
-                                        "in the repository"))
+                findings.append(
+                    Finding(
+                        rel,
+                        1,
+                        1,
+                        "symlink-outside",
+                        "symbolic link to a file outside the repository; declarations live in the repository",
+                    )
+                )
             else:
                 paths.append(rel)
     return paths, findings

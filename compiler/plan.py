@@ -26,7 +26,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from compiler import ldapdiff
-from compiler.fleet import Address, Domain, Fleet
+from compiler.declarations import Address
+from compiler.fleet import Domain, Fleet
 from compiler.targets.postfix import transport_nexthop
 from compiler.write import MANIFEST
 
@@ -52,6 +53,7 @@ _OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
 @dataclass(frozen=True)
 class Change:
     """One named thing before and after; None means absent on that side."""
+
     name: str
     before: str | None
     after: str | None
@@ -63,8 +65,8 @@ class Change:
 
 @dataclass(frozen=True)
 class FileChange:
-    path: str            # relative to out/
-    status: str          # added | removed | changed
+    path: str  # relative to out/
+    status: str  # added | removed | changed
     lines_added: int
     lines_removed: int
 
@@ -76,26 +78,32 @@ class FileChange:
 @dataclass(frozen=True)
 class DomainPlan:
     name: str
-    status: str                       # added | removed | changed
+    status: str  # added | removed | changed
     addresses_before: int
-    addresses_removed: int            # accepted before, not accepted after
-    recipients: tuple[Change, ...]    # people, their aliases, roles, lists
-    aliases: tuple[Change, ...]       # external aliases (forwarded by the MX)
-    routing: Change | None            # the transport(5) value: where the mail goes
-    settings: tuple[Change, ...]      # every other field of the domain
-    directory: tuple[Change, ...]     # LDAP entries whose part for this domain changed
+    addresses_removed: int  # accepted before, not accepted after
+    recipients: tuple[Change, ...]  # people, their aliases, roles, lists
+    aliases: tuple[Change, ...]  # external aliases (forwarded by the MX)
+    routing: Change | None  # the transport(5) value: where the mail goes
+    settings: tuple[Change, ...]  # every other field of the domain
+    directory: tuple[Change, ...]  # LDAP entries whose part for this domain changed
 
     def reasons(self) -> list[str]:
         if self.status == "removed":
-            return [f"{self.name}: domain removed; the MX would reject all of its mail "
-                    f"({self.addresses_before} address(es))"]
+            return [
+                f"{self.name}: domain removed; the MX would reject all of its mail "
+                f"({self.addresses_before} address(es))"
+            ]
         reasons = []
-        if (self.addresses_before >= MIN_ADDRESSES_FOR_SHARE
-                and 100 * self.addresses_removed > MAX_REMOVED_PERCENT * self.addresses_before):
+        if (
+            self.addresses_before >= MIN_ADDRESSES_FOR_SHARE
+            and 100 * self.addresses_removed > MAX_REMOVED_PERCENT * self.addresses_before
+        ):
             share = round(100 * self.addresses_removed / self.addresses_before)
-            reasons.append(f"{self.name}: {self.addresses_removed} of {self.addresses_before} addresses removed "
-                           f"({share}%; more than {MAX_REMOVED_PERCENT}% of a domain with at least "
-                           f"{MIN_ADDRESSES_FOR_SHARE})")
+            reasons.append(
+                f"{self.name}: {self.addresses_removed} of {self.addresses_before} addresses removed "
+                f"({share}%; more than {MAX_REMOVED_PERCENT}% of a domain with at least "
+                f"{MIN_ADDRESSES_FOR_SHARE})"
+            )
         if self.status == "changed" and self.routing is not None:
             reasons.append(f"{self.name}: next hop changed from {self.routing.before} to {self.routing.after}")
         return reasons
@@ -103,17 +111,20 @@ class DomainPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    base: str                         # what the plan compares against
+    base: str  # what the plan compares against
     domains: tuple[DomainPlan, ...]
-    gateway: tuple[Change, ...]       # gateway.yaml settings, as dotted names
-    files: tuple[FileChange, ...]     # out/ files, MANIFEST.json aside
-    directory: tuple[Change, ...]     # LDAP entries that serve no domain (the root, the branches)
+    gateway: tuple[Change, ...]  # gateway.yaml settings, as dotted names
+    files: tuple[FileChange, ...]  # out/ files, MANIFEST.json aside
+    directory: tuple[Change, ...]  # LDAP entries that serve no domain (the root, the branches)
 
     def reasons(self) -> list[str]:
         """Why the plan is unsafe; empty when it is safe."""
         reasons = [reason for domain in self.domains for reason in domain.reasons()]
-        reasons += [f"gateway: LDAP base DN changed from {c.before} to {c.after}; every directory entry moves"
-                    for c in self.gateway if c.name == BASE_DN_SETTING and c.status == "changed"]
+        reasons += [
+            f"gateway: LDAP base DN changed from {c.before} to {c.after}; every directory entry moves"
+            for c in self.gateway
+            if c.name == BASE_DN_SETTING and c.status == "changed"
+        ]
         return reasons
 
     @property
@@ -161,22 +172,29 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the JSON rendering; statuses and sections spelt out."""
+
         def change(c: Change) -> dict:
             return {"name": c.name, "status": c.status, "before": c.before, "after": c.after}
+
         return {
             "base": self.base,
             "summary": self.summary(),
             "safe": self.safe,
             "reasons": self.reasons(),
-            "domains": [{
-                "name": d.name, "status": d.status,
-                "addresses_before": d.addresses_before, "addresses_removed": d.addresses_removed,
-                "recipients": [change(c) for c in d.recipients],
-                "aliases": [change(c) for c in d.aliases],
-                "routing": change(d.routing) if d.routing else None,
-                "settings": [change(c) for c in d.settings],
-                "directory": [change(c) for c in d.directory],
-            } for d in self.domains],
+            "domains": [
+                {
+                    "name": d.name,
+                    "status": d.status,
+                    "addresses_before": d.addresses_before,
+                    "addresses_removed": d.addresses_removed,
+                    "recipients": [change(c) for c in d.recipients],
+                    "aliases": [change(c) for c in d.aliases],
+                    "routing": change(d.routing) if d.routing else None,
+                    "settings": [change(c) for c in d.settings],
+                    "directory": [change(c) for c in d.directory],
+                }
+                for d in self.domains
+            ],
             "gateway": [change(c) for c in self.gateway],
             "files": [{**dataclasses.asdict(f), "section": f.section} for f in self.files],
             "directory": [change(c) for c in self.directory],
@@ -189,8 +207,9 @@ def _plural(noun: str, count: int) -> str:
     return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
 
 
-def make_plan(base: str, old_fleet: Fleet | None, old_out: dict[str, bytes],
-              new_fleet: Fleet | None, new_out: dict[str, bytes]) -> Plan:
+def make_plan(
+    base: str, old_fleet: Fleet | None, old_out: dict[str, bytes], new_fleet: Fleet | None, new_out: dict[str, bytes]
+) -> Plan:
     """Compare two revisions: Fleets (None: no declarations) and out/ trees (path -> bytes)."""
     old_domains = {d.name: d for d in old_fleet.domains} if old_fleet else {}
     new_domains = {d.name: d for d in new_fleet.domains} if new_fleet else {}
@@ -209,14 +228,19 @@ def make_plan(base: str, old_fleet: Fleet | None, old_out: dict[str, bytes],
         plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())))
         if plan is not None:
             domains.append(plan)
-    gateway = _changes(_flatten(old_fleet.gateway) if old_fleet else {},
-                       _flatten(new_fleet.gateway) if new_fleet else {}, str)
-    return Plan(base=base, domains=tuple(domains), gateway=tuple(gateway), files=tuple(file_changes(old_out, new_out)),
-                directory=tuple(unowned))
+    gateway = _changes(
+        _flatten(old_fleet.gateway) if old_fleet else {}, _flatten(new_fleet.gateway) if new_fleet else {}, str
+    )
+    return Plan(
+        base=base,
+        domains=tuple(domains),
+        gateway=tuple(gateway),
+        files=tuple(file_changes(old_out, new_out)),
+        directory=tuple(unowned),
+    )
 
 
-def _domain_plan(name: str, old: Domain | None, new: Domain | None,
-                 directory: tuple[Change, ...]) -> DomainPlan | None:
+def _domain_plan(name: str, old: Domain | None, new: Domain | None, directory: tuple[Change, ...]) -> DomainPlan | None:
     old_addresses = {a.address: a for a in old.addresses} if old else {}
     new_addresses = {a.address: a for a in new.addresses} if new else {}
     address_changes = _changes(old_addresses, new_addresses, describe)
@@ -228,10 +252,17 @@ def _domain_plan(name: str, old: Domain | None, new: Domain | None,
     status = "added" if old is None else "removed" if new is None else "changed"
     if status == "changed" and not (recipients or aliases or routing or settings or directory):
         return None
-    return DomainPlan(name=name, status=status, addresses_before=len(old_addresses),
-                      addresses_removed=len(set(old_addresses) - set(new_addresses)),
-                      recipients=recipients, aliases=aliases, routing=routing,
-                      settings=settings if status == "changed" else (), directory=directory)
+    return DomainPlan(
+        name=name,
+        status=status,
+        addresses_before=len(old_addresses),
+        addresses_removed=len(set(old_addresses) - set(new_addresses)),
+        recipients=recipients,
+        aliases=aliases,
+        routing=routing,
+        settings=settings if status == "changed" else (),
+        directory=directory,
+    )
 
 
 def _is_external(change: Change, old: dict[str, Address], new: dict[str, Address]) -> bool:
@@ -278,6 +309,7 @@ def _flatten(model: BaseModel) -> dict[str, str]:
                 walk(f"{prefix}.{key}" if prefix else key, inner)
         else:
             flat[prefix] = _show(value)
+
     walk("", model.model_dump(mode="json"))
     return flat
 
@@ -321,14 +353,21 @@ def directory_changes(old: dict[str, bytes], new: dict[str, bytes]) -> list[Chan
 
 def _ldif_records(out: dict[str, bytes]) -> list[str]:
     """The text between blank lines of every LDIF file of the directory, in order (a record, or comments)."""
-    return [record for path in sorted(out) if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX)
-            for record in out[path].decode("utf-8", "replace").split("\n\n")]
+    return [
+        record
+        for path in sorted(out)
+        if path.startswith(DIRECTORY_DIR) and path.endswith(LDIF_SUFFIX)
+        for record in out[path].decode("utf-8", "replace").split("\n\n")
+    ]
 
 
 def parse_ldif(text: str) -> dict[str, tuple[str, ...]]:
     """LDIF content records (RFC 2849) -> {dn: sorted 'type: value' lines}, read by ldap-diff's reader."""
-    return {dn: tuple(sorted(f"{name}: {_text(value)}" for name, values in attributes.items() for value in values))
-            for dn, attributes in ldapdiff.parse_records(text.encode("utf-8")) if dn is not None}
+    return {
+        dn: tuple(sorted(f"{name}: {_text(value)}" for name, values in attributes.items() for value in values))
+        for dn, attributes in ldapdiff.parse_records(text.encode("utf-8"))
+        if dn is not None
+    }
 
 
 def _text(value: str | bytes) -> str:

@@ -35,12 +35,13 @@ SCHEMAS = {
 
 def _shorthands() -> dict:
     """Validators that widen what a field accepts -> the JSON Schema of the wider input."""
+
     def one_or_many(inner: dict) -> dict:
         return {"anyOf": [inner["items"], inner]}
 
     def recipient(inner: dict) -> dict:
-        return {"anyOf": [{"type": "string", "description": "a person: the AAI uid of the address's owner"},
-                          inner]}
+        return {"anyOf": [{"type": "string", "description": "a person: the AAI uid of the address's owner"}, inner]}
+
     return {model._one_or_many: one_or_many, model._recipient_shorthand: recipient}
 
 
@@ -52,8 +53,9 @@ class _Draft07Generator(GenerateJsonSchema):
 
 
 def generate(declaration: type[BaseModel], title: str) -> dict[str, Any]:
-    document = declaration.model_json_schema(mode="validation", schema_generator=_Draft07Generator,
-                                             ref_template="#/definitions/{model}")
+    document = declaration.model_json_schema(
+        mode="validation", schema_generator=_Draft07Generator, ref_template="#/definitions/{model}"
+    )
     document = _draft07(document)
     document.pop("title", None)
     definitions = document.pop("$defs", None)
@@ -69,8 +71,11 @@ def _draft07(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     # 'discriminator' is OpenAPI's, not JSON Schema's: the oneOf beside it says the same.
-    node = {key: _draft07(value) for key, value in node.items()
-            if not (key == "discriminator" and isinstance(value, dict) and "propertyName" in value)}
+    node = {
+        key: _draft07(value)
+        for key, value in node.items()
+        if not (key == "discriminator" and isinstance(value, dict) and "propertyName" in value)
+    }
     if "$ref" in node and len(node) > 1:
         siblings = {key: value for key, value in node.items() if key != "$ref"}
         return {"allOf": [{"$ref": node["$ref"]}], **siblings}
@@ -79,5 +84,7 @@ def _draft07(node: Any) -> Any:
 
 def files() -> dict[str, bytes]:
     """Repository-relative path -> bytes of every schema file."""
-    return {path: (json.dumps(generate(declaration, title), indent=2, sort_keys=True) + "\n").encode("ascii")
-            for path, (declaration, title) in SCHEMAS.items()}
+    return {
+        path: (json.dumps(generate(declaration, title), indent=2, sort_keys=True) + "\n").encode("ascii")
+        for path, (declaration, title) in SCHEMAS.items()
+    }

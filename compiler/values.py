@@ -22,8 +22,18 @@ import re
 import idna
 from pydantic_core import PydanticCustomError
 
-REFERENCES = ("RFC 5321", "RFC 5890", "RFC 5891", "RFC 1123", "RFC 4514", "RFC 4632", "postmap(1)", "transport(5)",
-              "cidr_table(5)", "postconf(5) postscreen_dnsbl_sites")
+REFERENCES = (
+    "RFC 5321",
+    "RFC 5890",
+    "RFC 5891",
+    "RFC 1123",
+    "RFC 4514",
+    "RFC 4632",
+    "postmap(1)",
+    "transport(5)",
+    "cidr_table(5)",
+    "postconf(5) postscreen_dnsbl_sites",
+)
 
 # Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
 # consumer would read as syntax. '+' stays: Postfix tries 'a+b' before 'a'.
@@ -31,13 +41,17 @@ LOCAL_PART_PATTERN = r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*"
 _LOCAL_PART = re.compile(LOCAL_PART_PATTERN)
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Lower-case ASCII labels, no A-label, a TLD that is not all digits: nothing to map or check further.
-_PLAIN_DOMAIN = re.compile(r"(?=.{1,253}$)(?:(?!-)(?!xn--)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)(?!xn--)[a-z0-9-]*[a-z][a-z0-9-]*(?<!-)")
+_PLAIN_DOMAIN = re.compile(
+    r"(?=.{1,253}$)(?:(?!-)(?!xn--)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)(?!xn--)[a-z0-9-]*[a-z][a-z0-9-]*(?<!-)"
+)
 UID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _UID = re.compile(UID_PATTERN)
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _ADMIN = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9._-]{1,100})?")
 _NEXTHOP = re.compile(r"(?:(?P<transport>[a-z]+):)?\[(?P<host>[^\]\s]+)\](?::(?P<port>[0-9]{1,5}))?")
-_DN = re.compile(r"[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*(?:,[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*)*")
+_DN = re.compile(
+    r"[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*(?:,[a-zA-Z][a-zA-Z0-9-]*=[A-Za-z0-9][A-Za-z0-9 .-]*)*"
+)
 _PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 
 DEFAULT_PORTS = {"smtp": 25, "lmtp": 24}
@@ -67,16 +81,21 @@ def local_part(value: str) -> str:
     if not isinstance(value, str):
         raise _fail("bad-local-part", "a local part must be text")
     if "@" in value:
-        raise _fail("bad-local-part",
-                    "'{value}' contains '@'; write only the part before '@' (the domain is the file's)",
-                    value=value)
+        raise _fail(
+            "bad-local-part",
+            "'{value}' contains '@'; write only the part before '@' (the domain is the file's)",
+            value=value,
+        )
     folded = value.lower()
     if len(value) > 64 or not _LOCAL_PART.fullmatch(folded):
         why = _describe_bad_text(value) or "is not a plain local part"
-        raise _fail("bad-local-part",
-                    "local part '{value}' {why}; use letters, digits, '.', '_', '-' or '+', "
-                    "dots only between characters, at most 64 (like 'mario.rossi')",
-                    value=value, why=why)
+        raise _fail(
+            "bad-local-part",
+            "local part '{value}' {why}; use letters, digits, '.', '_', '-' or '+', "
+            "dots only between characters, at most 64 (like 'mario.rossi')",
+            value=value,
+            why=why,
+        )
     return value
 
 
@@ -88,8 +107,7 @@ def domain_name(value: str) -> str:
         return value.lower()  # the common case, valid as written
     why = _describe_bad_text(value)
     if why:
-        raise _fail("bad-domain", "domain '{value}' {why}; write a name like 'tifpa.example.org'",
-                    value=value, why=why)
+        raise _fail("bad-domain", "domain '{value}' {why}; write a name like 'tifpa.example.org'", value=value, why=why)
     name = value.lower().rstrip(".")
     try:
         if name.isascii():
@@ -100,14 +118,22 @@ def domain_name(value: str) -> str:
         else:
             alabel = idna.encode(name, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError) as err:
-        raise _fail("bad-domain", "domain '{value}' is not a valid (IDNA 2008) domain name: {why}",
-                    value=value, why=str(err)) from None
+        raise _fail(
+            "bad-domain", "domain '{value}' is not a valid (IDNA 2008) domain name: {why}", value=value, why=str(err)
+        ) from None
     labels = alabel.split(".")
-    if (len(alabel) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels)
-            or labels[-1].isdigit()):
-        raise _fail("bad-domain",
-                    "domain '{value}' is not a host name: labels of letters, digits and '-', "
-                    "at least two of them (like 'tifpa.example.org')", value=value)
+    if (
+        len(alabel) > 253
+        or len(labels) < 2
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise _fail(
+            "bad-domain",
+            "domain '{value}' is not a host name: labels of letters, digits and '-', "
+            "at least two of them (like 'tifpa.example.org')",
+            value=value,
+        )
     return alabel
 
 
@@ -120,24 +146,31 @@ def uid(value: str) -> str:
             why = "has upper-case letters"
         else:
             why = _describe_bad_text(value) or "is not a valid uid"
-        raise _fail("bad-uid",
-                    "uid '{value}' {why}; AAI uids look like 'mrossi' (lower-case letters, digits, "
-                    "'.', '_', '-', at most 64)", value=value, why=why)
+        raise _fail(
+            "bad-uid",
+            "uid '{value}' {why}; AAI uids look like 'mrossi' (lower-case letters, digits, '.', '_', '-', at most 64)",
+            value=value,
+            why=why,
+        )
     return value
 
 
 def site(value: str) -> str:
     if not isinstance(value, str) or not _SITE.fullmatch(value):
-        raise _fail("bad-site", "site '{value}' is not a site code; use letters, digits, '_' or '-' "
-                                "(like 'TIFPA'), at most 32", value=value)
+        raise _fail(
+            "bad-site",
+            "site '{value}' is not a site code; use letters, digits, '_' or '-' (like 'TIFPA'), at most 32",
+            value=value,
+        )
     return value
 
 
 def admin(value: str) -> str:
     """A reviewer: a GitHub user '@name' or team '@org/team' (CODEOWNERS syntax)."""
     if not isinstance(value, str) or not _ADMIN.fullmatch(value):
-        raise _fail("bad-admin", "admin '{value}' is not a GitHub user or team; write '@user' or "
-                                 "'@org/team'", value=value)
+        raise _fail(
+            "bad-admin", "admin '{value}' is not a GitHub user or team; write '@user' or '@org/team'", value=value
+        )
     return value
 
 
@@ -150,8 +183,9 @@ def mail_address(value: str) -> str:
         local_part(local)
         return f"{local}@{domain_name(domain)}"
     except PydanticCustomError as err:
-        raise _fail("bad-address", "'{value}' is not a usable mail address: {why}",
-                    value=value, why=err.message()) from None
+        raise _fail(
+            "bad-address", "'{value}' is not a usable mail address: {why}", value=value, why=err.message()
+        ) from None
 
 
 def host(value: str) -> str:
@@ -170,18 +204,23 @@ def nexthop(value: str) -> tuple[str, str, int]:
     """
     match = _NEXTHOP.fullmatch(value) if isinstance(value, str) else None
     if not match:
-        raise _fail("bad-nexthop",
-                    "next hop '{value}' is not '[host]:port', optionally after 'smtp:' or 'lmtp:' "
-                    "(like 'smtp:[relay.tifpa.example.org]:25' or 'lmtp:[mbox.example.org]:24')",
-                    value=value)
+        raise _fail(
+            "bad-nexthop",
+            "next hop '{value}' is not '[host]:port', optionally after 'smtp:' or 'lmtp:' "
+            "(like 'smtp:[relay.tifpa.example.org]:25' or 'lmtp:[mbox.example.org]:24')",
+            value=value,
+        )
     transport = match["transport"] or "smtp"
     if transport not in DEFAULT_PORTS:
-        raise _fail("bad-nexthop", "next hop '{value}': transport '{transport}' is neither 'smtp' nor 'lmtp'",
-                    value=value, transport=transport)
+        raise _fail(
+            "bad-nexthop",
+            "next hop '{value}': transport '{transport}' is neither 'smtp' nor 'lmtp'",
+            value=value,
+            transport=transport,
+        )
     port = int(match["port"]) if match["port"] else DEFAULT_PORTS[transport]
     if not 1 <= port <= 65535:
-        raise _fail("bad-nexthop", "next hop '{value}': port {port} is not between 1 and 65535",
-                    value=value, port=port)
+        raise _fail("bad-nexthop", "next hop '{value}': port {port} is not between 1 and 65535", value=value, port=port)
     try:
         name = host(match["host"])
     except PydanticCustomError as err:
@@ -205,16 +244,23 @@ def ldap_base_dn(value: str) -> str:
     dn = distinguished_name(value)
     naming = dn.partition("=")[0].lower()
     if naming not in BASE_DN_NAMING:
-        raise _fail("bad-dn", "base DN '{value}' starts with '{naming}='; the directory's root entry is an "
-                              "'ou=', 'o=' or 'dc=' (like 'ou=mailgw,dc=example,dc=org')",
-                    value=value, naming=dn.partition("=")[0])
+        raise _fail(
+            "bad-dn",
+            "base DN '{value}' starts with '{naming}='; the directory's root entry is an "
+            "'ou=', 'o=' or 'dc=' (like 'ou=mailgw,dc=example,dc=org')",
+            value=value,
+            naming=dn.partition("=")[0],
+        )
     return dn
 
 
 def absolute_path(value: str) -> str:
     if not isinstance(value, str) or not _PATH.fullmatch(value) or "/../" in value + "/":
-        raise _fail("bad-path", "'{value}' is not an absolute path of letters, digits, '.', '_', '-' "
-                                "and '/' (like '/etc/postfix/mailgw')", value=value)
+        raise _fail(
+            "bad-path",
+            "'{value}' is not an absolute path of letters, digits, '.', '_', '-' and '/' (like '/etc/postfix/mailgw')",
+            value=value,
+        )
     return value.rstrip("/") or "/"
 
 
@@ -231,8 +277,12 @@ def network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise _fail("bad-network", "a network must be text like '192.0.2.0/24'")
     why = _describe_bad_text(value.replace(":", "x"))  # ':' is IPv6 syntax, not a separator here
     if why or "%" in value:
-        raise _fail("bad-network", "network '{value}' {why}; write it like '192.0.2.0/24' or '2001:db8::/48'",
-                    value=value, why=why or "has a zone index")
+        raise _fail(
+            "bad-network",
+            "network '{value}' {why}; write it like '192.0.2.0/24' or '2001:db8::/48'",
+            value=value,
+            why=why or "has a zone index",
+        )
     try:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as err:
@@ -247,8 +297,9 @@ def network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if net.prefixlen == 0:
         raise _fail("bad-network", "network '{value}' is every address; list the networks you mean", value=value)
     if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
-        raise _fail("bad-network", "network '{value}' is an IPv4-mapped IPv6 network; write the IPv4 network",
-                    value=value)
+        raise _fail(
+            "bad-network", "network '{value}' is an IPv4-mapped IPv6 network; write the IPv4 network", value=value
+        )
     return net
 
 
@@ -257,13 +308,21 @@ def relay_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     net = network(value)
     smallest = RELAY_MIN_PREFIX[net.version]
     if net.prefixlen < smallest:
-        raise _fail("relay-network-too-large",
-                    "relay network '{value}' has {count} addresses; a site relay network may be at most "
-                    "a /{smallest} (list the relay hosts themselves)",
-                    value=value, count=f"{net.num_addresses:,}", smallest=smallest)
+        raise _fail(
+            "relay-network-too-large",
+            "relay network '{value}' has {count} addresses; a site relay network may be at most "
+            "a /{smallest} (list the relay hosts themselves)",
+            value=value,
+            count=f"{net.num_addresses:,}",
+            smallest=smallest,
+        )
     if net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved:
-        raise _fail("bad-network", "relay network '{value}' is not unicast (multicast, link-local, reserved "
-                                   "or unspecified); no relay sends from there", value=value)
+        raise _fail(
+            "bad-network",
+            "relay network '{value}' is not unicast (multicast, link-local, reserved "
+            "or unspecified); no relay sends from there",
+            value=value,
+        )
     return net
 
 
@@ -271,19 +330,30 @@ def dnsbl_filter(value: str) -> str:
     """A postscreen DNSBL reply filter: d.d.d.d where d is a number, [n..m] or [a;b;...] (postconf(5))."""
     numbers = re.findall(r"[0-9]+", value) if isinstance(value, str) else []
     ranges = re.findall(r"([0-9]+)\.\.([0-9]+)", value) if isinstance(value, str) else []
-    if (not isinstance(value, str) or not _DNSBL_FILTER.fullmatch(value)
-            or any(int(n) > 255 for n in numbers) or any(int(lo) > int(hi) for lo, hi in ranges)):
-        raise _fail("bad-dnsbl-site", "DNSBL filter '{value}' is not an address pattern like '127.0.0.2' or "
-                                      "'127.0.0.[2..11]' (numbers up to 255, ranges low..high, ';' between "
-                                      "choices)", value=value)
+    if (
+        not isinstance(value, str)
+        or not _DNSBL_FILTER.fullmatch(value)
+        or any(int(n) > 255 for n in numbers)
+        or any(int(lo) > int(hi) for lo, hi in ranges)
+    ):
+        raise _fail(
+            "bad-dnsbl-site",
+            "DNSBL filter '{value}' is not an address pattern like '127.0.0.2' or "
+            "'127.0.0.[2..11]' (numbers up to 255, ranges low..high, ';' between "
+            "choices)",
+            value=value,
+        )
     return value
 
 
 def dnsbl_weight(value: int) -> int:
     if not -100 <= value <= 100 or value == 0:
-        raise _fail("bad-dnsbl-site", "DNSBL weight {value} must be from -100 to 100 and not 0; a positive "
-                                      "weight counts towards blocking, a negative one towards allowing",
-                    value=value)
+        raise _fail(
+            "bad-dnsbl-site",
+            "DNSBL weight {value} must be from -100 to 100 and not 0; a positive "
+            "weight counts towards blocking, a negative one towards allowing",
+            value=value,
+        )
     return value
 
 
@@ -291,6 +361,8 @@ def dnsbl_threshold(value: int) -> int:
     if value < 1:
         raise _fail("bad-dnsbl-threshold", "dnsbl_threshold {value} must be at least 1", value=value)
     return value
+
+
 # --- filter policy values (docs/filtering.md) --------------------------------------
 
 # A spam score threshold: what Rspamd compares a message's score with.
@@ -307,12 +379,20 @@ def threshold(value) -> float | bool:
     """A spam score in (0, 100] with at most two decimals, or false for 'this action is off'."""
     if value is False:
         return False
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_THRESHOLD \
-            or round(value, 2) != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_THRESHOLD
+        or round(value, 2) != value
+    ):
         got = "true" if value is True else f"'{value}' (text)" if isinstance(value, str) else str(value)
-        raise _fail("bad-threshold", "{got} is not a spam score: write a number above 0 and at most "
-                                     f"{MAX_THRESHOLD} with at most two decimals (like 6 or 7.5), or false "
-                                     "to turn the action off", got=got)
+        raise _fail(
+            "bad-threshold",
+            "{got} is not a spam score: write a number above 0 and at most "
+            f"{MAX_THRESHOLD} with at most two decimals (like 6 or 7.5), or false "
+            "to turn the action off",
+            got=got,
+        )
     return float(value)
 
 
@@ -345,17 +425,25 @@ def sender_pattern(value) -> str:
             return "@" + domain_name(value[1:])
         return mail_address(value).lower()
     except PydanticCustomError as err:
-        raise _fail("bad-sender", "sender '{value}' is neither an address like 'name@example.net' nor a "
-                                  "domain like '@example.net': {why}", value=value, why=err.message()) from None
+        raise _fail(
+            "bad-sender",
+            "sender '{value}' is neither an address like 'name@example.net' nor a domain like '@example.net': {why}",
+            value=value,
+            why=err.message(),
+        ) from None
 
 
 def client_network(value) -> str:
     """A client address or network of an allow or block list, normalised ('192.0.2.7' -> '192.0.2.7/32')."""
     net = network(value)
     if net.prefixlen < MIN_PREFIX[net.version]:
-        raise _fail("bad-network", "'{value}' covers too much of the Internet; the shortest prefix is "
-                                   "/{limit} for IPv{version}", value=value, limit=MIN_PREFIX[net.version],
-                    version=net.version)
+        raise _fail(
+            "bad-network",
+            "'{value}' covers too much of the Internet; the shortest prefix is /{limit} for IPv{version}",
+            value=value,
+            limit=MIN_PREFIX[net.version],
+            version=net.version,
+        )
     return str(net)
 
 
@@ -369,12 +457,15 @@ def https_url(value) -> str:
                 return value
         except PydanticCustomError:
             pass
-    raise _fail("bad-url", "'{value}' is not an https URL like 'https://quarantine.example.org/api/messages' "
-                           "(no spaces, quotes, query, user or fragment)", value=value)
+    raise _fail(
+        "bad-url",
+        "'{value}' is not an https URL like 'https://quarantine.example.org/api/messages' "
+        "(no spaces, quotes, query, user or fragment)",
+        value=value,
+    )
 
 
 def retention_days(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
-        raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650",
-                    value=value)
+        raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650", value=value)
     return value

@@ -29,9 +29,10 @@ class OutputError(Exception):
 
 def manifest(artifacts: dict[str, bytes], inputs: dict[str, bytes]) -> bytes:
     """Sorted JSON: sha256 and size of every artifact and input, and nothing that changes between runs."""
+
     def digest(files: dict[str, bytes]) -> dict:
-        return {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-                for path, data in files.items()}
+        return {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in files.items()}
+
     document = {"format": MANIFEST_FORMAT, "artifacts": digest(artifacts), "inputs": digest(inputs)}
     return (json.dumps(document, sort_keys=True, indent=2) + "\n").encode("ascii")
 
@@ -40,8 +41,11 @@ def read_tree(root: Path) -> dict[str, bytes]:
     """Every regular file under root, by relative POSIX path."""
     if not root.is_dir():
         return {}
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def write_tree(out: Path, files: dict[str, bytes]) -> list[str]:

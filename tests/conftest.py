@@ -18,11 +18,20 @@ REPO = Path(__file__).resolve().parent.parent
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 # Which Debian package brings each program, for the message when it is missing.
 PACKAGES = {
-    "postmap": "postfix postfix-lmdb", "postconf": "postfix postfix-lmdb", "postfix": "postfix postfix-lmdb",
-    "slapd": "slapd", "slapadd": "slapd", "ldapadd": "ldap-utils", "ldapsearch": "ldap-utils",
-    "ldapmodify": "ldap-utils", "rspamd": "rspamd", "rspamadm": "rspamd", "clamd": "clamav-daemon",
+    "postmap": "postfix postfix-lmdb",
+    "postconf": "postfix postfix-lmdb",
+    "postfix": "postfix postfix-lmdb",
+    "slapd": "slapd",
+    "slapadd": "slapd",
+    "ldapadd": "ldap-utils",
+    "ldapsearch": "ldap-utils",
+    "ldapmodify": "ldap-utils",
+    "rspamd": "rspamd",
+    "rspamadm": "rspamd",
+    "clamd": "clamav-daemon",
     "puppet": "puppet",
-    "slapcat": "slapd", "ldapdelete": "ldap-utils",
+    "slapcat": "slapd",
+    "ldapdelete": "ldap-utils",
 }
 
 GATEWAY = """\
@@ -57,8 +66,7 @@ def pytest_terminal_summary(terminalreporter):
     write("*" * 72, red=True, bold=True)
     write("REAL-PROGRAM TESTS WERE SKIPPED: these programs are not installed:", red=True, bold=True)
     for name, count in sorted(_skipped_for.items()):
-        write(f"  {name}: {count} test(s) skipped; install Debian package(s): {PACKAGES.get(name, name)}",
-              red=True)
+        write(f"  {name}: {count} test(s) skipped; install Debian package(s): {PACKAGES.get(name, name)}", red=True)
     write("Run 'make test' as root on Debian to install them, or apt-get install them yourself.", red=True)
     write("*" * 72, red=True, bold=True)
 
@@ -77,6 +85,7 @@ class Result:
 @pytest.fixture
 def make_repo(tmp_path):
     """Write a gateway repository: make_repo({'domains/x.yaml': '...'}) -> its root."""
+
     def make(files: dict[str, str | bytes], gateway: str | None = GATEWAY) -> Path:
         root = tmp_path / "repo"
         (root / "domains").mkdir(parents=True, exist_ok=True)
@@ -90,23 +99,32 @@ def make_repo(tmp_path):
             else:
                 path.write_text(textwrap.dedent(content))
         return root
+
     return make
 
 
 @pytest.fixture
 def mailgw(capsys):
     """Run the CLI in-process: mailgw(root, 'build', ...) -> Result."""
+
     def run(root: Path, *args: str) -> Result:
         code = main(["--root", str(root), *args])
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
+
     return run
 
 
 def run_mailgw_process(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, in its own process."""
-    return subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "compiler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def domain_yaml(domain: str = "tifpa.example.org", **overrides: str) -> str:
@@ -124,6 +142,7 @@ def domain_yaml(domain: str = "tifpa.example.org", **overrides: str) -> str:
 
 # --- real Rspamd, clamd and the quarantine service, shared by the Rspamd suites (tests/rspamd_env.py) ---
 
+
 @pytest.fixture(scope="session")
 def hs_cache(request, tmp_path_factory) -> Path:
     """Rspamd's compiled Hyperscan databases, kept between test runs (the first compile takes ~20 s)."""
@@ -134,6 +153,7 @@ def hs_cache(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def clamd(tmp_path_factory):
     from tests import rspamd_env
+
     with rspamd_env.Clamd(tmp_path_factory.mktemp("clamd")) as daemon:
         yield daemon
 
@@ -142,5 +162,6 @@ def clamd(tmp_path_factory):
 def quarantine_sink(tmp_path_factory):
     """The quarantine service: an HTTPS server on loopback that records every POST."""
     from tests import rspamd_env
+
     with rspamd_env.QuarantineSink(tmp_path_factory.mktemp("quarantine")) as server:
         yield server

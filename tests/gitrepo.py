@@ -17,9 +17,12 @@ from tests.conftest import REPO
 ADMIN = git.Actor("Site Admin", "admin@tifpa.example.org")
 # For the git and pre-commit processes the tests start: no global configuration leaks in.
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": ADMIN.name, "GIT_AUTHOR_EMAIL": ADMIN.email,
-    "GIT_COMMITTER_NAME": ADMIN.name, "GIT_COMMITTER_EMAIL": ADMIN.email,
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": ADMIN.name,
+    "GIT_AUTHOR_EMAIL": ADMIN.email,
+    "GIT_COMMITTER_NAME": ADMIN.name,
+    "GIT_COMMITTER_EMAIL": ADMIN.email,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
 }
 # What a gateway repository commits besides the compiler: declarations, out/, generated files.
 BUNDLED = ("gateway.yaml", "domains", "out", "schema", ".github/CODEOWNERS")
@@ -69,14 +72,18 @@ def edit(root: Path, rel: str, old: str, new: str) -> None:
 @functools.cache
 def bundled_fleet():
     from compiler.pipeline import compile_repository
+
     return compile_repository(REPO).fleet
 
 
 def bundled_out() -> dict[str, bytes]:
     """The committed out/ of the bundled fleet, MANIFEST.json aside (tests/test_build.py keeps it fresh)."""
     out = REPO / "out"
-    return {path.relative_to(out).as_posix(): path.read_bytes() for path in sorted(out.rglob("*"))
-            if path.is_file() and path.name != "MANIFEST.json"}
+    return {
+        path.relative_to(out).as_posix(): path.read_bytes()
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.name != "MANIFEST.json"
+    }
 
 
 def bundled_addresses(domain: str) -> int:
@@ -86,25 +93,34 @@ def bundled_addresses(domain: str) -> int:
 
 def bundled_dns() -> list[str]:
     """The DN of every entry of the bundled directory, read by the `ldif` package."""
-    return [dn for rel, data in bundled_out().items() if rel.startswith("ldap/") and rel.endswith(".ldif")
-            for dn, _ in ldif.LDIFParser(io.BytesIO(data)).parse() if dn]
+    return [
+        dn
+        for rel, data in bundled_out().items()
+        if rel.startswith("ldap/") and rel.endswith(".ldif")
+        for dn, _ in ldif.LDIFParser(io.BytesIO(data)).parse()
+        if dn
+    ]
 
 
 def bundled_summary() -> str:
     """The plan summary of the whole bundled fleet planned against nothing, counted from the repository."""
     from compiler.plan import _flatten
+
     fleet, out = bundled_fleet(), bundled_out()
     domains = len(fleet.domains)
     addresses = sum(len(d.addresses) for d in fleet.domains)
     policy = sum(1 for rel in out if rel.startswith("rspamd/"))
     settings = len(_flatten(fleet.gateway))
-    return (f"{domains} domains ({domains} added): +{addresses} -0 ~0 addresses, {len(bundled_dns())} directory "
-            f"entries, {policy} policy files, {settings} gateway settings, {len(out)} out/ files")
+    return (
+        f"{domains} domains ({domains} added): +{addresses} -0 ~0 addresses, {len(bundled_dns())} directory "
+        f"entries, {policy} policy files, {settings} gateway settings, {len(out)} out/ files"
+    )
 
 
 def lines_changed(root: Path, rel: str) -> str:
     """'+A -B lines': the lines out/REL gains and loses (as multisets) when the working tree is built."""
     from compiler.pipeline import compile_repository
+
     before = collections.Counter((root / "out" / rel).read_bytes().splitlines())
     after = collections.Counter(compile_repository(root).artifacts[rel].splitlines())
     return f"+{(after - before).total()} -{(before - after).total()} lines"

@@ -83,8 +83,7 @@ class Sink:
     async def _listen(self):
         protocol = LMTP if self.lmtp else SMTP
         # A fixed host name: the default would ask the resolver for this machine's name.
-        return await self.loop.create_server(lambda: protocol(self, hostname=f"{self.name}.sink.test"),
-                                             LOOPBACK, 0)
+        return await self.loop.create_server(lambda: protocol(self, hostname=f"{self.name}.sink.test"), LOOPBACK, 0)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         accepted = self.known is None or address.lower() in self.known
@@ -169,8 +168,12 @@ class PostfixInstance:
         self.started = False
 
     def queue_files(self) -> list[str]:
-        return sorted(str(p.relative_to(self.queue)) for name in self.QUEUES
-                      for p in (self.queue / name).rglob("*") if p.is_file())
+        return sorted(
+            str(p.relative_to(self.queue))
+            for name in self.QUEUES
+            for p in (self.queue / name).rglob("*")
+            if p.is_file()
+        )
 
     def queue_listing(self) -> str:
         return self.run(program("postqueue"), "-c", str(self.conf), "-p").stdout
@@ -205,14 +208,21 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
     shutil.chown(instance.data, "postfix")
     master = (instance.conf / "master.cf").read_text()
     assert len(re.findall(r"^smtp +inet ", master, flags=re.M)) == 1
-    (instance.conf / "master.cf").write_text(re.sub(r"^smtp( +inet )", rf"127.0.0.1:{instance.port}\1", master,
-                                                    flags=re.M))
+    (instance.conf / "master.cf").write_text(
+        re.sub(r"^smtp( +inet )", rf"127.0.0.1:{instance.port}\1", master, flags=re.M)
+    )
     done = instance.postconf(
-        "-e", f"queue_directory = {instance.queue}", f"data_directory = {instance.data}",
-        "inet_interfaces = 127.0.0.1", "myhostname = mx1.gw.example.org",
-        f"relayhost = [127.0.0.1]:{internet_port}", "smtpd_peername_lookup = no",
-        f"maillog_file = {instance.maillog}", f"maillog_file_prefixes = {instance.base}",
-        f"smtpd_milters = {milter}")
+        "-e",
+        f"queue_directory = {instance.queue}",
+        f"data_directory = {instance.data}",
+        "inet_interfaces = 127.0.0.1",
+        "myhostname = mx1.gw.example.org",
+        f"relayhost = [127.0.0.1]:{internet_port}",
+        "smtpd_peername_lookup = no",
+        f"maillog_file = {instance.maillog}",
+        f"maillog_file_prefixes = {instance.base}",
+        f"smtpd_milters = {milter}",
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     age(instance.conf / "main.cf", instance.conf / "master.cf")
     for name in MAPS:
@@ -222,8 +232,22 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
         # The node's key and certificate, which Puppet installs in production.
         (instance.conf / "tls").mkdir()
         key, cert = instance.base / "key.pem", instance.base / "cert.pem"
-        done = instance.run(program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                            "-subj", "/CN=mx1.gw.example.org", "-keyout", str(key), "-out", str(cert))
+        done = instance.run(
+            program("openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mx1.gw.example.org",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        )
         assert done.returncode == 0, done.stderr
         (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
 

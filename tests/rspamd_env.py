@@ -74,6 +74,7 @@ def _stop(process: subprocess.Popen | None) -> None:
 
 # --- the configuration tree ---------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Tree:
     root: Path
@@ -87,8 +88,13 @@ class Tree:
         return self.root / "log" / "rspamd.log"
 
     def variables(self) -> list[str]:
-        dirs = {"CONFDIR": self.conf, "LOCAL_CONFDIR": self.conf, "DBDIR": self.root / "db",
-                "RUNDIR": self.root / "run", "LOGDIR": self.root / "log"}
+        dirs = {
+            "CONFDIR": self.conf,
+            "LOCAL_CONFDIR": self.conf,
+            "DBDIR": self.root / "db",
+            "RUNDIR": self.root / "run",
+            "LOGDIR": self.root / "log",
+        }
         return [f"--var={name}={path}" for name, path in dirs.items()]
 
 
@@ -105,8 +111,9 @@ rspamd_config:register_symbol({
 """
 
 
-def config_tree(out: Path, dest: Path, *, ca_file: Path | None = None, hs_cache: Path | None = None,
-                test_score: bool = False) -> Tree:
+def config_tree(
+    out: Path, dest: Path, *, ca_file: Path | None = None, hs_cache: Path | None = None, test_score: bool = False
+) -> Tree:
     """Stock /etc/rspamd + out/rspamd/{local.d,maps.d} + the offline overlay, in dest.
 
     hs_cache: a directory kept between runs for Rspamd's compiled Hyperscan
@@ -115,8 +122,13 @@ def config_tree(out: Path, dest: Path, *, ca_file: Path | None = None, hs_cache:
     """
     tree = Tree(dest)
     # The stock files only: whatever this machine's admin put in local.d or override.d stays out.
-    shutil.copytree(STOCK, tree.conf, ignore=lambda path, names: names if Path(path).name in (
-        "local.d", "override.d") and Path(path).parent == STOCK else [])
+    shutil.copytree(
+        STOCK,
+        tree.conf,
+        ignore=lambda path, names: (
+            names if Path(path).name in ("local.d", "override.d") and Path(path).parent == STOCK else []
+        ),
+    )
     for sub in ("local.d", "maps.d"):
         if (out / "rspamd" / sub).is_dir():
             shutil.copytree(out / "rspamd" / sub, tree.conf / sub, dirs_exist_ok=True)
@@ -139,11 +151,16 @@ def config_tree(out: Path, dest: Path, *, ca_file: Path | None = None, hs_cache:
 
 
 def configtest(tree: Tree) -> subprocess.CompletedProcess:
-    return subprocess.run([program("rspamadm"), *tree.variables(), "configtest", "-s", "-c",
-                           str(tree.conf / "rspamd.conf")], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [program("rspamadm"), *tree.variables(), "configtest", "-s", "-c", str(tree.conf / "rspamd.conf")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # --- a scanning rspamd ----------------------------------------------------------------
+
 
 @dataclass
 class Scan:
@@ -153,7 +170,7 @@ class Scan:
     smtp_message: str | None
     symbols: dict
     milter: dict
-    rule: str | None                       # the settings rule rspamd applied (from its log)
+    rule: str | None  # the settings rule rspamd applied (from its log)
 
     def options(self, symbol: str) -> list[str]:
         return self.symbols.get(symbol, {}).get("options", [])
@@ -178,8 +195,7 @@ class Rspamd:
         self.tree = tree
         self.port, self.controller_port, self.proxy_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen | None = None
-        for worker, port in (("normal", self.port), ("controller", self.controller_port),
-                             ("proxy", self.proxy_port)):
+        for worker, port in (("normal", self.port), ("controller", self.controller_port), ("proxy", self.proxy_port)):
             (tree.conf / "override.d" / f"worker-{worker}.inc").write_text(f'bind_socket = "127.0.0.1:{port}";\n')
         # The stock milter proxy passes mail to a normal worker on localhost:11333; this one scans itself.
         with open(tree.conf / "override.d" / "worker-proxy.inc", "a") as proxy:
@@ -188,7 +204,7 @@ class Rspamd:
     def __enter__(self) -> Rspamd:
         command = [program("rspamd"), "-f", "-c", str(self.tree.conf / "rspamd.conf"), *self.tree.variables()]
         if os.geteuid() == 0:
-            command.append("-i")   # rspamd refuses to run as root otherwise
+            command.append("-i")  # rspamd refuses to run as root otherwise
         self.process = _start(command, self.tree.root, self._pong, "rspamd", self.tree.log)
         return self
 
@@ -203,22 +219,41 @@ class Rspamd:
         except OSError:
             return False
 
-    def scan(self, message: bytes, *, rcpt: list[str], sender: str, ip: str = "192.0.2.10",
-             headers: dict[str, str] | None = None) -> Scan:
+    def scan(
+        self,
+        message: bytes,
+        *,
+        rcpt: list[str],
+        sender: str,
+        ip: str = "192.0.2.10",
+        headers: dict[str, str] | None = None,
+    ) -> Scan:
         """POST /checkv2 with the envelope as request headers, as the milter proxy does."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         connection.putrequest("POST", "/checkv2")
-        request = [("From", sender), ("IP", ip), ("Helo", "mail.sender.example.net"),
-                   ("Hostname", "mail.sender.example.net"), *[("Rcpt", r) for r in rcpt],
-                   *(headers or {}).items(), ("Content-Length", str(len(message)))]
+        request = [
+            ("From", sender),
+            ("IP", ip),
+            ("Helo", "mail.sender.example.net"),
+            ("Hostname", "mail.sender.example.net"),
+            *[("Rcpt", r) for r in rcpt],
+            *(headers or {}).items(),
+            ("Content-Length", str(len(message))),
+        ]
         for name, value in request:
             connection.putheader(name, value)
         connection.endheaders(message)
         reply = json.loads(connection.getresponse().read())
         message_id = reply.get("message-id")
-        return Scan(reply["action"], reply["score"], reply.get("subject"),
-                    reply.get("messages", {}).get("smtp_message"), reply.get("symbols", {}),
-                    reply.get("milter", {}), self.applied_rule(message_id) if message_id else None)
+        return Scan(
+            reply["action"],
+            reply["score"],
+            reply.get("subject"),
+            reply.get("messages", {}).get("smtp_message"),
+            reply.get("symbols", {}),
+            reply.get("milter", {}),
+            self.applied_rule(message_id) if message_id else None,
+        )
 
     def applied_rule(self, message_id: str) -> str | None:
         pattern = re.compile(rf"<{re.escape(message_id)}> apply static settings (\S+) ")
@@ -228,11 +263,12 @@ class Rspamd:
 
 # --- the milter protocol, as Postfix speaks it to the proxy worker -----------------------
 
+
 @dataclass
 class MilterReply:
-    verdict: str                                 # accept | discard | reject | tempfail | reply
-    reply: str | None                            # the SMTP reply Postfix would send ('554 5.7.1 ...')
-    headers: list[tuple[str, str, str]]          # (h)add, (m)change, (i)insert: (kind, name, value)
+    verdict: str  # accept | discard | reject | tempfail | reply
+    reply: str | None  # the SMTP reply Postfix would send ('554 5.7.1 ...')
+    headers: list[tuple[str, str, str]]  # (h)add, (m)change, (i)insert: (kind, name, value)
 
 
 def _packet(command: bytes, data: bytes = b"") -> bytes:
@@ -248,13 +284,22 @@ def _read_packet(sock: socket.socket) -> tuple[bytes, bytes]:
                 raise ConnectionError("the milter closed the connection")
             data += chunk
         return data
+
     length = struct.unpack("!I", exactly(4))[0]
     packet = exactly(length)
     return packet[:1], packet[1:]
 
 
-def milter_check(port: int, message: bytes, *, sender: str, rcpt: list[str], ip: str = "192.0.2.10",
-                 daemon_name: str = "mailgw_inbound", user: str | None = None) -> MilterReply:
+def milter_check(
+    port: int,
+    message: bytes,
+    *,
+    sender: str,
+    rcpt: list[str],
+    ip: str = "192.0.2.10",
+    daemon_name: str = "mailgw_inbound",
+    user: str | None = None,
+) -> MilterReply:
     """One message through Rspamd's milter (protocol version 6, as Postfix's smtpd does it)."""
     z = b"\0"
     head, _, body = message.partition(b"\r\n\r\n")
@@ -265,14 +310,17 @@ def milter_check(port: int, message: bytes, *, sender: str, rcpt: list[str], ip:
             _packet(b"D", b"C" + b"{daemon_name}" + z + daemon_name.encode() + z),
             _packet(b"C", b"mail.sender.example.net" + z + b"4" + struct.pack("!H", 25000) + ip.encode() + z),
             _packet(b"H", b"mail.sender.example.net" + z),
-            _packet(b"D", b"M" + b"i" + z + b"4ABCDEF" + z
-                    + (b"{auth_authen}" + z + user.encode() + z if user else b"")),
+            _packet(
+                b"D", b"M" + b"i" + z + b"4ABCDEF" + z + (b"{auth_authen}" + z + user.encode() + z if user else b"")
+            ),
             _packet(b"M", f"<{sender}>".encode() + z),
             *[_packet(b"R", f"<{r}>".encode() + z) for r in rcpt],
-            *[_packet(b"L", name.encode() + z + value.strip().encode() + z)
-              for name, _, value in (line.decode().partition(":") for line in head.split(b"\r\n"))],
+            *[
+                _packet(b"L", name.encode() + z + value.strip().encode() + z)
+                for name, _, value in (line.decode().partition(":") for line in head.split(b"\r\n"))
+            ],
             _packet(b"N"),
-            *[_packet(b"B", body[i:i + 65535]) for i in range(0, len(body), 65535)],
+            *[_packet(b"B", body[i : i + 65535]) for i in range(0, len(body), 65535)],
             _packet(b"E"),
         ]
         sock.sendall(b"".join(commands))
@@ -296,6 +344,7 @@ def milter_check(port: int, message: bytes, *, sender: str, rcpt: list[str], ip:
 
 # --- clamd with a one-signature database ---------------------------------------------
 
+
 class Clamd:
     def __init__(self, root: Path):
         self.root = root
@@ -307,11 +356,13 @@ class Clamd:
         (root / "db" / "mailgw-test.ndb").write_text(f"{VIRUS_NAME}:0:*:{EICAR.encode().hex()}\n")
         (root / "clamd.conf").write_text(
             f"LocalSocket {self.socket}\nDatabaseDirectory {root / 'db'}\nForeground yes\n"
-            f"LogFile {self.log}\nPidFile {root / 'clamd.pid'}\nTemporaryDirectory {root}\n")
+            f"LogFile {self.log}\nPidFile {root / 'clamd.pid'}\nTemporaryDirectory {root}\n"
+        )
 
     def __enter__(self) -> Clamd:
-        self.process = _start([program("clamd"), "-c", str(self.root / "clamd.conf")], self.root, self._pong,
-                              "clamd", self.log)
+        self.process = _start(
+            [program("clamd"), "-c", str(self.root / "clamd.conf")], self.root, self._pong, "clamd", self.log
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -330,6 +381,7 @@ class Clamd:
 
 # --- the quarantine service: an HTTPS sink ---------------------------------------------
 
+
 @dataclass
 class Delivery:
     path: str
@@ -344,16 +396,36 @@ class Delivery:
 @dataclass
 class QuarantineSink:
     """Records every POST; answers `status` (200, or 503 to play a service that is down)."""
+
     root: Path
     status: int = 200
     received: list[Delivery] = field(default_factory=list)
 
     def __post_init__(self):
         self.cert, self.key = self.root / "cert.pem", self.root / "key.pem"
-        subprocess.run([program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(self.key), "-out", str(self.cert)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                program("openssl"),
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         self.port = free_port()
 
     @property
@@ -397,23 +469,36 @@ class QuarantineSink:
 
 # --- test messages ------------------------------------------------------------------
 
-def message(*, sender: str, to: list[str], subject: str = "meeting notes", body: str = "",
-            attachment: str | None = None, score: float | None = None) -> bytes:
+
+def message(
+    *,
+    sender: str,
+    to: list[str],
+    subject: str = "meeting notes",
+    body: str = "",
+    attachment: str | None = None,
+    score: float | None = None,
+) -> bytes:
     """A well-formed message (Date, Message-ID, MIME) so that only what the test puts in it scores.
 
     score: an X-Test-Score header (see TEST_SCORE_RULE).
     """
     message_id = f"{uuid.uuid4().hex}@sender.example.net"
     head = "" if score is None else f"X-Test-Score: {score:.2f}\r\n"
-    head += (f"From: Sender <{sender}>\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n"
-            f"Date: {email.utils.formatdate(localtime=False)}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n")
+    head += (
+        f"From: Sender <{sender}>\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n"
+        f"Date: {email.utils.formatdate(localtime=False)}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n"
+    )
     text = body or "Hello,\r\nhere are the notes of this morning's meeting.\r\nRegards\r\n"
     if attachment is None:
         return (head + "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + text).encode()
-    return (head + "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
-            "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + text +
-            "\r\n--b1\r\nContent-Type: application/octet-stream\r\n"
-            "Content-Disposition: attachment; filename=\"notes.txt\"\r\n\r\n" + attachment + "\r\n--b1--\r\n").encode()
+    return (
+        head + 'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + text
+        + "\r\n--b1\r\nContent-Type: application/octet-stream\r\n"
+        'Content-Disposition: attachment; filename="notes.txt"\r\n\r\n' + attachment + "\r\n--b1--\r\n"
+    ).encode()
 
 
 def gtube(*, sender: str, to: list[str], subject: str = "test message") -> bytes:

@@ -94,15 +94,21 @@ class Slapd:
     def slapadd(self, directory: bytes) -> subprocess.CompletedProcess:
         """Load offline into the database (slapd must be stopped), schema checks on."""
         assert self.process is None, "slapadd needs slapd stopped"
-        return subprocess.run([program("slapadd"), "-F", str(self.work / "config"), "-b", self.suffix],
-                              input=directory, capture_output=True, timeout=TIMEOUT)
+        return subprocess.run(
+            [program("slapadd"), "-F", str(self.work / "config"), "-b", self.suffix],
+            input=directory,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
 
-    def start(self) -> "Slapd":
+    def start(self) -> Slapd:
         socket = self.work / "ldapi"
-        log = open(self.work / "slapd.log", "wb")
-        self.process = subprocess.Popen([program("slapd"), "-F", str(self.work / "config"), "-h", self.url,
-                                         "-d", "0"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.work / "slapd.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [program("slapd"), "-F", str(self.work / "config"), "-h", self.url, "-d", "0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -134,8 +140,12 @@ class Slapd:
 
     def ldap(self, tool: str, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess:
         """Run an ldap-utils client, bound as the root DN over the socket."""
-        return subprocess.run([program(tool), "-H", self.url, "-x", "-D", self.root_dn, "-w", ROOT_PASSWORD,
-                               *args], input=data, capture_output=True, timeout=TIMEOUT)
+        return subprocess.run(
+            [program(tool), "-H", self.url, "-x", "-D", self.root_dn, "-w", ROOT_PASSWORD, *args],
+            input=data,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
 
     def add(self, directory: bytes) -> None:
         done = self.ldap("ldapadd", data=directory)
@@ -145,12 +155,23 @@ class Slapd:
         done = self.ldap("ldapmodify", data=changes)
         assert done.returncode == 0, done.stderr.decode(errors="replace") + "\n" + changes.decode(errors="replace")
 
-    def search(self, search_filter: str, *attributes: str, base: str | None = None,
-               scope: str = "sub") -> dict[str, dict]:
+    def search(
+        self, search_filter: str, *attributes: str, base: str | None = None, scope: str = "sub"
+    ) -> dict[str, dict]:
         """DN -> {attribute (lower case): sorted values} of every entry that matches."""
-        done = self.ldap("ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-s", scope, "-b", base or self.suffix,
-                         search_filter, *attributes)
-        assert done.returncode in (0, 32), done.stderr.decode(errors="replace")   # 32: the base is not there
+        done = self.ldap(
+            "ldapsearch",
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-s",
+            scope,
+            "-b",
+            base or self.suffix,
+            search_filter,
+            *attributes,
+        )
+        assert done.returncode in (0, 32), done.stderr.decode(errors="replace")  # 32: the base is not there
         return parse_entries(done.stdout)
 
     def dump(self) -> dict:
@@ -173,5 +194,7 @@ def parse_entries(data: bytes) -> dict[str, dict]:
 
 def normalise(entries: dict[str, dict]) -> dict:
     """Compare what was written, not how: DNs by their RFC 4514 meaning, attribute names in lower case."""
-    return {dn_key(dn): {name: values for name, values in attributes.items() if name not in OPERATIONAL}
-            for dn, attributes in entries.items()}
+    return {
+        dn_key(dn): {name: values for name, values in attributes.items() if name not in OPERATIONAL}
+        for dn, attributes in entries.items()
+    }

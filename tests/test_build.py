@@ -7,7 +7,6 @@ import random
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from compiler import write
@@ -49,7 +48,8 @@ def test_shuffled_keys_and_file_order_give_identical_bytes(tmp_path, mailgw):
         for path in names:
             data = yaml.safe_load(path.read_text())
             (other / "domains" / path.name).write_text(
-                yaml.safe_dump(_shuffled(data, rng), sort_keys=False, allow_unicode=True))
+                yaml.safe_dump(_shuffled(data, rng), sort_keys=False, allow_unicode=True)
+            )
         shutil.copy(first / "gateway.yaml", other / "gateway.yaml")
         assert mailgw(other, "build").code == 0
         artifacts_a = json.loads((first / "out/MANIFEST.json").read_text())["artifacts"]
@@ -67,6 +67,7 @@ def test_manifest_lists_every_artifact_and_input(tmp_path, mailgw):
     assert set(manifest["artifacts"]) == on_disk - {"MANIFEST.json"}
     assert set(manifest["inputs"]) == {"gateway.yaml"} | {f"domains/{p.name}" for p in (root / "domains").iterdir()}
     import hashlib
+
     for name, entry in manifest["artifacts"].items():
         data = (root / "out" / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
@@ -75,8 +76,11 @@ def test_manifest_lists_every_artifact_and_input(tmp_path, mailgw):
 
 
 def _snapshot(out: Path) -> dict[str, tuple[bytes, int, int]]:
-    return {p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in out.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in out.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_failed_validation_leaves_out_byte_for_byte(tmp_path, mailgw):
@@ -99,6 +103,7 @@ def test_crash_before_the_swap_leaves_out_as_it_was(tmp_path, mailgw, monkeypatc
 
     def crash(*args):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(write, "_exchange", crash)
     result = mailgw(root, "build")
     assert result.code == 2 and "No space left on device" in result.err and "Traceback" not in result.err
@@ -152,4 +157,6 @@ def test_build_into_another_directory(tmp_path, make_repo, mailgw):
     result = mailgw(root, "build", "--out", str(tmp_path / "elsewhere" / "out"))
     assert result.code == 0
     assert (tmp_path / "elsewhere/out/postfix/relay_recipients").read_text().splitlines()[1:] == [
-        "info@tifpa.example.org\trole", "mario.rossi@tifpa.example.org\tperson"]
+        "info@tifpa.example.org\trole",
+        "mario.rossi@tifpa.example.org\tperson",
+    ]

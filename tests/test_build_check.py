@@ -21,7 +21,11 @@ def test_a_file_the_build_does_not_write_is_stale(tmp_path, mailgw):
     assert result.code == 1
     assert result.out.splitlines() == [
         f"{root}/out is stale: 1 file(s) differ from a fresh build; run 'mailgw build'",
-        "--- out/postfix/leftover", "+++ fresh/postfix/leftover", "@@ -1 +0,0 @@", "-old"]
+        "--- out/postfix/leftover",
+        "+++ fresh/postfix/leftover",
+        "@@ -1 +0,0 @@",
+        "-old",
+    ]
 
 
 def test_a_missing_out_is_stale_and_the_diff_is_cut(tmp_path, mailgw):

@@ -12,11 +12,13 @@ def test_validate_the_bundled_fleet():
 
 
 def test_every_finding_of_every_file_in_one_run(make_repo):
-    root = make_repo({
-        "domains/tifpa.example.org.yaml": domain_yaml(site="site: T I\n"),
-        "domains/lnf.example.org.yaml": domain_yaml("lnf.example.org", admins="admins: [lnf]\n"),
-        "domains/cnaf.example.org.yaml": "domain: [\n",
-    })
+    root = make_repo(
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(site="site: T I\n"),
+            "domains/lnf.example.org.yaml": domain_yaml("lnf.example.org", admins="admins: [lnf]\n"),
+            "domains/cnaf.example.org.yaml": "domain: [\n",
+        }
+    )
     done = run_mailgw_process("validate", cwd=root)
     assert done.returncode == 1
     lines = done.stderr.splitlines()
@@ -35,8 +37,10 @@ def test_github_actions_annotations_follow_the_full_list(make_repo):
     root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml(site="site: T I\n")})
     done = run_mailgw_process("validate", cwd=root, env={"GITHUB_ACTIONS": "true"})
     assert done.returncode == 1
-    assert "::error file=domains/tifpa.example.org.yaml,line=2,col=7,title=bad-site::site: site 'T I' is not" \
+    assert (
+        "::error file=domains/tifpa.example.org.yaml,line=2,col=7,title=bad-site::site: site 'T I' is not"
         in done.stderr
+    )
     assert done.stderr.index("domains/tifpa.example.org.yaml:2:7: error[bad-site]") < done.stderr.index("::error")
 
 
@@ -48,10 +52,12 @@ def test_usage_errors_exit_2():
 
 def test_internal_error_is_one_line_and_exit_2(make_repo, monkeypatch, mailgw):
     from compiler import targets
+
     root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml()})
 
     def broken(fleet):
         raise KeyError("boom")
+
     monkeypatch.setattr(targets, "render", broken)
     result = mailgw(root, "build")
     assert result.code == 2
@@ -64,6 +70,7 @@ def test_console_script_and_module_agree():
     import subprocess
     import sys
     from pathlib import Path
+
     script = Path(sys.executable).with_name("mailgw")
     assert script.exists() or shutil.which("mailgw")
     a = subprocess.run([str(script) if script.exists() else "mailgw", "--version"], capture_output=True, text=True)

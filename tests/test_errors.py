@@ -48,5 +48,6 @@ def test_every_code_has_a_case():
 
 
 def test_docs_table_is_current():
-    assert (REPO / "docs" / "errors.md").read_text() == markdown(), \
+    assert (REPO / "docs" / "errors.md").read_text() == markdown(), (
         "docs/errors.md is stale: run 'python -m tests.error_cases > docs/errors.md'"
+    )

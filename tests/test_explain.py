@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.mx import (ACCEPTED, REJECTED, SITE_DECIDES, Tables, access_keys, address_keys, explain,
-                         split_extension, transport_keys)
+from compiler.mx import (
+    ACCEPTED,
+    REJECTED,
+    SITE_DECIDES,
+    Tables,
+    access_keys,
+    address_keys,
+    explain,
+    split_extension,
+    transport_keys,
+)
 from compiler.pipeline import compile_repository
 from tests.conftest import REPO, run_mailgw_process
 
@@ -22,17 +31,22 @@ def bundled():
 
 
 def _lookups(explanation, table):
-    return [(l.key, l.value) for step in explanation.steps for l in step.lookups if l.table == table]
+    return [
+        (lookup.key, lookup.value) for step in explanation.steps for lookup in step.lookups if lookup.table == table
+    ]
 
 
-@pytest.mark.parametrize("local,expected", [
-    ("mario.rossi+news", ("mario.rossi", "news")),
-    ("a+b+c", ("a", "b+c")),             # the first delimiter splits
-    ("mario.rossi+", ("mario.rossi", "")),
-    ("+news", ("+news", None)),          # never an empty user
-    ("mario.rossi", ("mario.rossi", None)),
-    ("postmaster", ("postmaster", None)),
-])
+@pytest.mark.parametrize(
+    "local,expected",
+    [
+        ("mario.rossi+news", ("mario.rossi", "news")),
+        ("a+b+c", ("a", "b+c")),  # the first delimiter splits
+        ("mario.rossi+", ("mario.rossi", "")),
+        ("+news", ("+news", None)),  # never an empty user
+        ("mario.rossi", ("mario.rossi", None)),
+        ("postmaster", ("postmaster", None)),
+    ],
+)
 def test_extensions_split_as_postfix_splits_them(local, expected):
     assert split_extension(local) == expected
 
@@ -40,8 +54,15 @@ def test_extensions_split_as_postfix_splits_them(local, expected):
 def test_lookup_keys_follow_the_manual_pages():
     assert address_keys("a+x", "d.example.org") == ["a+x@d.example.org", "a@d.example.org", "@d.example.org"]
     assert address_keys("a", "d.example.org") == ["a@d.example.org", "@d.example.org"]
-    assert access_keys("a+x", "d.example.org") == ["a+x@d.example.org", "a@d.example.org", "d.example.org",
-                                                   ".example.org", ".org", "a+x@", "a@"]
+    assert access_keys("a+x", "d.example.org") == [
+        "a+x@d.example.org",
+        "a@d.example.org",
+        "d.example.org",
+        ".example.org",
+        ".org",
+        "a+x@",
+        "a@",
+    ]
     assert transport_keys("a", "d.example.org") == ["a@d.example.org", "d.example.org", ".example.org", ".org", "*"]
 
 
@@ -49,8 +70,10 @@ def test_a_declared_person_with_case_and_extension(bundled):
     e = bundled("Mario.Rossi+News@TIFPA.example.org")
     assert (e.verdict, e.stage, e.reply) == (ACCEPTED, "RCPT TO", "250 2.1.5 Ok")
     assert e.owner == "mrossi (person, site TIFPA)"
-    assert _lookups(e, "relay_recipients") == [("mario.rossi+news@tifpa.example.org", None),
-                                               ("mario.rossi@tifpa.example.org", "person")]
+    assert _lookups(e, "relay_recipients") == [
+        ("mario.rossi+news@tifpa.example.org", None),
+        ("mario.rossi@tifpa.example.org", "person"),
+    ]
     [delivery] = e.deliveries
     assert delivery.recipient == "Mario.Rossi+News@TIFPA.example.org"
     assert delivery.route == "smtp:[smtp.tifpa.example.org]:25, [smtp2.tifpa.example.org]:25 (site TIFPA)"
@@ -59,8 +82,10 @@ def test_a_declared_person_with_case_and_extension(bundled):
 def test_an_unknown_address_of_a_list_domain(bundled):
     e = bundled("nobody@lnf.example.org")
     assert e.verdict == REJECTED
-    assert e.reply == "550 5.1.1 <nobody@lnf.example.org>: Recipient address rejected: User unknown in relay " \
-                      "recipient table"
+    assert (
+        e.reply == "550 5.1.1 <nobody@lnf.example.org>: Recipient address rejected: User unknown in relay "
+        "recipient table"
+    )
     assert _lookups(e, "relay_recipients") == [("nobody@lnf.example.org", None), ("@lnf.example.org", None)]
     assert e.deliveries == ()
 
@@ -85,8 +110,9 @@ def test_a_backup_domain_says_where_mail_waits(bundled):
 def test_a_verify_domain_leaves_the_answer_to_its_site(bundled):
     e = bundled("someone.new@ge.example.org")
     assert e.verdict == SITE_DECIDES and e.accepted
-    assert e.reply_if_site_rejects.startswith("550 5.1.1 <someone.new@ge.example.org>: Recipient address rejected: "
-                                              "undeliverable address: ")
+    assert e.reply_if_site_rejects.startswith(
+        "550 5.1.1 <someone.new@ge.example.org>: Recipient address rejected: undeliverable address: "
+    )
     assert ("ge.example.org", "reject_unverified_recipient") in _lookups(e, "recipient_verification")
 
 
@@ -95,7 +121,11 @@ def test_subdomains_and_foreign_domains_are_not_relayed(bundled):
         e = bundled(address)
         assert (e.verdict, e.reply) == (REJECTED, f"554 5.7.1 <{address}>: Relay access denied")
     assert _lookups(bundled("x@sub.tifpa.example.org"), "relay_domains") == [
-        ("sub.tifpa.example.org", None), (".tifpa.example.org", None), (".example.org", None), (".org", None)]
+        ("sub.tifpa.example.org", None),
+        (".tifpa.example.org", None),
+        (".example.org", None),
+        (".org", None),
+    ]
 
 
 def test_clients(bundled):
@@ -105,16 +135,21 @@ def test_clients(bundled):
     assert bundled("x@example.com", "127.0.0.1").verdict == ACCEPTED, "the node itself"
     assert bundled("x@example.com", "192.0.2.25").verdict == REJECTED, "allowlisted by postscreen is not a relay"
     dropped = bundled("mario.rossi@tifpa.example.org", "192.0.2.7")
-    assert (dropped.verdict, dropped.stage, dropped.reply) == (REJECTED, "connect",
-                                                               "521 5.3.2 Service currently unavailable")
+    assert (dropped.verdict, dropped.stage, dropped.reply) == (
+        REJECTED,
+        "connect",
+        "521 5.3.2 Service currently unavailable",
+    )
     assert bundled("nobody@tifpa.example.org", "198.51.100.10").verdict == REJECTED, "relays get 550 too"
 
 
 def test_cli_exit_codes_and_words(mailgw):
     accepted = mailgw(REPO, "explain", "mario.rossi@tifpa.example.org")
     assert accepted.code == 0
-    assert accepted.out.splitlines()[:2] == ["mario.rossi@tifpa.example.org",
-                                             "  verdict: accepted at RCPT TO: 250 2.1.5 Ok"]
+    assert accepted.out.splitlines()[:2] == [
+        "mario.rossi@tifpa.example.org",
+        "  verdict: accepted at RCPT TO: 250 2.1.5 Ok",
+    ]
     assert "relay_recipients  mario.rossi@tifpa.example.org -> person" in accepted.out
     assert mailgw(REPO, "explain", "nobody@tifpa.example.org").code == 1
     assert mailgw(REPO, "explain", "anyone@ge.example.org").code == 0
@@ -122,8 +157,9 @@ def test_cli_exit_codes_and_words(mailgw):
     assert "sindaco@xn--citt-3na.example.org" in mailgw(REPO, "explain", "sindaco@città.example.org").out
 
 
-@pytest.mark.parametrize("argument", ["nobody", "@tifpa.example.org", "a@b", "a b@tifpa.example.org",
-                                      "x@tifpa.example.org."])
+@pytest.mark.parametrize(
+    "argument", ["nobody", "@tifpa.example.org", "a@b", "a b@tifpa.example.org", "x@tifpa.example.org."]
+)
 def test_cli_refuses_what_is_not_an_address(mailgw, argument):
     result = mailgw(REPO, "explain", argument)
     assert result.code == 2 and "is not an address" in result.err and result.out == ""

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from compiler import fastpath
+from compiler.declarations import addresses_of
 from compiler.findings import FindingsError
-from compiler.fleet import addresses_of
 from compiler.load import Document, load_yaml
 from compiler.model import DomainDeclaration, parse
 from tests.conftest import REPO
@@ -22,9 +22,46 @@ delivery:
 """
 
 # Words chosen where YAML 1.1, the grammars and the fast path could disagree.
-TRICKY = ["no", "on", "off", "yes", "y", "n", "true", "null", "~", "12", "012", "0x1f", "1_000", "1e3", "1.5",
-          "2001-12-14", "1:20", ".inf", "-1", "+1", "nneri", "onorato", "tbianchi", "yolanda", "mrossi",
-          "m.rossi", "M.Rossi", "a+b", "a..b", ".a", "a.", "x" * 65, "a#b", "a b", "<<", "-", "_x", "Mrossi"]
+TRICKY = [
+    "no",
+    "on",
+    "off",
+    "yes",
+    "y",
+    "n",
+    "true",
+    "null",
+    "~",
+    "12",
+    "012",
+    "0x1f",
+    "1_000",
+    "1e3",
+    "1.5",
+    "2001-12-14",
+    "1:20",
+    ".inf",
+    "-1",
+    "+1",
+    "nneri",
+    "onorato",
+    "tbianchi",
+    "yolanda",
+    "mrossi",
+    "m.rossi",
+    "M.Rossi",
+    "a+b",
+    "a..b",
+    ".a",
+    "a.",
+    "x" * 65,
+    "a#b",
+    "a b",
+    "<<",
+    "-",
+    "_x",
+    "Mrossi",
+]
 plain = st.from_regex(r"[a-z][a-z0-9._-]{0,10}[a-z0-9]", fullmatch=True)
 # Mostly plain words, so that most files are accepted and compared; a quarter tricky ones.
 word = st.one_of(plain, plain, plain, st.sampled_from(TRICKY), st.from_regex(r"[a-zA-Z0-9._+-]{1,12}", fullmatch=True))
@@ -59,12 +96,33 @@ def recipient_line(draw) -> str:
 @st.composite
 def alias_line(draw) -> str:
     key = draw(word)
-    targets = draw(st.lists(st.one_of(
-        st.builds(lambda a, d: f"{a}@{d}", word, st.sampled_from(
-            ["example.net", "EXAMPLE.net", "città.example.org", "xn--citt-3na.example.org", "bad_domain.org",
-             "tifpa.example.org", "x", "1.2"])),
-        st.builds(lambda a: f"{a}@example.net", plain), st.builds(lambda a: f"{a}@example.net", plain), word),
-        min_size=1, max_size=3))
+    targets = draw(
+        st.lists(
+            st.one_of(
+                st.builds(
+                    lambda a, d: f"{a}@{d}",
+                    word,
+                    st.sampled_from(
+                        [
+                            "example.net",
+                            "EXAMPLE.net",
+                            "città.example.org",
+                            "xn--citt-3na.example.org",
+                            "bad_domain.org",
+                            "tifpa.example.org",
+                            "x",
+                            "1.2",
+                        ]
+                    ),
+                ),
+                st.builds(lambda a: f"{a}@example.net", plain),
+                st.builds(lambda a: f"{a}@example.net", plain),
+                word,
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
     value = targets[0] if len(targets) == 1 and draw(st.booleans()) else f"[{', '.join(targets)}]"
     return f"  {key}: {value}{draw(comment)}"
 
@@ -110,8 +168,9 @@ def test_fast_path_agrees_with_libyaml_and_the_model(text):
     decl, findings = _slow(text)
     assert findings == [], f"the fast path accepted what the model refuses: {findings}"
     assert sorted(fast.addresses) == sorted(addresses_of(decl))
-    assert fast.decl.model_dump(exclude={"recipients", "external_aliases"}) == \
-        decl.model_dump(exclude={"recipients", "external_aliases"})
+    assert fast.decl.model_dump(exclude={"recipients", "external_aliases"}) == decl.model_dump(
+        exclude={"recipients", "external_aliases"}
+    )
 
 
 def test_fast_path_reads_the_common_shapes():
@@ -122,6 +181,7 @@ def test_fast_path_reads_the_common_shapes():
     import random
 
     from bench.generate import domain_file as generated
+
     _, text = generated(3, 2000, random.Random(1))
     fast = _fast(text)
     assert fast is not None and len(fast.addresses) == 2000
@@ -129,13 +189,13 @@ def test_fast_path_reads_the_common_shapes():
 
 def test_fast_path_declines_what_only_the_slow_path_can_explain():
     for text in [
-        HEADER + "recipients:\n  no: 12\n",                          # a number where a uid belongs
-        HEADER + "recipients:\n  a: mrossi\n  a: lbianchi\n",        # a duplicate key
-        HEADER + "recipients:\n  a: &u mrossi\n  b: *u\n",           # an alias
-        HEADER + "recipients:\n\ta: mrossi\n",                       # a tab
-        HEADER + "recipients:\n  a: 'mrossi'\n",                     # a quoted value
-        HEADER + "recipients:\n  a: mrossi\n    b: lbianchi\n",      # another indentation
-        HEADER + "recipients:\n",                                    # null
+        HEADER + "recipients:\n  no: 12\n",  # a number where a uid belongs
+        HEADER + "recipients:\n  a: mrossi\n  a: lbianchi\n",  # a duplicate key
+        HEADER + "recipients:\n  a: &u mrossi\n  b: *u\n",  # an alias
+        HEADER + "recipients:\n\ta: mrossi\n",  # a tab
+        HEADER + "recipients:\n  a: 'mrossi'\n",  # a quoted value
+        HEADER + "recipients:\n  a: mrossi\n    b: lbianchi\n",  # another indentation
+        HEADER + "recipients:\n",  # null
         HEADER.replace("site: TIFPA", "site: T I") + "recipients:\n  a: mrossi\n",  # a bad header
     ]:
         assert _fast(text) is None, text

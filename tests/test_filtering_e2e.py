@@ -68,6 +68,7 @@ def relay_of(domain: str) -> str | None:
 @dataclass
 class Sent:
     """One SMTP transaction: the reply that ended it, and the message's Message-ID."""
+
     reply: str
     message_id: str
 
@@ -107,8 +108,10 @@ class Gateway:
 
     def arrived(self, sink: Sink, sent: Sent) -> email.message.EmailMessage:
         """The message as its next hop received it."""
+
         def find():
             return [m for m in list(sink.messages) if f"<{sent.message_id}>".encode() in m.content]
+
         [message] = wait_for(find, 20, f"message {sent.message_id} to arrive at the {sink.name} sink")
         return email.message_from_bytes(message.content, policy=email.policy.default)
 
@@ -118,8 +121,12 @@ class Gateway:
         discarded = f"{sent.queue_id}: milter-discard: END-OF-MESSAGE from "
         wait_for(lambda: discarded in self.postfix.log(), 20, f"Postfix to log the discard of {sent.queue_id}")
         assert not [path for path in self.postfix.queue_files() if sent.queue_id in path]
-        assert not [m for sink in (self.sites, self.internet) for m in list(sink.messages)
-                    if f"<{sent.message_id}>".encode() in m.content]
+        assert not [
+            m
+            for sink in (self.sites, self.internet)
+            for m in list(sink.messages)
+            if f"<{sent.message_id}>".encode() in m.content
+        ]
 
     def quarantined(self, sent: Sent, rcpts: list[str], policy: DirectionPolicy) -> env.Delivery:
         """Dropped, and POSTed once to the quarantine service with its envelope recipients."""
@@ -135,7 +142,7 @@ def _fleet_files(root: Path, sites: Sink, gateway_services: dict, map_directory:
     gateway = yaml.safe_load((REPO / "gateway.yaml").read_text())
     gateway.update(gateway_services)
     gateway["postfix"] = {"map_directory": str(map_directory)}
-    gateway["postscreen"].pop("dnsbl_sites")        # their queries would leave loopback
+    gateway["postscreen"].pop("dnsbl_sites")  # their queries would leave loopback
     (root / "domains").mkdir(parents=True)
     (root / "gateway.yaml").write_text(yaml.safe_dump(gateway, allow_unicode=True))
     for path in sorted((REPO / "domains").glob("*.yaml")):
@@ -162,8 +169,9 @@ def gw(clamd, quarantine_sink, hs_cache):
         for rel, data in compiled.artifacts.items():
             (base / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
             (base / "out" / rel).write_bytes(data)
-        tree = env.config_tree(base / "out", base / "rspamd", ca_file=quarantine_sink.cert, hs_cache=hs_cache,
-                               test_score=True)
+        tree = env.config_tree(
+            base / "out", base / "rspamd", ca_file=quarantine_sink.cert, hs_cache=hs_cache, test_score=True
+        )
         rspamd = env.Rspamd(tree).__enter__()
         install(postfix, base / "out", internet_port=internet.port, milter=f"inet:127.0.0.1:{rspamd.proxy_port}")
         postfix.start()
@@ -189,20 +197,39 @@ def _base_score(gw: Gateway) -> float:
 
 # --- the outcome a policy asks for, as the sender and the next hop see it --------------------
 
+
 def _bands(policy: DirectionPolicy) -> list[tuple[float, str]]:
     """(a score in the band, the outcome) for every band of the policy, lowest first."""
     refused = "reject" if policy.notify_sender else "quarantine"
-    steps = sorted((t, a) for t, a in ((policy.spam.add_header, "add_header"),
-                                       (policy.spam.rewrite_subject, "rewrite_subject"),
-                                       (policy.spam.quarantine, "quarantine"), (policy.spam.reject, refused))
-                   if t is not None)
+    steps = sorted(
+        (t, a)
+        for t, a in (
+            (policy.spam.add_header, "add_header"),
+            (policy.spam.rewrite_subject, "rewrite_subject"),
+            (policy.spam.quarantine, "quarantine"),
+            (policy.spam.reject, refused),
+        )
+        if t is not None
+    )
     limits = [t for t, _ in steps]
     bands = [(limits[0] / 2 if limits else 2.0, "deliver")]
-    return bands + [(round((low + high) / 2, 2), action) for (low, action), high in zip(steps, limits[1:] + [limits[-1] + 4])]
+    return bands + [
+        (round((low + high) / 2, 2), action)
+        for (low, action), high in zip(steps, limits[1:] + [limits[-1] + 4], strict=True)
+    ]
 
 
-def _check(gw: Gateway, sent: Sent, outcome: str, policy: DirectionPolicy, rcpts: list[str], sink: Sink,
-           subject: str, *, virus: bool = False) -> None:
+def _check(
+    gw: Gateway,
+    sent: Sent,
+    outcome: str,
+    policy: DirectionPolicy,
+    rcpts: list[str],
+    sink: Sink,
+    subject: str,
+    *,
+    virus: bool = False,
+) -> None:
     if outcome == "reject":
         assert sent.reply == (VIRUS_REJECTED if virus else SPAM_REJECTED)
         assert gw.quarantine.take() == []
@@ -224,6 +251,7 @@ def _check(gw: Gateway, sent: Sent, outcome: str, policy: DirectionPolicy, rcpts
 
 # --- the test fleet is the bundled one ---------------------------------------------------------
 
+
 def test_the_test_fleet_has_the_bundled_policies_and_a_relay_for_every_outbound_class(gw):
     assert gw.fleet.filters == BUNDLED.filters
     assert gw.fleet.default_filters == BUNDLED.default_filters
@@ -233,15 +261,20 @@ def test_the_test_fleet_has_the_bundled_policies_and_a_relay_for_every_outbound_
 
 def test_postfix_runs_the_generated_milter_settings_without_a_warning(gw):
     conf = gw.postfix.conf
-    for name, value in (("smtpd_milters", f"inet:127.0.0.1:{gw.rspamd.proxy_port}"), ("non_smtpd_milters", ""),
-                        ("milter_protocol", "6"), ("milter_default_action", "tempfail"),
-                        ("milter_macro_daemon_name", "mailgw_inbound")):
+    for name, value in (
+        ("smtpd_milters", f"inet:127.0.0.1:{gw.rspamd.proxy_port}"),
+        ("non_smtpd_milters", ""),
+        ("milter_protocol", "6"),
+        ("milter_default_action", "tempfail"),
+        ("milter_macro_daemon_name", "mailgw_inbound"),
+    ):
         assert gw.postfix.postconf("-h", name).stdout == f"{value}\n"
     assert gw.postfix.run(program("postfix"), "-c", str(conf), "check").stderr == ""
     assert not re.search(r"\b(warning|error|fatal|panic):", gw.postfix.log())
 
 
 # --- inbound: every domain's policy -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("domain", sorted(BUNDLED.filters))
 def test_inbound_gtube_gets_the_strongest_action_of_the_domain(gw, domain):
@@ -328,8 +361,10 @@ def test_outbound_scores_and_viruses_from_the_site_relay(gw, domain):
 def test_a_site_relay_s_mail_to_a_served_domain_is_outbound(gw):
     """TIFPA's relay writing to CNAF: TIFPA's outbound policy (quarantine), not CNAF's inbound one (tag)."""
     outbound = BUNDLED.filters["tifpa.example.org"].outbound
-    assert (outbound.strongest_spam_action(), BUNDLED.filters["cnaf.example.org"].inbound.strongest_spam_action()) \
-        == ("quarantine", "rewrite_subject")
+    assert (outbound.strongest_spam_action(), BUNDLED.filters["cnaf.example.org"].inbound.strongest_spam_action()) == (
+        "quarantine",
+        "rewrite_subject",
+    )
     gw.quarantine.take()
     rcpts, sender = [recipient("cnaf.example.org")], "Mario.Rossi@TIFPA.Example.ORG"
     sent = gw.send(relay_of("tifpa.example.org"), sender, rcpts, env.gtube(sender=sender, to=rcpts))
@@ -338,30 +373,35 @@ def test_a_site_relay_s_mail_to_a_served_domain_is_outbound(gw):
 
 # --- who gets outbound policy: never guessed ----------------------------------------------------
 
+
 def test_a_stranger_never_gets_outbound_policy(gw):
     """A stranger using TIFPA's sender domain gets the recipient's inbound policy, and may not relay."""
     gw.quarantine.take()
     rcpts, sender = [recipient("cnaf.example.org")], "mario.rossi@tifpa.example.org"
     sent = gw.send(STRANGER, sender, rcpts, env.gtube(sender=sender, to=rcpts))
-    _check(gw, sent, "rewrite_subject", BUNDLED.filters["cnaf.example.org"].inbound, rcpts, gw.sites,
-           "test message")
+    _check(gw, sent, "rewrite_subject", BUNDLED.filters["cnaf.example.org"].inbound, rcpts, gw.sites, "test message")
     refused = gw.send(STRANGER, sender, [EXTERNAL], env.gtube(sender=sender, to=[EXTERNAL]))
     assert refused.reply == f"554 5.7.1 <{EXTERNAL}>: Relay access denied"
 
 
-@pytest.mark.parametrize(("relay_domain", "sender"), [
-    ("tifpa.example.org", "someone@cnaf.example.org"),
-    ("tifpa.example.org", "someone@Lnf.Example.ORG"),
-    ("cnaf.example.org", "someone@lab.tifpa.example.org"),
-    ("xn--citt-3na.example.org", "someone@TIFPA.EXAMPLE.ORG"),
-])
+@pytest.mark.parametrize(
+    ("relay_domain", "sender"),
+    [
+        ("tifpa.example.org", "someone@cnaf.example.org"),
+        ("tifpa.example.org", "someone@Lnf.Example.ORG"),
+        ("cnaf.example.org", "someone@lab.tifpa.example.org"),
+        ("xn--citt-3na.example.org", "someone@TIFPA.EXAMPLE.ORG"),
+    ],
+)
 def test_a_site_relay_may_not_send_as_another_site_s_domain(gw, relay_domain, sender):
     owner = BUNDLED.domain(sender.split("@")[1].lower())
     assert owner.site != BUNDLED.domain(relay_domain).site
     for rcpts in ([EXTERNAL], [recipient(relay_domain)]):
         sent = gw.send(relay_of(relay_domain), sender, rcpts, env.gtube(sender=sender, to=rcpts))
-        assert sent.reply == (f"554 5.7.1 <{sender}>: Sender address rejected: {owner.name} is a domain of site "
-                              f"{owner.site}, not of this relay's site")
+        assert sent.reply == (
+            f"554 5.7.1 <{sender}>: Sender address rejected: {owner.name} is a domain of site "
+            f"{owner.site}, not of this relay's site"
+        )
     logged = f"NOQUEUE: reject: RCPT from unknown[{relay_of(relay_domain)}]: 554 5.7.1 <{sender}>"
     wait_for(lambda: logged in gw.postfix.log(), 10, "Postfix to log the refusal")
 
@@ -383,6 +423,7 @@ def test_a_site_relay_forwarding_a_foreign_sender_gets_the_gateway_s_outbound_de
 
 
 # --- Rspamd down: last, since it stops the module's Rspamd -------------------------------------
+
 
 def test_with_rspamd_down_mail_is_deferred_and_nothing_is_lost(gw):
     rcpts = [recipient("cnaf.example.org")]

@@ -29,29 +29,58 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 def _run_limited(root, seconds=60, memory_mb=1024) -> subprocess.CompletedProcess:
     """The CLI in its own process with a time limit and an address-space cap: a bomb fails the test, not CI."""
+
     def limit():
         cap = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    return subprocess.run([sys.executable, "-m", "compiler", "build"], cwd=root, capture_output=True, text=True,
-                          timeout=seconds, preexec_fn=limit)
+
+    return subprocess.run(
+        [sys.executable, "-m", "compiler", "build"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+        preexec_fn=limit,
+    )
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("billion-laughs", BILLION_LAUGHS,
-     f"{DOMAIN}:3:4: error[yaml-alias]: this list holds an alias (*name); anchors and aliases are not allowed, "
-     "write the value out"),
-    ("merge-key", domain_yaml() + "<<: {site: X}\n",
-     f"{DOMAIN}:9:1: error[yaml-syntax]: mapping keys must be plain text"),
-    ("python-tag", domain_yaml() + "x: !!python/object/apply:os.system ['true']\n",
-     f"{DOMAIN}:9:4: error[yaml-syntax]: invalid YAML: could not determine a constructor for the tag "
-     "'tag:yaml.org,2002:python/object/apply:os.system'"),
-    ("control-character", domain_yaml().replace("TIFPA", "TIF\x07PA"),
-     f"{DOMAIN}:2:10: error[control-character]: control character U+0007 is not allowed in YAML; remove it"),
-    ("two-documents", domain_yaml() + "---\ndomain: x\n",
-     f"{DOMAIN}:9:1: error[yaml-syntax]: the file holds more than one YAML document ('---'); keep one"),
-    ("complex-key", domain_yaml() + "? [a, b]\n: c\n",
-     f"{DOMAIN}:9:3: error[yaml-syntax]: mapping keys must be plain text"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        (
+            "billion-laughs",
+            BILLION_LAUGHS,
+            f"{DOMAIN}:3:4: error[yaml-alias]: this list holds an alias (*name); anchors and aliases are not allowed, "
+            "write the value out",
+        ),
+        (
+            "merge-key",
+            domain_yaml() + "<<: {site: X}\n",
+            f"{DOMAIN}:9:1: error[yaml-syntax]: mapping keys must be plain text",
+        ),
+        (
+            "python-tag",
+            domain_yaml() + "x: !!python/object/apply:os.system ['true']\n",
+            f"{DOMAIN}:9:4: error[yaml-syntax]: invalid YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
+        (
+            "control-character",
+            domain_yaml().replace("TIFPA", "TIF\x07PA"),
+            f"{DOMAIN}:2:10: error[control-character]: control character U+0007 is not allowed in YAML; remove it",
+        ),
+        (
+            "two-documents",
+            domain_yaml() + "---\ndomain: x\n",
+            f"{DOMAIN}:9:1: error[yaml-syntax]: the file holds more than one YAML document ('---'); keep one",
+        ),
+        (
+            "complex-key",
+            domain_yaml() + "? [a, b]\n: c\n",
+            f"{DOMAIN}:9:3: error[yaml-syntax]: mapping keys must be plain text",
+        ),
+    ],
+)
 def test_hostile_yaml_gets_one_located_line(name, content, expected, make_repo):
     root = make_repo({DOMAIN: content})
     done = _run_limited(root)
@@ -68,7 +97,8 @@ def test_a_50_mb_file_is_refused_without_reading_it(make_repo):
     assert done.returncode == 1
     assert done.stderr.splitlines()[0] == (
         f"{DOMAIN}:1:1: error[file-too-large]: file is 52428800 bytes; the limit is 16777216 bytes "
-        "(split the recipients or ask the gateway team)")
+        "(split the recipients or ask the gateway team)"
+    )
 
 
 def test_a_symlinked_domains_directory_entry_inside_the_repo_is_fine(make_repo):
@@ -82,6 +112,7 @@ def test_truncated_files_never_trace_back(make_repo):
     """Every prefix of a real declaration is either valid or gets located findings, never a traceback."""
     text = (REPO / "domains/tifpa.example.org.yaml").read_text()
     from compiler.main import main
+
     for cut in range(0, len(text), 37):
         root = make_repo({DOMAIN: text[:cut]})
         code = main(["--root", str(root), "validate"])

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import ldapdiff
-from compiler.fleet import Address, Domain, Fleet
+from compiler.declarations import Address
+from compiler.fleet import Domain, Fleet
 from compiler.model import GatewayDeclaration, LdapSettings, NextHop
 from compiler.pipeline import compile_repository
 from compiler.targets import ldap
@@ -26,21 +27,28 @@ SLAPD = ("slapd", "slapadd", "ldapadd", "ldapmodify", "ldapsearch", "ldapdelete"
 
 FLEET = {
     "tifpa.example.org": {
-        "site": "TIFPA", "admins": ["@example/tifpa-mail"],
+        "site": "TIFPA",
+        "admins": ["@example/tifpa-mail"],
         "delivery": {"nexthop": "smtp:[smtp.tifpa.example.org]:25"},
         "recipients": {
-            "mario.rossi": "mrossi", "m.rossi": {"kind": "alias", "uid": "mrossi"},
-            "laura.bianchi": "lbianchi", "giulia.neri": "gneri",
+            "mario.rossi": "mrossi",
+            "m.rossi": {"kind": "alias", "uid": "mrossi"},
+            "laura.bianchi": "lbianchi",
+            "giulia.neri": "gneri",
             "staff": {"kind": "list", "owners": ["mrossi", "lbianchi"]},
             "info": {"kind": "role", "owners": ["mrossi"]},
         },
         "external_aliases": {"g.verdi": ["giuseppe.verdi@example.net"]},
     },
     "lnf.example.org": {
-        "site": "LNF", "admins": ["@example/lnf-mail"],
+        "site": "LNF",
+        "admins": ["@example/lnf-mail"],
         "delivery": {"nexthop": "smtp:[mx.lnf.example.org]:25"},
-        "recipients": {"francesca.bruni": "fbruni", "f.bruni": {"kind": "alias", "uid": "fbruni"},
-                       "acceleratori": {"kind": "list", "owners": ["fbruni", "mrossi"]}},
+        "recipients": {
+            "francesca.bruni": "fbruni",
+            "f.bruni": {"kind": "alias", "uid": "fbruni"},
+            "acceleratori": {"kind": "list", "owners": ["fbruni", "mrossi"]},
+        },
     },
 }
 
@@ -72,9 +80,12 @@ def _everyone_leaves(fleet: dict) -> None:
 
 
 def _add_domain(fleet: dict) -> None:
-    fleet["ge.example.org"] = {"site": "GENOVA", "admins": ["@example/genova-mail"],
-                               "delivery": {"nexthop": "[relay.ge.example.org]:25"},
-                               "recipients": {"marco.ricci": "mricci", "a+b": {"kind": "role", "owners": ["mricci"]}}}
+    fleet["ge.example.org"] = {
+        "site": "GENOVA",
+        "admins": ["@example/genova-mail"],
+        "delivery": {"nexthop": "[relay.ge.example.org]:25"},
+        "recipients": {"marco.ricci": "mricci", "a+b": {"kind": "role", "owners": ["mricci"]}},
+    }
 
 
 # name -> (how NEW differs from FLEET, the summary ldap-diff prints)
@@ -82,21 +93,28 @@ CASES = {
     "nothing changes": (lambda f: None, "0 to add, 0 to modify, 0 to delete"),
     "add a person": (lambda f: _tifpa(f).update({"paolo.conti": "pconti"}), "1 to add, 0 to modify, 0 to delete"),
     "remove an alias": (lambda f: _tifpa(f).pop("m.rossi"), "0 to add, 1 to modify, 0 to delete"),
-    "change list owners": (lambda f: _tifpa(f)["staff"].update(owners=["gneri"]),
-                           "0 to add, 1 to modify, 0 to delete"),
-    "give an address to another person": (lambda f: _tifpa(f).update({"m.rossi": {"kind": "alias", "uid": "gneri"}}),
-                                          "0 to add, 2 to modify, 0 to delete"),
+    "change list owners": (lambda f: _tifpa(f)["staff"].update(owners=["gneri"]), "0 to add, 1 to modify, 0 to delete"),
+    "give an address to another person": (
+        lambda f: _tifpa(f).update({"m.rossi": {"kind": "alias", "uid": "gneri"}}),
+        "0 to add, 2 to modify, 0 to delete",
+    ),
     "remove a domain": (lambda f: f.pop("lnf.example.org"), "0 to add, 0 to modify, 3 to delete"),
     "add a domain": (_add_domain, "3 to add, 0 to modify, 0 to delete"),
     "rename a uid": (_rename_uid, "1 to add, 3 to modify, 1 to delete"),
-    "rename an address": (lambda f: _tifpa(f).update({"mario.rossi2": _tifpa(f).pop("mario.rossi")}),
-                          "0 to add, 1 to modify, 0 to delete"),
+    "rename an address": (
+        lambda f: _tifpa(f).update({"mario.rossi2": _tifpa(f).pop("mario.rossi")}),
+        "0 to add, 1 to modify, 0 to delete",
+    ),
     "a list becomes a role": (lambda f: _tifpa(f)["staff"].update(kind="role"), "1 to add, 0 to modify, 1 to delete"),
     "an external alias becomes a person": (_external_alias_becomes_person, "1 to add, 0 to modify, 1 to delete"),
-    "a domain changes site and admins": (lambda f: f["lnf.example.org"].update(
-        site="FRASCATI", admins=["@example/lnf-mail", "@fbruni"]), "0 to add, 1 to modify, 0 to delete"),
-    "a site changes only its case": (lambda f: f["lnf.example.org"].update(site="Lnf"),
-                                     "0 to add, 1 to modify, 0 to delete"),
+    "a domain changes site and admins": (
+        lambda f: f["lnf.example.org"].update(site="FRASCATI", admins=["@example/lnf-mail", "@fbruni"]),
+        "0 to add, 1 to modify, 0 to delete",
+    ),
+    "a site changes only its case": (
+        lambda f: f["lnf.example.org"].update(site="Lnf"),
+        "0 to add, 1 to modify, 0 to delete",
+    ),
     "everyone leaves": (_everyone_leaves, "0 to add, 0 to modify, 8 to delete"),
 }
 
@@ -133,6 +151,7 @@ def _apply_and_compare(server: Slapd, old: bytes, changes: bytes, new: bytes) ->
 
 # --- hand-written cases, through the command line ---------------------------------------
 
+
 @pytest.mark.needs(*SLAPD)
 @pytest.mark.parametrize("case", list(CASES))
 def test_ldap_diff_turns_old_into_new_on_slapd(case, server, tmp_path, mailgw):
@@ -167,11 +186,17 @@ dn: cn=other,{BASE}
 objectClass: organizationalRole
 cn: other
 """.encode()
-    new = old.replace(b"objectClass: groupOfNames\ncn: desk\nmember: cn=desk," + BASE.encode(),
-                      b"objectClass: organizationalRole\ncn: desk\ndescription: now a role")
+    new = old.replace(
+        b"objectClass: groupOfNames\ncn: desk\nmember: cn=desk," + BASE.encode(),
+        b"objectClass: organizationalRole\ncn: desk\ndescription: now a role",
+    )
     changes = ldapdiff.diff(ldapdiff.read_directory(old), ldapdiff.read_directory(new))
     assert [(c.changetype, c.dn.split(",")[0]) for c in changes] == [
-        ("delete", "cn=night"), ("delete", "cn=desk"), ("add", "cn=desk"), ("add", "cn=night")]
+        ("delete", "cn=night"),
+        ("delete", "cn=desk"),
+        ("add", "cn=desk"),
+        ("add", "cn=night"),
+    ]
     _apply_and_compare(server, old, ldapdiff.render(changes), new)
 
 
@@ -192,12 +217,18 @@ objectClass: organizationalRole
 cn: leaf
 
 """
+
     root = f"dn: {BASE}\nobjectClass: organizationalUnit\nou: mailgw\n\n"
     old, new = (root + tree("gone")).encode(), (root + tree("new")).encode()
     changes = ldapdiff.diff(ldapdiff.read_directory(old), ldapdiff.read_directory(new))
     assert [(c.changetype, c.dn.split(",")[0]) for c in changes] == [
-        ("add", "ou=new"), ("add", "ou=inner"), ("add", "cn=leaf"),
-        ("delete", "cn=leaf"), ("delete", "ou=inner"), ("delete", "ou=gone")]
+        ("add", "ou=new"),
+        ("add", "ou=inner"),
+        ("add", "cn=leaf"),
+        ("delete", "cn=leaf"),
+        ("delete", "ou=inner"),
+        ("delete", "ou=gone"),
+    ]
     _apply_and_compare(server, old, ldapdiff.render(changes), new)
 
 
@@ -210,8 +241,9 @@ def test_the_live_servers_own_dump_can_be_old(server, tmp_path, mailgw):
     old, new = _build(tmp_path / "old", FLEET), _build(tmp_path / "new", new_fleet)
     server.wipe()
     server.add(old.read_bytes())
-    dump = subprocess.run([program("slapcat"), "-F", str(server.work / "config"), "-b", BASE],
-                          capture_output=True, timeout=30)
+    dump = subprocess.run(
+        [program("slapcat"), "-F", str(server.work / "config"), "-b", BASE], capture_output=True, timeout=30
+    )
     assert dump.returncode == 0 and b"entryUUID: " in dump.stdout
     live = tmp_path / "live.ldif"
     live.write_bytes(dump.stdout)
@@ -222,11 +254,13 @@ def test_the_live_servers_own_dump_can_be_old(server, tmp_path, mailgw):
 
 # --- the change records themselves ------------------------------------------------------
 
+
 def test_adds_go_parents_first_then_modifies_then_deletes_children_first(tmp_path):
     lnf = copy.deepcopy(FLEET["lnf.example.org"])
     lnf["recipients"]["acceleratori"]["owners"] = ["fbruni"]
-    old = ldapdiff.read_directory(_build(tmp_path / "old", {"tifpa.example.org": FLEET["tifpa.example.org"]})
-                                  .read_bytes())
+    old = ldapdiff.read_directory(
+        _build(tmp_path / "old", {"tifpa.example.org": FLEET["tifpa.example.org"]}).read_bytes()
+    )
     new = ldapdiff.read_directory(_build(tmp_path / "new", {"lnf.example.org": lnf}).read_bytes())
     changes = ldapdiff.diff(old, new)
     kinds = [c.changetype for c in changes]
@@ -245,45 +279,66 @@ def test_adds_go_parents_first_then_modifies_then_deletes_children_first(tmp_pat
 
 def test_the_same_directory_gives_no_change_whatever_its_spelling():
     a = b"dn: cn=a\\+b,o=x\nobjectClass: organizationalRole\ncn: a+b\ndescription: one\ndescription: two\n"
-    b = (b"# another writer\nversion: 1\n\ndn: CN=A\\2Bb,O=X\nobjectclass: organizationalRole\n"
-         b"description: two\nDESCRIPTION: one\ncn:: YSti\n")
+    b = (
+        b"# another writer\nversion: 1\n\ndn: CN=A\\2Bb,O=X\nobjectclass: organizationalRole\n"
+        b"description: two\nDESCRIPTION: one\ncn:: YSti\n"
+    )
     assert ldapdiff.diff(ldapdiff.read_directory(a), ldapdiff.read_directory(b)) == []
 
 
 def test_value_changes_delete_what_went_and_add_what_came():
-    old = ldapdiff.read_directory(b"dn: o=x\nobjectClass: organization\no: x\ndescription: a\ndescription: b\n"
-                                  b"l: Rome\n")
-    new = ldapdiff.read_directory(b"dn: o=x\nobjectClass: organization\no: x\ndescription: b\ndescription: c\n"
-                                  b"st: Lazio\n")
+    old = ldapdiff.read_directory(
+        b"dn: o=x\nobjectClass: organization\no: x\ndescription: a\ndescription: b\nl: Rome\n"
+    )
+    new = ldapdiff.read_directory(
+        b"dn: o=x\nobjectClass: organization\no: x\ndescription: b\ndescription: c\nst: Lazio\n"
+    )
     changes = ldapdiff.diff(old, new)
-    assert changes == [ldapdiff.Change("o=x", "modify", (
-        ("delete", "description", ("a",)), ("add", "description", ("c",)),
-        ("delete", "l", ()), ("add", "st", ("Lazio",))))]
+    assert changes == [
+        ldapdiff.Change(
+            "o=x",
+            "modify",
+            (
+                ("delete", "description", ("a",)),
+                ("add", "description", ("c",)),
+                ("delete", "l", ()),
+                ("add", "st", ("Lazio",)),
+            ),
+        )
+    ]
     assert ldapdiff.render(changes).decode() == (
         ldapdiff.HEADER + "version: 1\n"
         "dn: o=x\nchangetype: modify\n"
         "delete: description\ndescription: a\n-\nadd: description\ndescription: c\n-\n"
-        "delete: l\n-\nadd: st\nst: Lazio\n-\n\n")
+        "delete: l\n-\nadd: st\nst: Lazio\n-\n\n"
+    )
 
 
 def test_values_that_need_it_are_base64_in_the_changes_too():
     old = ldapdiff.read_directory(b"dn: o=x\nobjectClass: organization\no: x\n")
     new = ldapdiff.read_directory("dn: o=x\nobjectClass: organization\no: x\ndescription: città \n".encode())
     text = ldapdiff.render(ldapdiff.diff(old, new)).decode("ascii")
-    assert "description:: Y2l0dMOg\n" in text     # 'città' (RFC 2849 strips the unencoded trailing space)
+    assert "description:: Y2l0dMOg\n" in text  # 'città' (RFC 2849 strips the unencoded trailing space)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"dn: o=x\nobjectClass: organization\nno colon here\n", "line 3: not LDIF (RFC 2849): a line that is not "
-                                                            "'type: value'"),
-    (b"dn: o=x\nchangetype: delete\n", "'o=x' is a change record; ldap-diff compares two directories"),
-    (b"dn: o=x\nobjectClass: organization\no: x\n\ndn: O=X\nobjectClass: organization\no: x\n",
-     "entry 'O=X' appears twice"),
-    (b"objectClass: organization\n", "First line of record does not start with 'dn:'"),
-    (b"dn: o=x\n", "entry 'o=x' has no attributes"),
-    (b"dn: o=x\nentryUUID: 1\n", "entry 'o=x' has no attributes"),
-    (b"dn:: !!!notbase64\nobjectClass: organization\n", "not LDIF (RFC 2849)"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b"dn: o=x\nobjectClass: organization\nno colon here\n",
+            "line 3: not LDIF (RFC 2849): a line that is not 'type: value'",
+        ),
+        (b"dn: o=x\nchangetype: delete\n", "'o=x' is a change record; ldap-diff compares two directories"),
+        (
+            b"dn: o=x\nobjectClass: organization\no: x\n\ndn: O=X\nobjectClass: organization\no: x\n",
+            "entry 'O=X' appears twice",
+        ),
+        (b"objectClass: organization\n", "First line of record does not start with 'dn:'"),
+        (b"dn: o=x\n", "entry 'o=x' has no attributes"),
+        (b"dn: o=x\nentryUUID: 1\n", "entry 'o=x' has no attributes"),
+        (b"dn:: !!!notbase64\nobjectClass: organization\n", "not LDIF (RFC 2849)"),
+    ],
+)
 def test_what_is_not_a_directory_is_refused_with_exit_2(content, message, tmp_path, mailgw):
     (tmp_path / "bad.ldif").write_bytes(content)
     (tmp_path / "good.ldif").write_bytes(b"dn: o=x\nobjectClass: organization\no: x\n")
@@ -303,9 +358,11 @@ def test_the_command_in_its_own_process_prints_the_changes(tmp_path):
     new = _build(tmp_path / "new", new_fleet)
     done = run_mailgw_process("ldap-diff", str(old), str(new), cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "ldap-diff: 0 to add, 1 to modify, 0 to delete\n")
-    assert done.stdout == (ldapdiff.HEADER + "version: 1\n"
-                           f"dn: uid=mrossi,ou=people,{BASE}\nchangetype: modify\n"
-                           "delete: mailLocalAddress\nmailLocalAddress: m.rossi@tifpa.example.org\n-\n\n")
+    assert done.stdout == (
+        ldapdiff.HEADER + "version: 1\n"
+        f"dn: uid=mrossi,ou=people,{BASE}\nchangetype: modify\n"
+        "delete: mailLocalAddress\nmailLocalAddress: m.rossi@tifpa.example.org\n-\n\n"
+    )
 
 
 def test_an_unreadable_file_is_a_usage_error(tmp_path, mailgw):
@@ -319,10 +376,11 @@ def test_an_unreadable_file_is_a_usage_error(tmp_path, mailgw):
 
 # --- the quick reader reads what the `ldif` parser reads --------------------------------
 
+
 def _parser(data: bytes):
     try:
         return [(dn, dict(attributes)) for dn, attributes in ldif.LDIFParser(io.BytesIO(data)).parse()]
-    except Exception as err:   # noqa: BLE001 - whatever the parser raises, ours must refuse too
+    except Exception as err:
         return type(err)
 
 
@@ -333,18 +391,51 @@ def _ours(data: bytes):
         return ValueError
 
 
-_DN_LINES = st.sampled_from(["dn: cn=a,o=x", "dn: cn=b+sn=c,o=x", "dn: o=x", "dn:o=y", "dn: not a dn",
-                             "dn:: Y249w6ksbz14", "dn: cn=\xe9,o=x", "# comment\ndn: o=z", "version: 1\ndn: o=v"])
-_LINES = st.sampled_from([
-    "cn: a", "cn:a", "cn:  padded  ", "cn:", "CN: b", "description: a: b", "description:: w6k=", "description:: !!",
-    "description:< file:///nonexistent", " folded", "  folded with space", "# comment", "# note: x", "#",
-    "dn: o=again", "version: 1", "changetype: add", "no colon", "cn: a\r", "jpegPhoto: \udcff\udcfe", "t\xe9: x", "",
-])
+_DN_LINES = st.sampled_from(
+    [
+        "dn: cn=a,o=x",
+        "dn: cn=b+sn=c,o=x",
+        "dn: o=x",
+        "dn:o=y",
+        "dn: not a dn",
+        "dn:: Y249w6ksbz14",
+        "dn: cn=\xe9,o=x",
+        "# comment\ndn: o=z",
+        "version: 1\ndn: o=v",
+    ]
+)
+_LINES = st.sampled_from(
+    [
+        "cn: a",
+        "cn:a",
+        "cn:  padded  ",
+        "cn:",
+        "CN: b",
+        "description: a: b",
+        "description:: w6k=",
+        "description:: !!",
+        "description:< file:///nonexistent",
+        " folded",
+        "  folded with space",
+        "# comment",
+        "# note: x",
+        "#",
+        "dn: o=again",
+        "version: 1",
+        "changetype: add",
+        "no colon",
+        "cn: a\r",
+        "jpegPhoto: \udcff\udcfe",
+        "t\xe9: x",
+        "",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(st.tuples(_DN_LINES, st.lists(_LINES, max_size=5)), max_size=4),
-       st.sampled_from(["\n\n", "\n\n\n", "\n"]))
+@given(
+    st.lists(st.tuples(_DN_LINES, st.lists(_LINES, max_size=5)), max_size=4), st.sampled_from(["\n\n", "\n\n\n", "\n"])
+)
 def test_the_quick_reader_agrees_with_the_parser_on_any_lines(blocks, separator):
     text = separator.join("\n".join([dn, *lines]) for dn, lines in blocks)
     data = text.encode("utf-8", "surrogateescape")
@@ -357,12 +448,24 @@ def test_the_quick_reader_agrees_with_the_parser_on_any_lines(blocks, separator)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.text(st.sampled_from("ab :<é#\n"), max_size=80),
-                          st.lists(st.text(st.sampled_from("ab :<é#\n"), max_size=80), min_size=1, max_size=3)),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.text(st.sampled_from("ab :<é#\n"), max_size=80),
+            st.lists(st.text(st.sampled_from("ab :<é#\n"), max_size=80), min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_the_quick_reader_agrees_with_the_parser_on_written_directories(entries):
-    written = ldap.render([ldap.Entry(f"cn=e{i},o=x", (("cn", (f"e{i}",)), ("description", tuple(values))))
-                           for i, (_, values) in enumerate(entries)], ldap.HEADER)
+    written = ldap.render(
+        [
+            ldap.Entry(f"cn=e{i},o=x", (("cn", (f"e{i}",)), ("description", tuple(values))))
+            for i, (_, values) in enumerate(entries)
+        ],
+        ldap.HEADER,
+    )
     assert _ours(written) == _parser(written)
 
 
@@ -378,9 +481,11 @@ TARGETS = ("a@example.net", "b@example.com")
 @st.composite
 def fleets(draw) -> Fleet:
     """A small fleet as the checks allow it: every owner is the uid of some person or alias."""
-    kinds = {(name, local): draw(st.sampled_from(("person", "alias", "role", "list", "external")))
-             for name in draw(st.sets(st.sampled_from(DOMAINS), min_size=1))
-             for local in draw(st.sets(st.sampled_from(LOCALS)))}
+    kinds = {
+        (name, local): draw(st.sampled_from(("person", "alias", "role", "list", "external")))
+        for name in draw(st.sets(st.sampled_from(DOMAINS), min_size=1))
+        for local in draw(st.sets(st.sampled_from(LOCALS)))
+    }
     uids = {key: draw(st.sampled_from(UIDS)) for key, kind in kinds.items() if kind in ("person", "alias")}
     known = sorted(set(uids.values()))
     domains = []
@@ -389,15 +494,23 @@ def fleets(draw) -> Fleet:
         for (domain, local), kind in sorted(kinds.items()):
             if domain != name or (kind in ("role", "list") and not known):
                 continue
-            owners = tuple(sorted(draw(st.sets(st.sampled_from(known), min_size=1)))) \
-                if kind in ("role", "list") else ()
-            targets = tuple(sorted(draw(st.sets(st.sampled_from(TARGETS), min_size=1)))) \
-                if kind == "external" else ()
+            owners = (
+                tuple(sorted(draw(st.sets(st.sampled_from(known), min_size=1)))) if kind in ("role", "list") else ()
+            )
+            targets = tuple(sorted(draw(st.sets(st.sampled_from(TARGETS), min_size=1)))) if kind == "external" else ()
             addresses.append(Address(f"{local}@{name}", kind, uids.get((domain, local)), owners, targets))
-        domains.append(Domain(name=name, site=draw(st.sampled_from(("TIFPA", "LNF"))),
-                              admins=tuple(sorted(draw(st.sets(st.sampled_from(("@example/a", "@b")), min_size=1)))),
-                              role="primary", nexthops=(NextHop("smtp", "relay.example.org", 25),),
-                              recipient_check="list", addresses=tuple(addresses), source=f"domains/{name}.yaml"))
+        domains.append(
+            Domain(
+                name=name,
+                site=draw(st.sampled_from(("TIFPA", "LNF"))),
+                admins=tuple(sorted(draw(st.sets(st.sampled_from(("@example/a", "@b")), min_size=1)))),
+                role="primary",
+                nexthops=(NextHop("smtp", "relay.example.org", 25),),
+                recipient_check="list",
+                addresses=tuple(addresses),
+                source=f"domains/{name}.yaml",
+            )
+        )
     return Fleet(GATEWAY_DECLARATION, tuple(domains))
 
 

@@ -37,9 +37,14 @@ def run_step(workflow: str, step_id: str, cwd: Path, **env: str) -> subprocess.C
     step = workflow_step(workflow, step_id)
     assert "${{" not in step["run"], "expressions belong in env:, where the tests can set them"
     plain = {k: str(v) for k, v in step.get("env", {}).items() if "${{" not in str(v)}
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=cwd,
-                          env={**os.environ, **GIT_ENV, **plain, **env}, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV, **plain, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def clone(origin: Path, path: Path) -> git.Repo:
@@ -67,8 +72,12 @@ def site_admin_branch(origin: Path, path: Path) -> git.Repo:
     repo = clone(origin, path)
     repo.git.checkout("-b", "tifpa-staff")
     edit(path, TIFPA, "  paolo.conti: pconti\n", "  giulia.verdi: gverdi\n")
-    edit(path, TIFPA, "visiting: [anna.ferri@example.com, a.ferri@physics.example.edu]",
-         "visiting: [anna.ferri@example.com]")
+    edit(
+        path,
+        TIFPA,
+        "visiting: [anna.ferri@example.com, a.ferri@physics.example.edu]",
+        "visiting: [anna.ferri@example.com]",
+    )
     commit_all(repo, "tifpa: giulia.verdi arrives, paolo.conti leaves, visiting forwards to one address")
     return repo
 
@@ -112,13 +121,18 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
 
     # The pull-request workflow's plan step, as the runner runs it.
     summary = tmp_path / "step-summary.md"
-    step = run_step("pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="",
-                    GITHUB_STEP_SUMMARY=str(summary))
+    step = run_step(
+        "pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="", GITHUB_STEP_SUMMARY=str(summary)
+    )
     assert step.returncode == 0, step.stderr
     markdown = summary.read_text()
     assert markdown.splitlines()[:5] == [
-        "## mailgw plan", "", f"**{SUMMARY}**", "",
-        f"Compared with origin/main ({main_sha}). Verdict: safe."]
+        "## mailgw plan",
+        "",
+        f"**{SUMMARY}**",
+        "",
+        f"Compared with origin/main ({main_sha}). Verdict: safe.",
+    ]
     assert "| + | recipients | `giulia.verdi@tifpa.example.org` |  | `person gverdi` |" in markdown
 
     # Merge and push, as the merge button does.
@@ -135,11 +149,16 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
     published = git.Repo(origin).commit("main")
     assert published.parents == (merge,), "exactly one commit after the merge"
     assert published.message.splitlines()[0] == f"publish out/: {SUMMARY}"
-    assert f"mailgw plan: the working tree against the last publish ({merge.parents[0].hexsha[:12]})" \
-        in published.message
+    assert (
+        f"mailgw plan: the working tree against the last publish ({merge.parents[0].hexsha[:12]})" in published.message
+    )
     assert published.author.name == "github-actions[bot]"
-    assert sorted(published.stats.files) == ["out/MANIFEST.json", "out/ldap/directory.ldif",
-                                             "out/postfix/relay_recipients", "out/postfix/virtual_alias"]
+    assert sorted(published.stats.files) == [
+        "out/MANIFEST.json",
+        "out/ldap/directory.ldif",
+        "out/postfix/relay_recipients",
+        "out/postfix/virtual_alias",
+    ]
 
     # main now holds the out/ its declarations build, and a second run publishes nothing.
     check = clone(origin, tmp_path / "check")
@@ -157,17 +176,27 @@ def test_unsafe_merge_request_fails_the_plan_step_until_labelled(origin, tmp_pat
     commit_all(admin, "tifpa: new fallback relay")
     summary = tmp_path / "step-summary.md"
 
-    refused = run_step("pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="",
-                       GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
+    refused = run_step(
+        "pull-request.yml",
+        "plan",
+        root,
+        BASE_REF="main",
+        MAILGW_FORCE="",
+        GITHUB_STEP_SUMMARY=str(summary),
+        GITHUB_ACTIONS="true",
+    )
     assert refused.returncode == 1
-    reason = ("tifpa.example.org: next hop changed from smtp:[smtp.tifpa.example.org]:25, "
-              "[smtp2.tifpa.example.org]:25 to smtp:[smtp.tifpa.example.org]:25, [smtp3.tifpa.example.org]:25")
+    reason = (
+        "tifpa.example.org: next hop changed from smtp:[smtp.tifpa.example.org]:25, "
+        "[smtp2.tifpa.example.org]:25 to smtp:[smtp.tifpa.example.org]:25, [smtp3.tifpa.example.org]:25"
+    )
     assert f"::error title=unsafe plan::{reason}" in refused.stderr.splitlines()
     assert f"> - {reason}".replace("[", "\\[").replace("]", "\\]") in summary.read_text().splitlines()
     assert "Verdict: **UNSAFE**." in summary.read_text()
 
     summary.unlink()
-    labelled = run_step("pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="1",
-                        GITHUB_STEP_SUMMARY=str(summary))
+    labelled = run_step(
+        "pull-request.yml", "plan", root, BASE_REF="main", MAILGW_FORCE="1", GITHUB_STEP_SUMMARY=str(summary)
+    )
     assert labelled.returncode == 0, labelled.stderr
     assert "Verdict: **unsafe, forced through**." in summary.read_text()

@@ -18,16 +18,30 @@ def test_idn_domain_is_stored_as_a_label(make_repo):
 
 
 def test_local_parts_and_domains_are_lower_cased(make_repo):
-    fleet = _fleet(make_repo, {"domains/tifpa.example.org.yaml": domain_yaml(
-        "TIFPA.example.org", recipients="recipients:\n  Mario.Rossi: mrossi\n")})
+    fleet = _fleet(
+        make_repo,
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(
+                "TIFPA.example.org", recipients="recipients:\n  Mario.Rossi: mrossi\n"
+            )
+        },
+    )
     assert fleet.domains[0].addresses[0].address == "mario.rossi@tifpa.example.org"
 
 
 def test_recipient_kinds_and_owners(make_repo):
-    fleet = _fleet(make_repo, {"domains/tifpa.example.org.yaml": domain_yaml(recipients=(
-        "recipients:\n  mario.rossi: mrossi\n  m.rossi: {kind: alias, uid: mrossi}\n"
-        "  laura: lbianchi\n  staff: {kind: list, owners: [mrossi, lbianchi, mrossi]}\n"
-        "external_aliases:\n  g.verdi: Giuseppe.Verdi@Example.NET\n"))})
+    fleet = _fleet(
+        make_repo,
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(
+                recipients=(
+                    "recipients:\n  mario.rossi: mrossi\n  m.rossi: {kind: alias, uid: mrossi}\n"
+                    "  laura: lbianchi\n  staff: {kind: list, owners: [mrossi, lbianchi, mrossi]}\n"
+                    "external_aliases:\n  g.verdi: Giuseppe.Verdi@Example.NET\n"
+                )
+            )
+        },
+    )
     by_address = {a.address.split("@")[0]: a for a in fleet.domains[0].addresses}
     assert by_address["mario.rossi"][1:5] == ("person", "mrossi", (), ())
     assert by_address["m.rossi"][1:5] == ("alias", "mrossi", (), ())
@@ -37,15 +51,22 @@ def test_recipient_kinds_and_owners(make_repo):
 
 
 def test_nexthop_forms_and_default_ports(make_repo):
-    fleet = _fleet(make_repo, {
-        "domains/tifpa.example.org.yaml": domain_yaml(delivery="delivery:\n  nexthop: '[Relay.Example.org]'\n"),
-        "domains/cnaf.example.org.yaml": domain_yaml("cnaf.example.org", delivery=(
-            "delivery:\n  nexthop: ['lmtp:[192.0.2.10]', 'lmtp:[mbox.example.org]:2424']\n")),
-    })
+    fleet = _fleet(
+        make_repo,
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(delivery="delivery:\n  nexthop: '[Relay.Example.org]'\n"),
+            "domains/cnaf.example.org.yaml": domain_yaml(
+                "cnaf.example.org",
+                delivery=("delivery:\n  nexthop: ['lmtp:[192.0.2.10]', 'lmtp:[mbox.example.org]:2424']\n"),
+            ),
+        },
+    )
     cnaf, tifpa = fleet.domains
     assert [(h.transport, h.host, h.port) for h in tifpa.nexthops] == [("smtp", "relay.example.org", 25)]
     assert [(h.transport, h.host, h.port) for h in cnaf.nexthops] == [
-        ("lmtp", "192.0.2.10", 24), ("lmtp", "mbox.example.org", 2424)]
+        ("lmtp", "192.0.2.10", 24),
+        ("lmtp", "mbox.example.org", 2424),
+    ]
 
 
 def test_defaults_are_primary_and_list(make_repo):
@@ -55,7 +76,16 @@ def test_defaults_are_primary_and_list(make_repo):
 
 def test_yaml_one_one_booleans_stay_local_parts(make_repo):
     """'no:' and 'on:' are addresses, not booleans (keys are taken literally)."""
-    fleet = _fleet(make_repo, {"domains/tifpa.example.org.yaml": domain_yaml(
-        recipients="recipients:\n  no: mrossi\n  on: mrossi\n  1e3: mrossi\n")})
+    fleet = _fleet(
+        make_repo,
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(
+                recipients="recipients:\n  no: mrossi\n  on: mrossi\n  1e3: mrossi\n"
+            )
+        },
+    )
     assert [a.address for a in fleet.domains[0].addresses] == [
-        "1e3@tifpa.example.org", "no@tifpa.example.org", "on@tifpa.example.org"]
+        "1e3@tifpa.example.org",
+        "no@tifpa.example.org",
+        "on@tifpa.example.org",
+    ]

@@ -10,12 +10,25 @@ from compiler.commands.plan import render_markdown, render_text
 from compiler.pipeline import compile_repository
 from compiler.plan import Change, directory_changes, make_plan, parse_ldif
 from tests.conftest import GATEWAY, domain_yaml
-from tests.gitrepo import (bundled_addresses, bundled_dns, bundled_fleet, bundled_summary, commit_all, copy_bundled,
-                           edit, fleet_repo, init, line_of, lines_changed)
+from tests.gitrepo import (
+    bundled_addresses,
+    bundled_dns,
+    bundled_fleet,
+    bundled_summary,
+    commit_all,
+    copy_bundled,
+    edit,
+    fleet_repo,
+    init,
+    line_of,
+    lines_changed,
+)
 
 TIFPA = "domains/tifpa.example.org.yaml"
-HINT = ("  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
-        "or run 'mailgw plan --force'")
+HINT = (
+    "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
+    "or run 'mailgw plan --force'"
+)
 
 
 @pytest.fixture
@@ -35,23 +48,27 @@ def people(count: int, domain: str = "big.example.org") -> str:
 @pytest.fixture
 def small_repo(make_repo):
     """A one-domain fleet committed on main: make(files) -> (root, repo)."""
+
     def make(files: dict[str, str]):
         root = make_repo(files)
         repo = init(root)
         commit_all(repo, "fleet")
         return root, repo
+
     return make
 
 
 def lnf_removed() -> str:
     """The reason a plan without lnf.example.org is unsafe, with as many addresses as the bundled domain has."""
-    return (f"lnf.example.org: domain removed; the MX would reject all of its mail "
-            f"({bundled_addresses('lnf.example.org')} address(es))")
+    return (
+        f"lnf.example.org: domain removed; the MX would reject all of its mail "
+        f"({bundled_addresses('lnf.example.org')} address(es))"
+    )
 
 
 def verdict(stdout: str) -> list[str]:
     lines = stdout.splitlines()
-    return lines[next(i for i, line in enumerate(lines) if line.startswith("verdict:")):]
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("verdict:")) :]
 
 
 def test_no_change_is_an_empty_safe_plan(branch, mailgw):
@@ -59,8 +76,10 @@ def test_no_change_is_an_empty_safe_plan(branch, mailgw):
     result = mailgw(root, "plan")
     assert result.code == 0
     base = repo.commit("main").hexsha[:12]
-    assert result.out == (f"mailgw plan: the working tree against the merge base with main ({base})\n\n"
-                          "summary: no changes\nverdict: safe\n")
+    assert result.out == (
+        f"mailgw plan: the working tree against the merge base with main ({base})\n\n"
+        "summary: no changes\nverdict: safe\n"
+    )
 
 
 def test_every_kind_of_domain_change(branch, mailgw):
@@ -68,12 +87,17 @@ def test_every_kind_of_domain_change(branch, mailgw):
     edit(root, TIFPA, "  paolo.conti: pconti\n", "  giulia.verdi: gverdi\n")
     edit(root, TIFPA, "info: {kind: role, owners: [mrossi]}", "info: {kind: list, owners: [mrossi, gneri]}")
     edit(root, "domains/cnaf.example.org.yaml", "luca.gallo@example.net", "luca.gallo@example.com")
-    edit(root, "domains/cnaf.example.org.yaml", "external_aliases:\n",
-         "external_aliases:\n  sara: [sara.romano@example.net]\n")
+    edit(
+        root,
+        "domains/cnaf.example.org.yaml",
+        "external_aliases:\n",
+        "external_aliases:\n  sara: [sara.romano@example.net]\n",
+    )
     edit(root, "domains/lnf.example.org.yaml", "role: backup", "role: primary")
     edit(root, "domains/lnf.example.org.yaml", 'admins: ["@example/lnf-mail", "@fbruni"]', 'admins: ["@fbruni"]')
-    (root / "domains/new.example.org.yaml").write_text(domain_yaml(
-        "new.example.org", site="site: NEW\n", recipients="recipients:\n  anna.neri: aneri\n"))
+    (root / "domains/new.example.org.yaml").write_text(
+        domain_yaml("new.example.org", site="site: NEW\n", recipients="recipients:\n  anna.neri: aneri\n")
+    )
     result = mailgw(root, "plan")
     assert result.code == 0, result.err
     body = result.out.splitlines()[2:]
@@ -147,8 +171,9 @@ def test_the_three_views_show_one_plan(branch, mailgw):
     assert data["verdict"] == "safe" and data["reasons"] == [] and data["forced"] is False
     # pconti's entry also holds his lab.tifpa.example.org address: that domain did not change, and is not shown.
     [tifpa] = data["domains"]
-    assert tifpa["recipients"] == [{"name": "paolo.conti@tifpa.example.org", "status": "removed",
-                                    "before": "person pconti", "after": None}]
+    assert tifpa["recipients"] == [
+        {"name": "paolo.conti@tifpa.example.org", "status": "removed", "before": "person pconti", "after": None}
+    ]
     assert tifpa["addresses_before"] == bundled_addresses("tifpa.example.org") and tifpa["addresses_removed"] == 1
     [entry] = tifpa["directory"]
     assert (entry["name"], entry["status"]) == ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "changed")
@@ -159,10 +184,20 @@ def test_the_three_views_show_one_plan(branch, mailgw):
     assert "| ~ | directory entries | `uid=pconti,ou=people,ou=mailgw,dc=example,dc=org` |  |  |" in markdown
     assert "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org" in text.splitlines()
     assert data["files"] == [
-        {"path": "ldap/directory.ldif", "status": "changed", "section": "directory", "lines_added": 0,
-         "lines_removed": 2},
-        {"path": "postfix/relay_recipients", "status": "changed", "section": "artifacts", "lines_added": 0,
-         "lines_removed": 1},
+        {
+            "path": "ldap/directory.ldif",
+            "status": "changed",
+            "section": "directory",
+            "lines_added": 0,
+            "lines_removed": 2,
+        },
+        {
+            "path": "postfix/relay_recipients",
+            "status": "changed",
+            "section": "artifacts",
+            "lines_added": 0,
+            "lines_removed": 1,
+        },
     ]
 
 
@@ -173,13 +208,19 @@ def test_directory_entries_show_under_the_domain_whose_part_changed(branch, mail
     # A tifpa alias that forwards into cnaf is tifpa's entry, not cnaf's.
     edit(root, TIFPA, "g.verdi: [giuseppe.verdi@example.net]", "g.verdi: [luca.gallo@cnaf.example.org]")
     # A list whose owners change names no address that changed: it shows under its own domain.
-    edit(root, "domains/lab.tifpa.example.org.yaml", "detector: {kind: list, owners: [pconti]}",
-         "detector: {kind: list, owners: [pconti, mrossi]}")
+    edit(
+        root,
+        "domains/lab.tifpa.example.org.yaml",
+        "detector: {kind: list, owners: [pconti]}",
+        "detector: {kind: list, owners: [pconti, mrossi]}",
+    )
     data = json.loads(mailgw(root, "plan", "--format", "json").out)
     assert {d["name"]: [c["name"] for c in d["directory"]] for d in data["domains"]} == {
         "lab.tifpa.example.org": ["cn=detector@lab.tifpa.example.org,ou=lists,ou=mailgw,dc=example,dc=org"],
-        "tifpa.example.org": ["cn=g.verdi@tifpa.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
-                              "uid=pconti,ou=people,ou=mailgw,dc=example,dc=org"],
+        "tifpa.example.org": [
+            "cn=g.verdi@tifpa.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
+            "uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        ],
     }
     assert data["directory"] == []
     assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 3 directory entries, 3 out/ files"
@@ -188,16 +229,22 @@ def test_directory_entries_show_under_the_domain_whose_part_changed(branch, mail
 def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw):
     root, _ = branch
     edit(root, TIFPA, "  paolo.conti: pconti\n", "  paolo.conti: pconti\n  anna.neri: aneri\n")
-    edit(root, "domains/lab.tifpa.example.org.yaml", "  pconti: {kind: alias, uid: pconti}\n",
-         "  pconti: {kind: alias, uid: pconti}\n  aneri: aneri\n")
+    edit(
+        root,
+        "domains/lab.tifpa.example.org.yaml",
+        "  pconti: {kind: alias, uid: pconti}\n",
+        "  pconti: {kind: alias, uid: pconti}\n  aneri: aneri\n",
+    )
     data = json.loads(mailgw(root, "plan", "--format", "json").out)
     assert {d["name"]: [(c["name"], c["status"]) for c in d["directory"]] for d in data["domains"]} == {
         name: [("uid=aneri,ou=people,ou=mailgw,dc=example,dc=org", "added")]
-        for name in ("lab.tifpa.example.org", "tifpa.example.org")}
+        for name in ("lab.tifpa.example.org", "tifpa.example.org")
+    }
     assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 1 directory entry, 2 out/ files"
 
 
 # --- the guards -----------------------------------------------------------------------------------
+
 
 def test_a_removed_domain_is_unsafe_unless_forced(branch, mailgw):
     root, repo = branch
@@ -216,13 +263,17 @@ def test_a_removed_domain_is_unsafe_unless_forced(branch, mailgw):
 @pytest.mark.parametrize("removed, unsafe", [(4, True), (3, False)])
 def test_more_than_30_percent_of_ten_addresses_removed_is_unsafe(small_repo, mailgw, removed, unsafe):
     root, _ = small_repo({"domains/big.example.org.yaml": people(10)})
-    (root / "domains/big.example.org.yaml").write_text(people(10).replace(
-        "".join(f"  user{i:02}: u{i:02}\n" for i in range(removed)), ""))
+    (root / "domains/big.example.org.yaml").write_text(
+        people(10).replace("".join(f"  user{i:02}: u{i:02}\n" for i in range(removed)), "")
+    )
     result = mailgw(root, "plan")
     assert result.code == (1 if unsafe else 0)
     reasons = [line for line in result.out.splitlines() if line.startswith("  - ")]
-    assert reasons == (["  - big.example.org: 4 of 10 addresses removed (40%; more than 30% of a domain with at "
-                        "least 10)"] if unsafe else [])
+    assert reasons == (
+        ["  - big.example.org: 4 of 10 addresses removed (40%; more than 30% of a domain with at least 10)"]
+        if unsafe
+        else []
+    )
 
 
 def test_a_domain_with_fewer_than_ten_addresses_may_lose_most(small_repo, mailgw):
@@ -242,22 +293,32 @@ def test_an_external_alias_counts_as_an_address(small_repo, mailgw):
     assert "big.example.org: 5 of 10 addresses removed (50%" in result.out
 
 
-@pytest.mark.parametrize("new", [
-    "    - smtp:[smtp2.tifpa.example.org]:25\n    - smtp:[smtp.tifpa.example.org]:25\n",  # order
-    "    - smtp:[smtp.tifpa.example.org]:25\n    - smtp:[smtp3.tifpa.example.org]:25\n",  # host
-    "    - lmtp:[smtp.tifpa.example.org]:24\n",                                            # transport
-])
+@pytest.mark.parametrize(
+    "new",
+    [
+        "    - smtp:[smtp2.tifpa.example.org]:25\n    - smtp:[smtp.tifpa.example.org]:25\n",  # order
+        "    - smtp:[smtp.tifpa.example.org]:25\n    - smtp:[smtp3.tifpa.example.org]:25\n",  # host
+        "    - lmtp:[smtp.tifpa.example.org]:24\n",  # transport
+    ],
+)
 def test_a_next_hop_change_is_unsafe(branch, mailgw, new):
     root, _ = branch
     edit(root, TIFPA, "    - smtp:[smtp.tifpa.example.org]:25\n    - smtp:[smtp2.tifpa.example.org]:25\n", new)
     result = mailgw(root, "plan")
     assert result.code == 1
-    after = "smtp:" + ", ".join(hop.partition(":")[2] for hop in new.split()[1::2]) if "lmtp" not in new \
+    after = (
+        "smtp:" + ", ".join(hop.partition(":")[2] for hop in new.split()[1::2])
+        if "lmtp" not in new
         else "lmtp:[smtp.tifpa.example.org]:24"
-    assert verdict(result.out)[1] == ("  - tifpa.example.org: next hop changed from smtp:[smtp.tifpa.example.org]:25, "
-                                      f"[smtp2.tifpa.example.org]:25 to {after}")
-    assert f"      ~ next hop: smtp:[smtp.tifpa.example.org]:25, [smtp2.tifpa.example.org]:25 -> {after}" \
+    )
+    assert verdict(result.out)[1] == (
+        "  - tifpa.example.org: next hop changed from smtp:[smtp.tifpa.example.org]:25, "
+        f"[smtp2.tifpa.example.org]:25 to {after}"
+    )
+    assert (
+        f"      ~ next hop: smtp:[smtp.tifpa.example.org]:25, [smtp2.tifpa.example.org]:25 -> {after}"
         in result.out.splitlines()
+    )
 
 
 def test_a_base_dn_change_is_unsafe(branch, mailgw):
@@ -265,10 +326,11 @@ def test_a_base_dn_change_is_unsafe(branch, mailgw):
     edit(root, "gateway.yaml", "base_dn: ou=mailgw,dc=example,dc=org", "base_dn: ou=mail,dc=example,dc=org")
     result = mailgw(root, "plan")
     assert result.code == 1
-    assert ("\ngateway:\n    ~ ldap.base_dn: ou=mailgw,dc=example,dc=org -> ou=mail,dc=example,dc=org\n\n"
-            in result.out)
-    assert verdict(result.out)[1] == ("  - gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to "
-                                      "ou=mail,dc=example,dc=org; every directory entry moves")
+    assert "\ngateway:\n    ~ ldap.base_dn: ou=mailgw,dc=example,dc=org -> ou=mail,dc=example,dc=org\n\n" in result.out
+    assert verdict(result.out)[1] == (
+        "  - gateway: LDAP base DN changed from ou=mailgw,dc=example,dc=org to "
+        "ou=mail,dc=example,dc=org; every directory entry moves"
+    )
     # Every entry moves: removed at its old DN, added at its new one, under the domains it serves.
     data = json.loads(mailgw(root, "plan", "--format", "json").out)
     shown = {(c["name"], c["status"]) for d in data["domains"] for c in d["directory"]}
@@ -276,8 +338,9 @@ def test_a_base_dn_change_is_unsafe(branch, mailgw):
     old = bundled_dns()
     assert shown == {(dn, "removed") for dn in old} | {(dn.replace("ou=mailgw,", "ou=mail,"), "added") for dn in old}
     assert [d["name"] for d in data["domains"]] == sorted(d.name for d in bundled_fleet().domains)
-    assert all(d["recipients"] == d["aliases"] == d["settings"] == [] and d["routing"] is None
-               for d in data["domains"]), "only the directory moves"
+    assert all(
+        d["recipients"] == d["aliases"] == d["settings"] == [] and d["routing"] is None for d in data["domains"]
+    ), "only the directory moves"
     assert f"{2 * len(old)} directory entries" in data["summary"]
 
 
@@ -286,8 +349,10 @@ def test_other_gateway_settings_are_shown_but_safe(branch, mailgw):
     edit(root, "gateway.yaml", "  - mx2.gw.example.org\n", "  - mx2.gw.example.org\n  - mx3.gw.example.org\n")
     result = mailgw(root, "plan")
     assert result.code == 0
-    assert ("    ~ mx_hosts: mx1.gw.example.org, mx2.gw.example.org -> mx1.gw.example.org, mx2.gw.example.org, "
-            "mx3.gw.example.org") in result.out.splitlines()
+    assert (
+        "    ~ mx_hosts: mx1.gw.example.org, mx2.gw.example.org -> mx1.gw.example.org, mx2.gw.example.org, "
+        "mx3.gw.example.org"
+    ) in result.out.splitlines()
 
 
 def test_every_guard_at_once_lists_every_reason(branch, mailgw):
@@ -326,6 +391,7 @@ def test_unsafe_plan_annotates_under_github_actions(branch, mailgw, monkeypatch)
 
 
 # --- which base ---------------------------------------------------------------------------------
+
 
 def test_default_base_is_the_merge_base_with_main(branch, mailgw):
     root, repo = branch
@@ -385,13 +451,19 @@ def test_base_failing_a_newer_cross_file_rule_still_plans(small_repo, mailgw):
     assert "      ~ info@tifpa.example.org: role owned by ghost -> role owned by mrossi" in result.out.splitlines()
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("unknown", "mailgw: unknown revision 'no-such-branch'\n"),
-    ("bare-directory", "is not inside a git repository\n"),
-    ("no-main", "mailgw: there is no branch 'main' to compare with; pass --base REF\n"),
-    ("base-does-not-load", "do not load with this compiler (1 finding(s); first: domains/tifpa.example.org.yaml:"
-                           "9:1: error[unknown-field]: unknown field 'colour'); compare with another --base\n"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("unknown", "mailgw: unknown revision 'no-such-branch'\n"),
+        ("bare-directory", "is not inside a git repository\n"),
+        ("no-main", "mailgw: there is no branch 'main' to compare with; pass --base REF\n"),
+        (
+            "base-does-not-load",
+            "do not load with this compiler (1 finding(s); first: domains/tifpa.example.org.yaml:"
+            "9:1: error[unknown-field]: unknown field 'colour'); compare with another --base\n",
+        ),
+    ],
+)
 def test_bases_that_cannot_be_read_exit_2(make_repo, mailgw, setup, message):
     root = make_repo({TIFPA: domain_yaml() + ("colour: blue\n" if setup == "base-does-not-load" else "")})
     if setup != "bare-directory":
@@ -463,10 +535,18 @@ mailLocalAddress: giulia.neri@tifpa.exam
 
 def test_directory_entries_and_policy_files(make_repo):
     fleet = compile_repository(make_repo({TIFPA: domain_yaml()})).fleet
-    old = {"ldap/directory.ldif": LDIF_BEFORE.encode(), "rspamd/local.d/actions.conf": b"reject = 15;\n",
-           "rspamd/maps.d/old.map": b"x\n", "postfix/transport": b"a\n"}
-    new = {"ldap/directory.ldif": LDIF_AFTER.encode(), "rspamd/local.d/actions.conf": b"reject = 12;\n",
-           "rspamd/local.d/new.conf": b"x = 1;\ny = 2;\n", "postfix/transport": b"a\n"}
+    old = {
+        "ldap/directory.ldif": LDIF_BEFORE.encode(),
+        "rspamd/local.d/actions.conf": b"reject = 15;\n",
+        "rspamd/maps.d/old.map": b"x\n",
+        "postfix/transport": b"a\n",
+    }
+    new = {
+        "ldap/directory.ldif": LDIF_AFTER.encode(),
+        "rspamd/local.d/actions.conf": b"reject = 12;\n",
+        "rspamd/local.d/new.conf": b"x = 1;\ny = 2;\n",
+        "postfix/transport": b"a\n",
+    }
     plan = make_plan("base", fleet, old, fleet, new)
     [tifpa] = plan.domains
     assert [(c.name, c.status) for c in tifpa.directory] == [
@@ -502,8 +582,9 @@ def test_directory_entries_and_policy_files(make_repo):
 
 def test_directory_changes_compare_entries_not_bytes():
     old = {"ldap/directory.ldif": LDIF_BEFORE.encode()}
-    refolded = LDIF_BEFORE.replace("mailLocalAddress: mario.rossi@tifpa.example.org",
-                                   "mailLocalAddress: mario.rossi@tifpa.ex\n ample.org")
+    refolded = LDIF_BEFORE.replace(
+        "mailLocalAddress: mario.rossi@tifpa.example.org", "mailLocalAddress: mario.rossi@tifpa.ex\n ample.org"
+    )
     head, _, pconti = LDIF_BEFORE.partition("dn: uid=pconti")
     same = [
         {"ldap/directory.ldif": refolded.encode()},
@@ -515,13 +596,17 @@ def test_directory_changes_compare_entries_not_bytes():
     moved = {"ldap/directory.ldif": LDIF_BEFORE.replace("uid=pconti,ou=people", "uid=pconti,ou=staff").encode()}
     assert [(c.name, c.status) for c in directory_changes(old, moved)] == [
         ("uid=pconti,ou=people,ou=mailgw,dc=example,dc=org", "removed"),
-        ("uid=pconti,ou=staff,ou=mailgw,dc=example,dc=org", "added")]
+        ("uid=pconti,ou=staff,ou=mailgw,dc=example,dc=org", "added"),
+    ]
 
 
 def test_ldif_reading_unfolds_decodes_and_skips_comments():
     entries = parse_ldif(LDIF_AFTER)
     assert entries["uid=gneri,ou=people,ou=mailgw,dc=example,dc=org"] == (
-        "mailLocalAddress: giulia.neri@tifpa.example.org", "objectClass: account", "uid: gneri")
+        "mailLocalAddress: giulia.neri@tifpa.example.org",
+        "objectClass: account",
+        "uid: gneri",
+    )
     assert len(entries) == 3
     folded_comment = "# a comment that goes\n on\ndn: cn=a,dc=example,dc=org\ncn: a\n"
     assert parse_ldif(folded_comment) == {"cn=a,dc=example,dc=org": ("cn: a",)}
@@ -539,7 +624,10 @@ def test_long_sections_are_cut_in_text_but_not_in_json(small_repo, mailgw):
 
 def test_change_status():
     assert [Change("a", None, "x").status, Change("a", "x", None).status, Change("a", "x", "y").status] == [
-        "added", "removed", "changed"]
+        "added",
+        "removed",
+        "changed",
+    ]
 
 
 def test_gateway_fixture_has_no_admins_and_still_plans(small_repo, mailgw):

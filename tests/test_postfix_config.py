@@ -24,16 +24,16 @@ from tests.mx_harness import age
 RELAY_PARAMETERS = {
     "mynetworks": "127.0.0.1/32 [::1]/128",
     "smtpd_relay_restrictions": "permit_mynetworks, check_client_access cidr:/etc/postfix/mailgw/site_relays.cidr, "
-                                "reject_unauth_destination",
+    "reject_unauth_destination",
     "smtpd_recipient_restrictions": "reject_non_fqdn_recipient, check_recipient_access "
-                                    "lmdb:/etc/postfix/mailgw/recipient_verification",
+    "lmdb:/etc/postfix/mailgw/recipient_verification",
     "relay_domains": "lmdb:/etc/postfix/mailgw/relay_domains",
     "relay_recipient_maps": "lmdb:/etc/postfix/mailgw/relay_recipients",
     "smtpd_reject_unlisted_recipient": "yes",
     "mydestination": "",
     "permit_mx_backup_networks": "",
     "parent_domain_matches_subdomains": "debug_peer_list, fast_flush_domains, mynetworks, "
-                                        "permit_mx_backup_networks, qmqpd_authorized_clients",
+    "permit_mx_backup_networks, qmqpd_authorized_clients",
 }
 
 
@@ -50,16 +50,16 @@ def postconf_complaints(conf: Path) -> str:
     """Everything postconf prints on stderr for the configuration: non-default, all, master.cf services."""
     complaints = ""
     for args in (["-n"], [], ["-M"], ["-F"], ["-P"]):
-        done = subprocess.run([program("postconf"), "-c", str(conf), *args], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([program("postconf"), "-c", str(conf), *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         complaints += done.stderr
     return complaints
 
 
 def parameter(conf: Path, name: str) -> str:
-    done = subprocess.run([program("postconf"), "-c", str(conf), "-h", name], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [program("postconf"), "-c", str(conf), "-h", name], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout.rstrip("\n")
 
@@ -95,8 +95,9 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
     conf = _config_dir(tmp_path, _committed_out())
     listed = subprocess.run([program("postconf"), "-c", str(conf), "-n"], capture_output=True, text=True).stdout
     references = set(re.findall(r"\b(\w+):(/etc/postfix/mailgw/[\w.]+)", listed))
-    generated = {("lmdb", f"/etc/postfix/mailgw/{name}") for name in MAPS} | \
-                {("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES}
+    generated = {("lmdb", f"/etc/postfix/mailgw/{name}") for name in MAPS} | {
+        ("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES
+    }
     assert references == generated
     types = subprocess.run([program("postconf"), "-m"], capture_output=True, text=True).stdout.split()
     assert {"lmdb", "cidr", "inline"} <= set(types)
@@ -105,8 +106,9 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
 @pytest.mark.needs("postconf")
 def test_postscreen_owns_port_25_and_hands_clients_to_smtpd(tmp_path):
     conf = _config_dir(tmp_path, _committed_out())
-    services = subprocess.run([program("postconf"), "-c", str(conf), "-M"], capture_output=True,
-                              text=True).stdout.splitlines()
+    services = subprocess.run(
+        [program("postconf"), "-c", str(conf), "-M"], capture_output=True, text=True
+    ).stdout.splitlines()
     fields = {tuple(line.split()[:2]): line.split() for line in services}
     assert fields[("smtp", "inet")][7] == "postscreen" and fields[("smtp", "inet")][6] == "1"
     assert fields[("smtpd", "pass")][7] == "smtpd"
@@ -119,15 +121,18 @@ def test_gateway_postscreen_settings_reach_main_cf(tmp_path):
     conf = _config_dir(tmp_path, _committed_out())
     assert parameter(conf, "postscreen_dnsbl_sites") == (
         "zen.spamhaus.org=127.0.0.[2..11]*3, bl.spamcop.net*2, b.barracudacentral.org=127.0.0.2*2, "
-        "list.dnswl.org=127.0.[0..255].[1..3]*-2")
+        "list.dnswl.org=127.0.[0..255].[1..3]*-2"
+    )
     assert parameter(conf, "postscreen_dnsbl_threshold") == "3"
     assert parameter(conf, "postscreen_dnsbl_action") == "enforce"
     assert parameter(conf, "postscreen_denylist_action") == "drop"
     assert parameter(conf, "postscreen_access_list") == (
-        "permit_mynetworks, cidr:/etc/postfix/mailgw/postscreen_access.cidr, cidr:/etc/postfix/mailgw/site_relays.cidr")
+        "permit_mynetworks, cidr:/etc/postfix/mailgw/postscreen_access.cidr, cidr:/etc/postfix/mailgw/site_relays.cidr"
+    )
     assert parameter(conf, "smtpd_helo_restrictions") == (
         "permit_mynetworks, check_helo_access inline:{ { mx1.gw.example.org = REJECT You are not this mail "
-        "gateway }, { mx2.gw.example.org = REJECT You are not this mail gateway } }")
+        "gateway }, { mx2.gw.example.org = REJECT You are not this mail gateway } }"
+    )
 
 
 @pytest.mark.needs("postconf")
@@ -135,35 +140,56 @@ def test_relaying_does_not_depend_on_the_declarations(make_repo, tmp_path):
     """The widest relays a site may declare, and a gateway access list permitting networks, change nothing
     in what decides relaying: only site_relays.cidr lists the declared networks."""
     gateway = GATEWAY + "postscreen:\n  access: {198.51.100.0/24: permit, '2001:db8::/32': permit}\n"
-    root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml(
-        relays="outbound_relays: [192.0.2.0/24, '2001:db8:1::/64']\n")}, gateway=gateway)
+    root = make_repo(
+        {"domains/tifpa.example.org.yaml": domain_yaml(relays="outbound_relays: [192.0.2.0/24, '2001:db8:1::/64']\n")},
+        gateway=gateway,
+    )
     compiled = compile_repository(root)
     for artifacts, where in ((compiled.artifacts, "a declared fleet"), (_committed_out(), "the bundled fleet")):
         conf = _config_dir(tmp_path / where.replace(" ", "-"), artifacts)
         for name, value in RELAY_PARAMETERS.items():
             assert parameter(conf, name) == value, f"{name} in {where}"
     assert compiled.artifacts["postfix/site_relays.cidr"].decode().splitlines()[1:] == [
-        "# site TIFPA", "192.0.2.0/24\tpermit", "# site TIFPA", "2001:db8:1::/64\tpermit"]
+        "# site TIFPA",
+        "192.0.2.0/24\tpermit",
+        "# site TIFPA",
+        "2001:db8:1::/64\tpermit",
+    ]
 
 
 @pytest.mark.needs("postconf")
 def test_every_smtp_message_goes_to_rspamd_and_waits_while_it_is_down(tmp_path):
     """The milter settings come from the Rspamd target; no master.cf service overrides them."""
     conf = _config_dir(tmp_path, _committed_out())
-    settings = {name: parameter(conf, name) for name in ("smtpd_milters", "non_smtpd_milters", "milter_protocol",
-                                                         "milter_default_action", "milter_macro_daemon_name")}
-    assert settings == {"smtpd_milters": rspamd.MILTER, "non_smtpd_milters": "", "milter_protocol": "6",
-                        "milter_default_action": "tempfail", "milter_macro_daemon_name": rspamd.INBOUND_DAEMON}
+    settings = {
+        name: parameter(conf, name)
+        for name in (
+            "smtpd_milters",
+            "non_smtpd_milters",
+            "milter_protocol",
+            "milter_default_action",
+            "milter_macro_daemon_name",
+        )
+    }
+    assert settings == {
+        "smtpd_milters": rspamd.MILTER,
+        "non_smtpd_milters": "",
+        "milter_protocol": "6",
+        "milter_default_action": "tempfail",
+        "milter_macro_daemon_name": rspamd.INBOUND_DAEMON,
+    }
     overrides = subprocess.run([program("postconf"), "-c", str(conf), "-P"], capture_output=True, text=True)
     assert "milter" not in overrides.stdout
 
 
 SITES = {
-    "domains/a.example.org.yaml": domain_yaml("a.example.org", site="site: SITE-A_1\n",
-                                              relays="outbound_relays: [192.0.2.1, 192.0.2.16/28]\n"),
+    "domains/a.example.org.yaml": domain_yaml(
+        "a.example.org", site="site: SITE-A_1\n", relays="outbound_relays: [192.0.2.1, 192.0.2.16/28]\n"
+    ),
     "domains/a2.example.org.yaml": domain_yaml("a2.example.org", site="site: SITE-A_1\n"),
-    "domains/b.example.org.yaml": domain_yaml("b.example.org", site="site: B\n",
-                                              relays="outbound_relays: ['2001:db8:b::/64']\n"),
+    "domains/b.example.org.yaml": domain_yaml(
+        "b.example.org", site="site: B\n", relays="outbound_relays: ['2001:db8:b::/64']\n"
+    ),
     "domains/c.example.org.yaml": domain_yaml("c.example.org", site="site: C\n"),
 }
 
@@ -186,16 +212,22 @@ def test_a_site_relay_may_send_as_its_own_site_s_domains_and_no_other_served_one
     assert subprocess.run([program("postmap"), "-c", str(conf), f"lmdb:{tables / 'sender_sites'}"]).returncode == 0
     assert postconf_complaints(conf) == ""
     assert parameter(conf, "smtpd_sender_restrictions") == (
-        "reject_non_fqdn_sender, check_client_access cidr:/etc/postfix/mailgw/site_relay_senders.cidr")
+        "reject_non_fqdn_sender, check_client_access cidr:/etc/postfix/mailgw/site_relay_senders.cidr"
+    )
     assert parameter(conf, "smtpd_restriction_classes") == "mailgw_site_B, mailgw_site_SITE-A_1"
 
     cidr = f"cidr:{tables / 'site_relay_senders.cidr'}"
     assert [_query(conf, cidr, ip) for ip in ("192.0.2.1", "192.0.2.20", "2001:db8:b::9", "192.0.2.2")] == [
-        "mailgw_site_SITE-A_1", "mailgw_site_SITE-A_1", "mailgw_site_B", None]
+        "mailgw_site_SITE-A_1",
+        "mailgw_site_SITE-A_1",
+        "mailgw_site_B",
+        None,
+    ]
     for site, own in (("SITE-A_1", {"a.example.org", "a2.example.org"}), ("B", {"b.example.org"})):
         restrictions = parameter(conf, f"mailgw_site_{site}")
-        inline, served = re.fullmatch(r"check_sender_access (inline:\{.*\}), check_sender_access lmdb:(\S+)",
-                                      restrictions).groups()
+        inline, served = re.fullmatch(
+            r"check_sender_access (inline:\{.*\}), check_sender_access lmdb:(\S+)", restrictions
+        ).groups()
         assert served == "/etc/postfix/mailgw/sender_sites"
         for domain in ("a.example.org", "a2.example.org", "b.example.org", "c.example.org", "example.net"):
             verdict = _query(conf, inline, domain) or _query(conf, f"lmdb:{tables / 'sender_sites'}", domain)
@@ -217,20 +249,29 @@ def test_without_site_relays_no_restriction_class_is_declared(make_repo, tmp_pat
 
 
 def test_postscreen_access_table_puts_the_most_specific_network_first(make_repo):
-    gateway = GATEWAY + ("postscreen:\n  access:\n    192.0.2.0/24: reject\n    '2001:db8::/32': reject\n"
-                         "    192.0.2.25: permit\n    10.0.0.0/8: reject\n    '2001:db8::25': permit\n")
+    gateway = GATEWAY + (
+        "postscreen:\n  access:\n    192.0.2.0/24: reject\n    '2001:db8::/32': reject\n"
+        "    192.0.2.25: permit\n    10.0.0.0/8: reject\n    '2001:db8::25': permit\n"
+    )
     compiled = compile_repository(make_repo({"domains/tifpa.example.org.yaml": domain_yaml()}, gateway=gateway))
     assert compiled.artifacts["postfix/postscreen_access.cidr"].decode().splitlines()[1:] == [
-        "192.0.2.25/32\tpermit", "192.0.2.0/24\treject", "10.0.0.0/8\treject",
-        "2001:db8::25/128\tpermit", "2001:db8::/32\treject"]
+        "192.0.2.25/32\tpermit",
+        "192.0.2.0/24\treject",
+        "10.0.0.0/8\treject",
+        "2001:db8::25/128\tpermit",
+        "2001:db8::/32\treject",
+    ]
 
 
 def test_a_network_two_domains_of_one_site_declare_is_listed_once(make_repo):
-    root = make_repo({
-        "domains/tifpa.example.org.yaml": domain_yaml(relays="outbound_relays: [198.51.100.10]\n"),
-        "domains/lab.tifpa.example.org.yaml": domain_yaml("lab.tifpa.example.org",
-                                                          relays="outbound_relays: 198.51.100.10/32\n"),
-    })
+    root = make_repo(
+        {
+            "domains/tifpa.example.org.yaml": domain_yaml(relays="outbound_relays: [198.51.100.10]\n"),
+            "domains/lab.tifpa.example.org.yaml": domain_yaml(
+                "lab.tifpa.example.org", relays="outbound_relays: 198.51.100.10/32\n"
+            ),
+        }
+    )
     lines = compile_repository(root).artifacts["postfix/site_relays.cidr"].decode().splitlines()
     assert lines[1:] == ["# site TIFPA", "198.51.100.10/32\tpermit"]
 
@@ -251,7 +292,8 @@ def test_generated_files_start_with_the_regeneration_header():
 _networks = st.one_of(
     st.builds(lambda a, p: f"{ipaddress.IPv4Address(a)}/{p}", st.integers(0, 2**32 - 1), st.integers(0, 32)),
     st.builds(lambda a, p: f"{ipaddress.IPv6Address(a)}/{p}", st.integers(0, 2**128 - 1), st.integers(0, 128)),
-    st.text(max_size=20))
+    st.text(max_size=20),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -267,10 +309,27 @@ def test_an_accepted_relay_network_is_small_unicast_and_printed_plainly(text):
     assert str(net).replace(":", "").replace(".", "").replace("/", "").isalnum()
 
 
-@pytest.mark.parametrize("text", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/23", "2001:db8::/63",
-                                  "224.0.0.0/24", "0.0.0.0/32", "fe80::/64", "192.0.2.1/24", "192.0.2.0/24 ",
-                                  "192.0.2.0/24,10.0.0.0/8", "::ffff:192.0.2.1", "fe80::1%eth0", "[::1]/128",
-                                  "192.0.2.0/24#x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0/1",
+        "128.0.0.0/1",
+        "10.0.0.0/23",
+        "2001:db8::/63",
+        "224.0.0.0/24",
+        "0.0.0.0/32",
+        "fe80::/64",
+        "192.0.2.1/24",
+        "192.0.2.0/24 ",
+        "192.0.2.0/24,10.0.0.0/8",
+        "::ffff:192.0.2.1",
+        "fe80::1%eth0",
+        "[::1]/128",
+        "192.0.2.0/24#x",
+    ],
+)
 def test_networks_that_could_open_the_relay_or_break_a_line_are_refused(text):
     with pytest.raises(PydanticCustomError):
         values.relay_network(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,16 +22,18 @@ def indexed(tmp_path_factory) -> tuple[Path, object]:
     (work / "main.cf").write_text("")
     for name in MAPS:
         (work / name).write_bytes(compiled.artifacts[f"postfix/{name}"])
-        done = subprocess.run([program("postmap"), "-c", str(work), f"lmdb:{work / name}"],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [program("postmap"), "-c", str(work), f"lmdb:{work / name}"], capture_output=True, text=True
+        )
         assert done.returncode == 0 and done.stderr == "", f"postmap {name}: {done.stderr}"
         assert (work / f"{name}.lmdb").exists()
     return work, compiled.fleet
 
 
 def query(work: Path, name: str, key: str) -> str | None:
-    done = subprocess.run([program("postmap"), "-c", str(work), "-q", key, f"lmdb:{work / name}"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [program("postmap"), "-c", str(work), "-q", key, f"lmdb:{work / name}"], capture_output=True, text=True
+    )
     assert done.stderr == ""
     return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
@@ -77,8 +78,9 @@ def test_transport_and_relay_domains_answer_for_every_domain(indexed):
 
 def test_lmtp_and_several_hops_are_in_the_transport(indexed):
     work, _ = indexed
-    assert query(work, "transport", "cnaf.example.org") == \
-        "lmtp:[mbox1.cnaf.example.org]:24, [mbox2.cnaf.example.org]:24"
+    assert (
+        query(work, "transport", "cnaf.example.org") == "lmtp:[mbox1.cnaf.example.org]:24, [mbox2.cnaf.example.org]:24"
+    )
     assert query(work, "transport", "xn--citt-3na.example.org") == "smtp:[relay.ge.example.org]:25"
 
 

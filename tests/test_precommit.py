@@ -25,9 +25,14 @@ HOOK_NAMES = {
 def pre_commit(root: Path, *args: str) -> subprocess.CompletedProcess:
     binary = Path(sys.executable).with_name("pre-commit")
     assert binary.exists(), "pre-commit is missing: it is a test dependency (make venv installs it)"
-    env = {**os.environ, **GIT_ENV, "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PRE_COMMIT_COLOR": "never", "NO_COLOR": "1"}
+    env = {
+        **os.environ,
+        **GIT_ENV,
+        "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PRE_COMMIT_COLOR": "never",
+        "NO_COLOR": "1",
+    }
     return subprocess.run([str(binary), *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -64,17 +69,32 @@ def test_every_hook_passes_on_the_bundled_fleet(gateway):
 
 
 # A broken declaration fails every hook that builds; a domain's new bytes make out/MANIFEST.json stale too.
-@pytest.mark.parametrize("failing, breakage, message", [
-    (["mailgw-validate", "mailgw-codeowners", "mailgw-out"], (TIFPA, "mario.rossi: mrossi", "mario.rossi: M Rossi"),
-     f"domains/tifpa.example.org.yaml:{line_of(TIFPA, 'mario.rossi: mrossi')}:16: error[bad-uid]: "
-     "recipients['mario.rossi']: uid 'M Rossi' contains a space"),
-    (["mailgw-schema"], ("schema/domain.schema.json", '"title": "Recipients"', '"title": "People"'),
-     "schema/domain.schema.json: stale; run 'mailgw schema' and commit the result"),
-    (["mailgw-codeowners", "mailgw-out"], (TIFPA, '"@example/tifpa-mail"', '"@example/tifpa-postmasters"'),
-     ".github/CODEOWNERS: stale; run 'mailgw codeowners' and commit the result"),
-    (["mailgw-out"], ("out/postfix/transport", "smtp:[smtp.tifpa", "smtp:[evil.example"),
-     "out is stale: 1 file(s) differ from a fresh build; run 'mailgw build'"),
-])
+@pytest.mark.parametrize(
+    "failing, breakage, message",
+    [
+        (
+            ["mailgw-validate", "mailgw-codeowners", "mailgw-out"],
+            (TIFPA, "mario.rossi: mrossi", "mario.rossi: M Rossi"),
+            f"domains/tifpa.example.org.yaml:{line_of(TIFPA, 'mario.rossi: mrossi')}:16: error[bad-uid]: "
+            "recipients['mario.rossi']: uid 'M Rossi' contains a space",
+        ),
+        (
+            ["mailgw-schema"],
+            ("schema/domain.schema.json", '"title": "Recipients"', '"title": "People"'),
+            "schema/domain.schema.json: stale; run 'mailgw schema' and commit the result",
+        ),
+        (
+            ["mailgw-codeowners", "mailgw-out"],
+            (TIFPA, '"@example/tifpa-mail"', '"@example/tifpa-postmasters"'),
+            ".github/CODEOWNERS: stale; run 'mailgw codeowners' and commit the result",
+        ),
+        (
+            ["mailgw-out"],
+            ("out/postfix/transport", "smtp:[smtp.tifpa", "smtp:[evil.example"),
+            "out is stale: 1 file(s) differ from a fresh build; run 'mailgw build'",
+        ),
+    ],
+)
 def test_each_hook_fails_on_what_it_guards(gateway, failing, breakage, message):
     root, _ = gateway
     edit(root, *breakage)
@@ -82,7 +102,8 @@ def test_each_hook_fails_on_what_it_guards(gateway, failing, breakage, message):
     assert done.returncode == 1
     results = hook_results(done.stdout)
     assert {name: status for name, status in results.items() if status == "Failed"} == {
-        HOOK_NAMES[hook]: "Failed" for hook in failing}
+        HOOK_NAMES[hook]: "Failed" for hook in failing
+    }
     assert message in done.stdout
 
 
@@ -92,19 +113,37 @@ def test_installed_hook_refuses_the_commit(gateway):
     head = repo.head.commit
     edit(root, TIFPA, "  paolo.conti: pconti\n", "  paolo.conti: pconti\n  paolo.conti: pconti2\n")
     repo.git.add(TIFPA)
-    done = subprocess.run(["git", "commit", "-m", "a duplicate"], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV, "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
-                               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-                          timeout=120)
+    done = subprocess.run(
+        ["git", "commit", "-m", "a duplicate"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            **GIT_ENV,
+            "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "error[duplicate-key]: key 'paolo.conti' is already defined" in done.stdout + done.stderr
     assert repo.head.commit == head
     edit(root, TIFPA, "  paolo.conti: pconti2\n", "  p.conti: pconti\n")
     repo.git.add(TIFPA)
-    done = subprocess.run(["git", "commit", "-m", "an alias"], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV, "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
-                               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-                          timeout=120)
+    done = subprocess.run(
+        ["git", "commit", "-m", "an alias"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            **GIT_ENV,
+            "PRE_COMMIT_HOME": str(root.parent / "pre-commit-home"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert repo.head.commit.parents == (head,)
 
@@ -127,5 +166,7 @@ def test_the_published_hook_in_another_repository(tmp_path):
     edit(root, "domains/lnf.example.org.yaml", "role: backup", "role: secondary")
     failed = pre_commit(root, "run", "--files", "domains/lnf.example.org.yaml")
     assert failed.returncode == 1
-    assert "domains/lnf.example.org.yaml:7:7: error[invalid-choice]: role: 'secondary' is not one of " \
-           "'primary' or 'backup'" in failed.stdout
+    assert (
+        "domains/lnf.example.org.yaml:7:7: error[invalid-choice]: role: 'secondary' is not one of "
+        "'primary' or 'backup'" in failed.stdout
+    )

@@ -35,8 +35,11 @@ def test_changed_declarations_give_one_commit_of_out_only(gateway, mailgw):
     assert commit.parents == (declared,)
     summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
     assert result.out == f"published {commit.hexsha[:12]}: publish out/: {summary}\n"
-    assert sorted(commit.stats.files) == ["out/MANIFEST.json", "out/ldap/directory.ldif",
-                                          "out/postfix/relay_recipients"]
+    assert sorted(commit.stats.files) == [
+        "out/MANIFEST.json",
+        "out/ldap/directory.ldif",
+        "out/postfix/relay_recipients",
+    ]
     assert (commit.author.name, commit.author.email) == ("mailgw publish", "publish@gw.example.org")
     assert (commit.committer.name, commit.committer.email) == ("mailgw publish", "publish@gw.example.org")
     assert commit.message.splitlines()[:10] == [
@@ -83,6 +86,7 @@ def test_a_removed_artifact_is_removed_in_the_commit(gateway, mailgw):
 
 def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
     from tests.gitrepo import copy_bundled, init
+
     root = tmp_path / "gw"
     repo = init(root)
     copy_bundled(root, ("gateway.yaml", "domains"))
@@ -90,20 +94,33 @@ def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0
     from tests.gitrepo import bundled_summary
+
     assert repo.head.commit.message.startswith(
-        f"publish out/: {bundled_summary()}\n\n"
-        "mailgw plan: the working tree against nothing (no declarations yet)\n")
+        f"publish out/: {bundled_summary()}\n\nmailgw plan: the working tree against nothing (no declarations yet)\n"
+    )
 
 
-@pytest.mark.parametrize("mess, message", [
-    ("uncommitted", "mailgw: declarations differ from the last commit (domains/tifpa.example.org.yaml); publish "
-                    "builds what is committed: commit them first\n"),
-    ("untracked", "mailgw: declarations differ from the last commit (domains/new.example.org.yaml); publish "
-                  "builds what is committed: commit them first\n"),
-    ("staged", "mailgw: files outside out/ are staged (README.md); the publish commit holds out/ only: commit or "
-               "unstage them first\n"),
-    ("author", "mailgw: author 'publish-bot' is not 'Name <email@example.org>'\n"),
-])
+@pytest.mark.parametrize(
+    "mess, message",
+    [
+        (
+            "uncommitted",
+            "mailgw: declarations differ from the last commit (domains/tifpa.example.org.yaml); publish "
+            "builds what is committed: commit them first\n",
+        ),
+        (
+            "untracked",
+            "mailgw: declarations differ from the last commit (domains/new.example.org.yaml); publish "
+            "builds what is committed: commit them first\n",
+        ),
+        (
+            "staged",
+            "mailgw: files outside out/ are staged (README.md); the publish commit holds out/ only: commit or "
+            "unstage them first\n",
+        ),
+        ("author", "mailgw: author 'publish-bot' is not 'Name <email@example.org>'\n"),
+    ],
+)
 def test_refusals_leave_out_and_git_untouched(gateway, mailgw, mess, message):
     root, repo = gateway
     edit(root, TIFPA, "  paolo.conti: pconti\n", "")
@@ -134,6 +151,7 @@ def test_invalid_declarations_publish_nothing(gateway, mailgw):
 
 def test_not_a_repository(make_repo, mailgw):
     from tests.conftest import domain_yaml
+
     root = make_repo({TIFPA: domain_yaml()})
     result = mailgw(root, "publish")
     assert result.code == 2 and result.err.endswith("is not inside a git repository\n")
@@ -142,6 +160,7 @@ def test_not_a_repository(make_repo, mailgw):
 
 def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
     from tests.gitrepo import copy_bundled, init
+
     repo = init(tmp_path / "monorepo")
     root = tmp_path / "monorepo" / "mail"
     root.mkdir()
@@ -151,6 +170,9 @@ def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
     commit_all(repo, "edit")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0, result.err
-    assert sorted(repo.head.commit.stats.files) == ["mail/out/MANIFEST.json", "mail/out/ldap/directory.ldif",
-                                                    "mail/out/postfix/relay_recipients"]
+    assert sorted(repo.head.commit.stats.files) == [
+        "mail/out/MANIFEST.json",
+        "mail/out/ldap/directory.ldif",
+        "mail/out/postfix/relay_recipients",
+    ]
     assert not repo.is_dirty(untracked_files=True)

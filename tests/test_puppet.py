@@ -29,13 +29,15 @@ from tests.conftest import REPO, program, run_mailgw_process
 pytestmark = pytest.mark.needs("puppet", "postmap")
 
 MODULE_PATH = REPO / "deploy" / "puppet"
-NO_CHANGES, CHANGES, COMPILE_FAILED = 0, 2, 1   # puppet apply --detailed-exitcodes
-FAILURES = 4                                    # bit set when a resource failed
+NO_CHANGES, CHANGES, COMPILE_FAILED = 0, 2, 1  # puppet apply --detailed-exitcodes
+FAILURES = 4  # bit set when a resource failed
 
 # Stand-ins for the categories the compiler does not emit yet; each is added only where the compiler
 # wrote nothing at that path, so the compiler's own files always win.
 STAND_INS = {
-    "postfix/main.cf": b"# stand-in for the compiler's main.cf\nrelay_domains = lmdb:$config_directory/mailgw/relay_domains\n",
+    "postfix/main.cf": (
+        b"# stand-in for the compiler's main.cf\nrelay_domains = lmdb:$config_directory/mailgw/relay_domains\n"
+    ),
     "postfix/master.cf": b"# stand-in for the compiler's master.cf\nsmtp inet n - y - - smtpd\n",
     "postfix/puppet_test_clients.cidr": b"# stand-in cidr table\n192.0.2.0/24\tREJECT\n",
     "rspamd/local.d/puppet_test_actions.conf": b"# stand-in override\nreject = 15;\n",
@@ -92,8 +94,8 @@ class Run:
     code: int
     out: str
     err: str
-    postmaps: list[str]   # the maps postmap indexed in this run, in order
-    reloads: list[str]    # 'postfix', 'rspamd', 'ldap', in order
+    postmaps: list[str]  # the maps postmap indexed in this run, in order
+    reloads: list[str]  # 'postfix', 'rspamd', 'ldap', in order
 
 
 class Node:
@@ -103,21 +105,24 @@ class Node:
         self.base = base
         self.root = base / "root"
         self.puppet_dirs = base / "puppet"
-        self.postfix_conf = base / "postfix-conf"     # postmap's -c: an empty main.cf
+        self.postfix_conf = base / "postfix-conf"  # postmap's -c: an empty main.cf
         self.postmap_log = base / "postmap.log"
         self.reload_log = base / "reload.log"
-        self.postmap_fails = base / "postmap-fails"   # while this file exists, postmap fails
+        self.postmap_fails = base / "postmap-fails"  # while this file exists, postmap fails
         self.map_dir = self.root / "etc/postfix/mailgw"
         self.staging = self.root / "var/lib/mailgw/out"
         for directory in ("etc/postfix", "etc/rspamd/local.d", "etc/rspamd/maps.d", "var/lib"):
-            (self.root / directory).mkdir(parents=True)   # what the Debian packages create
+            (self.root / directory).mkdir(parents=True)  # what the Debian packages create
         self.postfix_conf.mkdir()
         (self.postfix_conf / "main.cf").write_text("")
-        self._script("postmap", f"""\
+        self._script(
+            "postmap",
+            f"""\
             [ -e '{self.postmap_fails}' ] && {{ echo 'postmap: fatal: injected failure' >&2; exit 1; }}
             echo "$*" >> '{self.postmap_log}'
             exec '{program("postmap")}' -c '{self.postfix_conf}' "$@"
-            """)
+            """,
+        )
         self._script("reload", f"echo \"$1\" >> '{self.reload_log}'\n")
 
     def _script(self, name: str, body: str) -> None:
@@ -128,7 +133,9 @@ class Node:
     def site_manifest(self, source: str, first: str = "") -> Path:
         """The node's manifest; `first` is Puppet code applied before the class."""
         path = self.base / "site.pp"
-        path.write_text(first + textwrap.dedent(f"""\
+        path.write_text(
+            first
+            + textwrap.dedent(f"""\
             class {{ 'mailgw':
               source                 => '{source}',
               state_dir              => '{self.root}/var/lib/mailgw',
@@ -142,25 +149,37 @@ class Node:
               rspamd_reload_command  => ['{self.base}/reload', 'rspamd'],
               ldap_load_command      => ['{self.base}/reload', 'ldap'],
             }}
-            """))
+            """)
+        )
         return path
 
     def puppet(self, *args: str, modulepath: str = str(MODULE_PATH)) -> subprocess.CompletedProcess:
         """puppet with every directory it writes under the temporary base (nothing of the host's)."""
-        dirs = {name: self.puppet_dirs / name for name in
-                ("confdir", "vardir", "codedir", "logdir", "rundir", "ssldir", "publicdir")}
+        dirs = {
+            name: self.puppet_dirs / name
+            for name in ("confdir", "vardir", "codedir", "logdir", "rundir", "ssldir", "publicdir")
+        }
         settings = [arg for name, path in dirs.items() for arg in (f"--{name}", str(path))]
-        return subprocess.run([program("puppet"), *args, *settings, "--modulepath", modulepath, "--color=false"],
-                              capture_output=True, text=True, timeout=180)
+        return subprocess.run(
+            [program("puppet"), *args, *settings, "--modulepath", modulepath, "--color=false"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     def apply(self, source: Path | str, modulepath: str = str(MODULE_PATH), first: str = "") -> Run:
         postmaps, reloads = self._lines(self.postmap_log), self._lines(self.reload_log)
-        done = self.puppet("apply", "--detailed-exitcodes", str(self.site_manifest(str(source), first)),
-                           modulepath=modulepath)
-        new_postmaps = self._lines(self.postmap_log)[len(postmaps):]
-        return Run(done.returncode, done.stdout, done.stderr,
-                   [self._map_name(call) for call in new_postmaps],
-                   self._lines(self.reload_log)[len(reloads):])
+        done = self.puppet(
+            "apply", "--detailed-exitcodes", str(self.site_manifest(str(source), first)), modulepath=modulepath
+        )
+        new_postmaps = self._lines(self.postmap_log)[len(postmaps) :]
+        return Run(
+            done.returncode,
+            done.stdout,
+            done.stderr,
+            [self._map_name(call) for call in new_postmaps],
+            self._lines(self.reload_log)[len(reloads) :],
+        )
 
     @staticmethod
     def _map_name(postmap_args: str) -> str:
@@ -173,9 +192,19 @@ class Node:
 
     def query(self, table: str, key: str, kind: str = "lmdb", directory: Path | None = None) -> str | None:
         """What the deployed table answers, asked with the real postmap."""
-        done = subprocess.run([program("postmap"), "-c", str(self.postfix_conf), "-q", key,
-                               f"{kind}:{(directory or self.map_dir) / table}"],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [
+                program("postmap"),
+                "-c",
+                str(self.postfix_conf),
+                "-q",
+                key,
+                f"{kind}:{(directory or self.map_dir) / table}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.stderr == "", done.stderr
         return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
@@ -190,8 +219,10 @@ class Node:
 
     def snapshot(self) -> dict[str, tuple[bytes, int, int]]:
         """Every file under the root: bytes, inode and mtime (a rewrite with equal bytes shows too)."""
-        return {rel: (data, (self.root / rel).stat().st_ino, (self.root / rel).stat().st_mtime_ns)
-                for rel, data in self.files().items()}
+        return {
+            rel: (data, (self.root / rel).stat().st_ino, (self.root / rel).stat().st_mtime_ns)
+            for rel, data in self.files().items()
+        }
 
     def save(self) -> None:
         self.pristine = self.base / "pristine"
@@ -255,8 +286,13 @@ def test_first_run_deploys_every_artifact_and_indexes_every_map(first, fleet_out
     assert sorted(run.reloads) == ["ldap", "postfix", "rspamd"], "each service once"
     artifacts = json.loads((fleet_out / MANIFEST).read_text())["artifacts"]
     placed = {artifact: destination(artifact) for artifact in artifacts}
-    for directory in ("etc/postfix/mailgw/", "etc/postfix/", "etc/rspamd/local.d/", "etc/rspamd/maps.d/",
-                      "var/lib/mailgw/ldap/"):
+    for directory in (
+        "etc/postfix/mailgw/",
+        "etc/postfix/",
+        "etc/rspamd/local.d/",
+        "etc/rspamd/maps.d/",
+        "var/lib/mailgw/ldap/",
+    ):
         assert any(place and place.rsplit("/", 1)[0] + "/" == directory for place in placed.values()), directory
     for artifact, place in placed.items():
         compiled = (fleet_out / artifact).read_bytes()
@@ -289,7 +325,7 @@ def test_a_second_run_changes_nothing_and_reloads_nothing(node, fleet_out):
 def test_one_changed_map_is_reindexed_alone_and_postfix_reloads_once(node, tmp_path):
     changed = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")
     before = node.snapshot()
-    old_table = tmp_path / "old" / "relay_recipients.lmdb"   # what a daemon holding the old table sees
+    old_table = tmp_path / "old" / "relay_recipients.lmdb"  # what a daemon holding the old table sees
     old_table.parent.mkdir()
     old_table.hardlink_to(node.map_dir / "relay_recipients.lmdb")
 
@@ -301,9 +337,13 @@ def test_one_changed_map_is_reindexed_alone_and_postfix_reloads_once(node, tmp_p
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
     after = node.snapshot()
     changed_files = {rel for rel in after if before.get(rel) != after[rel]}
-    assert changed_files == {"etc/postfix/mailgw/relay_recipients", "etc/postfix/mailgw/relay_recipients.lmdb",
-                             "var/lib/mailgw/out/postfix/relay_recipients", "var/lib/mailgw/out/ldap/directory.ldif",
-                             "var/lib/mailgw/ldap/directory.ldif"}
+    assert changed_files == {
+        "etc/postfix/mailgw/relay_recipients",
+        "etc/postfix/mailgw/relay_recipients.lmdb",
+        "var/lib/mailgw/out/postfix/relay_recipients",
+        "var/lib/mailgw/out/ldap/directory.ldif",
+        "var/lib/mailgw/ldap/directory.ldif",
+    }
     # The table was replaced by a rename, never rewritten in place: the old inode still holds the old table.
     assert old_table.read_bytes() == before["etc/postfix/mailgw/relay_recipients.lmdb"][0]
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org", directory=old_table.parent) is None
@@ -311,8 +351,8 @@ def test_one_changed_map_is_reindexed_alone_and_postfix_reloads_once(node, tmp_p
 
 
 def test_a_tree_that_does_not_match_its_manifest_is_refused_and_nothing_moves(node, tmp_path):
-    tree = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")   # a legitimate change, held back with the rest
-    transport = tree / "postfix/transport"   # same size, another meaning: only the sha256 tells
+    tree = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")  # a legitimate change, held back with the rest
+    transport = tree / "postfix/transport"  # same size, another meaning: only the sha256 tells
     transport.write_bytes(transport.read_bytes().replace(b"lmtp:", b"smtp:"))
     (tree / "postfix/virtual_alias").unlink()
     (tree / "postfix/unlisted").write_bytes(b"x\ty\n")
@@ -325,10 +365,12 @@ def test_a_tree_that_does_not_match_its_manifest_is_refused_and_nothing_moves(no
     run = node.apply(tree)
     assert run.code == COMPILE_FAILED, run.out + run.err
     assert "does not match its MANIFEST.json; nothing deployed" in run.err
-    for problem in (f"postfix/relay_domains: {relay_domains_size} bytes, MANIFEST.json says {relay_domains_size + 1}",
-                    "postfix/transport: sha256 ",
-                    "postfix/virtual_alias: listed in MANIFEST.json but missing",
-                    "postfix/unlisted: in the tree but not listed in MANIFEST.json"):
+    for problem in (
+        f"postfix/relay_domains: {relay_domains_size} bytes, MANIFEST.json says {relay_domains_size + 1}",
+        "postfix/transport: sha256 ",
+        "postfix/virtual_alias: listed in MANIFEST.json but missing",
+        "postfix/unlisted: in the tree but not listed in MANIFEST.json",
+    ):
         assert problem in run.err, run.err
     assert "relay_recipients" not in run.err, "only the bad artifacts are named"
     assert run.postmaps == [] and run.reloads == []
@@ -339,11 +381,13 @@ def test_a_tree_that_does_not_match_its_manifest_is_refused_and_nothing_moves(no
 def test_a_tree_changed_after_the_catalog_was_compiled_is_not_deployed(node, tmp_path):
     """out/ changes under a run (a git pull, a file server update): the staged copy fails its sha256."""
     tree = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")
-    add_artifacts(tree, {"rspamd/local.d/puppet_test_actions.conf": b"reject = 20;\n"})   # sound, held back too
+    add_artifacts(tree, {"rspamd/local.d/puppet_test_actions.conf": b"reject = 20;\n"})  # sound, held back too
     recipients = tree / "postfix/relay_recipients"
-    tamper = (f"exec {{ 'out/ changes after the catalog was compiled':\n"
-              f"  command => ['/bin/sed', '-i', 's/^nuovo[.]arrivo@/intruso@/', '{recipients}'],\n"
-              f"  before  => Class['mailgw'],\n}}\n")
+    tamper = (
+        f"exec {{ 'out/ changes after the catalog was compiled':\n"
+        f"  command => ['/bin/sed', '-i', 's/^nuovo[.]arrivo@/intruso@/', '{recipients}'],\n"
+        f"  before  => Class['mailgw'],\n}}\n"
+    )
     staged_recipients = (node.staging / "postfix/relay_recipients").read_bytes()
     before = node.deployed_files()
 
@@ -357,13 +401,18 @@ def test_a_tree_changed_after_the_catalog_was_compiled_is_not_deployed(node, tmp
     assert (node.staging / "postfix/relay_recipients").read_bytes() == staged_recipients, "not even staged"
 
 
-@pytest.mark.parametrize("manifest, message", [
-    (None, "MANIFEST.json is missing; refusing to deploy an unverifiable tree"),
-    ("{not json", "MANIFEST.json is not JSON"),
-    ('{"format": 2, "artifacts": {}}', "MANIFEST.json: format 2, expected 1"),
-    ('{"format": 1, "artifacts": {"../../etc/shadow": {"sha256": "' + "0" * 64 + '", "size": 1}}}',
-     "../../etc/shadow: not a plain relative path"),
-])
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        (None, "MANIFEST.json is missing; refusing to deploy an unverifiable tree"),
+        ("{not json", "MANIFEST.json is not JSON"),
+        ('{"format": 2, "artifacts": {}}', "MANIFEST.json: format 2, expected 1"),
+        (
+            '{"format": 1, "artifacts": {"../../etc/shadow": {"sha256": "' + "0" * 64 + '", "size": 1}}}',
+            "../../etc/shadow: not a plain relative path",
+        ),
+    ],
+)
 def test_an_unreadable_manifest_is_refused(node, tmp_path, manifest, message):
     tree = tmp_path / "out"
     tree.mkdir()
@@ -382,8 +431,7 @@ def test_an_artifact_the_module_cannot_place_is_refused(node, fleet_out, tmp_pat
     before = node.snapshot()
     run = node.apply(tree)
     assert run.code == COMPILE_FAILED
-    assert "no rule says where these go on the MX node, so nothing is deployed: postfix/header_checks.pcre" \
-        in run.err
+    assert "no rule says where these go on the MX node, so nothing is deployed: postfix/header_checks.pcre" in run.err
     assert node.snapshot() == before
 
 
@@ -403,7 +451,7 @@ def test_a_failed_postmap_keeps_the_old_table_and_the_next_run_completes_it(node
     assert not list(node.map_dir.glob(".*")), "no temporary table left behind"
 
     node.postmap_fails.unlink()
-    retried = node.apply(changed)   # the staged copy is already current: only the index step is left
+    retried = node.apply(changed)  # the staged copy is already current: only the index step is left
     assert retried.code == CHANGES, retried.out + retried.err
     assert retried.postmaps == ["relay_recipients"] and retried.reloads == ["postfix"]
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
@@ -411,9 +459,14 @@ def test_a_failed_postmap_keeps_the_old_table_and_the_next_run_completes_it(node
 
 def test_rolling_back_to_an_earlier_out_restores_it_and_removes_what_came_later(node, fleet_out, tmp_path):
     later = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")
-    add_artifacts(later, {"rspamd/local.d/puppet_test_later.conf": b"# came later\n",
-                          "postfix/puppet_test_later.cidr": b"203.0.113.0/24\tREJECT\n",
-                          "ldap/puppet_test.ldif": None})
+    add_artifacts(
+        later,
+        {
+            "rspamd/local.d/puppet_test_later.conf": b"# came later\n",
+            "postfix/puppet_test_later.cidr": b"203.0.113.0/24\tREJECT\n",
+            "ldap/puppet_test.ldif": None,
+        },
+    )
     before = node.files()
     forward = node.apply(later)
     assert forward.code == CHANGES, forward.out + forward.err
@@ -439,8 +492,11 @@ def test_out_served_as_puppet_url_deploys_the_same_files(first, fleet_out, tmp_p
     run = node.apply("puppet:///modules/mailgw_out/out", modulepath=f"{MODULE_PATH}:{modules}")
     assert run.code == CHANGES, run.out + run.err
     assert sorted(run.postmaps) == maps_of(fleet_out)
-    expected = {rel: data for rel, data in served.files(served.pristine).items()
-                if not rel.endswith(".lmdb") and not rel.startswith("var/lib/mailgw/deployed.")}
+    expected = {
+        rel: data
+        for rel, data in served.files(served.pristine).items()
+        if not rel.endswith(".lmdb") and not rel.startswith("var/lib/mailgw/deployed.")
+    }
     deployed = {rel: data for rel, data in node.files().items() if rel in expected}
     assert deployed == expected
     assert node.query("relay_domains", "tifpa.example.org") == "OK"

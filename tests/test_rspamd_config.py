@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
 from compiler import values
@@ -14,26 +15,35 @@ from compiler.fleet import build_fleet
 from compiler.pipeline import compile_repository, load_declarations
 from compiler.targets import rspamd
 from tests import rspamd_env
-from tests.conftest import GATEWAY, REPO, domain_yaml, program
+from tests.conftest import GATEWAY, REPO, domain_yaml
 
 QUARANTINE = "quarantine: {url: 'https://quarantine.gw.example.org/api'}\n"
 
 # Every feature at once: several classes per direction, lists of both kinds with IPv6, quarantine
 # with two retentions, an IDN domain and one with a '-' in it.
 FEATURES = {
-    "gateway": GATEWAY + QUARANTINE + (
-        "filters:\n  inbound:\n    quarantine: {enabled: true}\n"),
-    "domains/strict.example.org.yaml": domain_yaml("strict.example.org", filters=(
-        "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
-        "    quarantine: {retention_days: 14}\n"
-        "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n")),
-    "domains/tag-only.example.org.yaml": domain_yaml("tag-only.example.org", filters=(
-        "filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n")),
-    "domains/città.example.org.yaml": domain_yaml("città.example.org", filters=(
-        "filters:\n  inbound:\n"
-        "    allow: {senders: ['friend@partner.example.net', '@trusted.example.net'],"
-        " networks: ['198.51.100.0/28', '2001:db8:f00d::/48']}\n"
-        "    block: {senders: ['@bulk.example.com'], networks: ['203.0.113.0/24', '2001:db8:bad::/48']}\n")),
+    "gateway": GATEWAY + QUARANTINE + ("filters:\n  inbound:\n    quarantine: {enabled: true}\n"),
+    "domains/strict.example.org.yaml": domain_yaml(
+        "strict.example.org",
+        filters=(
+            "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
+            "    quarantine: {retention_days: 14}\n"
+            "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n"
+        ),
+    ),
+    "domains/tag-only.example.org.yaml": domain_yaml(
+        "tag-only.example.org",
+        filters=("filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n"),
+    ),
+    "domains/città.example.org.yaml": domain_yaml(
+        "città.example.org",
+        filters=(
+            "filters:\n  inbound:\n"
+            "    allow: {senders: ['friend@partner.example.net', '@trusted.example.net'],"
+            " networks: ['198.51.100.0/28', '2001:db8:f00d::/48']}\n"
+            "    block: {senders: ['@bulk.example.com'], networks: ['203.0.113.0/24', '2001:db8:bad::/48']}\n"
+        ),
+    ),
 }
 
 
@@ -58,8 +68,12 @@ def test_rules_go_outbound_then_inbound_strictest_first_then_the_fallbacks(make_
     directions = [r.direction for r in rules]
     assert directions == sorted(directions, key=lambda d: d != "outbound")
     inbound = [r for r in rules if r.direction == "inbound"]
-    assert [r.domains for r in inbound] == [("strict.example.org",), ("xn--citt-3na.example.org",),
-                                            ("tag-only.example.org",), ()]
+    assert [r.domains for r in inbound] == [
+        ("strict.example.org",),
+        ("xn--citt-3na.example.org",),
+        ("tag-only.example.org",),
+        (),
+    ]
     assert [r.domains for r in rules if r.direction == "outbound"][-1] == ()
     assert rules[-1].name == fleet.default_filters.inbound.name + "_fallback"
     assert len({r.name for r in rules}) == len(rules)
@@ -69,10 +83,19 @@ def test_action_thresholds_keep_reject_and_discard_for_forced_verdicts(make_repo
     fleet = _fleet(make_repo, FEATURES)
     strict, tag_only = fleet.filters["strict.example.org"], fleet.filters["tag-only.example.org"]
     assert rspamd.action_thresholds(strict.inbound) == [
-        ("reject", "12"), ("discard", "8"), ("rewrite subject", "7"), ("add header", "5"), ("greylist", "null")]
+        ("reject", "12"),
+        ("discard", "8"),
+        ("rewrite subject", "7"),
+        ("add header", "5"),
+        ("greylist", "null"),
+    ]
     assert rspamd.action_thresholds(tag_only.inbound) == [
-        ("reject", "1000000"), ("discard", "1000000"), ("rewrite subject", "6"), ("add header", "5"),
-        ("greylist", "null")]
+        ("reject", "1000000"),
+        ("discard", "1000000"),
+        ("rewrite subject", "6"),
+        ("add header", "5"),
+        ("greylist", "null"),
+    ]
     # Outbound without notification: spam over the reject threshold is quarantined instead.
     assert rspamd.action_thresholds(strict.outbound)[:2] == [("reject", "1000000"), ("discard", "10")]
 
@@ -87,12 +110,17 @@ def test_maps_hold_the_normalised_lists_one_per_line(make_repo, tmp_path):
     out = _build(make_repo, FEATURES, tmp_path)
     maps = out / "rspamd" / "maps.d"
     assert (maps / "mailgw_block_networks.xn--citt-3na.example.org.map").read_text() == (
-        rspamd.HEADER + "2001:db8:bad::/48\n203.0.113.0/24\n")
+        rspamd.HEADER + "2001:db8:bad::/48\n203.0.113.0/24\n"
+    )
     assert (maps / "mailgw_allow_senders.xn--citt-3na.example.org.map").read_text() == (
-        rspamd.HEADER + "@trusted.example.net\nfriend@partner.example.net\n")
+        rspamd.HEADER + "@trusted.example.net\nfriend@partner.example.net\n"
+    )
     assert not (maps / "mailgw_block_senders.strict.example.org.map").exists()
-    assert (maps / "mailgw_gtube.map").read_text().endswith(
-        "/XJS\\*C4JDBQADN1\\.NSBN3\\*2IDNEN\\*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL\\*C\\.34X/\n")
+    assert (
+        (maps / "mailgw_gtube.map")
+        .read_text()
+        .endswith("/XJS\\*C4JDBQADN1\\.NSBN3\\*2IDNEN\\*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL\\*C\\.34X/\n")
+    )
     for path in (out / "rspamd").rglob("*"):
         if path.is_file():
             assert path.read_text().startswith(rspamd.HEADER), path
@@ -145,6 +173,7 @@ def test_generated_files_are_ascii_and_deterministic(make_repo, tmp_path):
 
 # --- rspamadm configtest ----------------------------------------------------------------
 
+
 def _configtest(out: Path, dest: Path) -> subprocess.CompletedProcess:
     return rspamd_env.configtest(rspamd_env.config_tree(out, dest))
 
@@ -178,12 +207,17 @@ def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path):
 # --- the Postfix side, for the integrator -------------------------------------------------
 
 RELAYS = {
-    "domains/a.example.org.yaml": domain_yaml("a.example.org", site="site: SITE-A\n",
-                                              outbound_relays="outbound_relays: [192.0.2.1]\n"),
-    "domains/a2.example.org.yaml": domain_yaml("a2.example.org", site="site: SITE-A\n", filters=(
-        "filters:\n  outbound:\n    notify_sender: false\n    quarantine: {enabled: true}\n")),
-    "domains/b.example.org.yaml": domain_yaml("b.example.org", site="site: SITE-B\n",
-                                              outbound_relays="outbound_relays: ['2001:db8:b::/64', 192.0.2.64/28]\n"),
+    "domains/a.example.org.yaml": domain_yaml(
+        "a.example.org", site="site: SITE-A\n", outbound_relays="outbound_relays: [192.0.2.1]\n"
+    ),
+    "domains/a2.example.org.yaml": domain_yaml(
+        "a2.example.org",
+        site="site: SITE-A\n",
+        filters=("filters:\n  outbound:\n    notify_sender: false\n    quarantine: {enabled: true}\n"),
+    ),
+    "domains/b.example.org.yaml": domain_yaml(
+        "b.example.org", site="site: SITE-B\n", outbound_relays="outbound_relays: ['2001:db8:b::/64', 192.0.2.64/28]\n"
+    ),
     "domains/c.example.org.yaml": domain_yaml("c.example.org", site="site: SITE-C\n"),
 }
 

@@ -23,8 +23,13 @@ from tests.conftest import GATEWAY, REPO, domain_yaml
 pytestmark = pytest.mark.needs("rspamd", "rspamadm", "clamd", "openssl")
 
 # How Rspamd names the strongest spam action of a policy (DirectionPolicy.strongest_spam_action).
-RSPAMD_ACTION = {"reject": "reject", "quarantine": "discard", "rewrite_subject": "rewrite subject",
-                 "add_header": "add header", "deliver": "no action"}
+RSPAMD_ACTION = {
+    "reject": "reject",
+    "quarantine": "discard",
+    "rewrite_subject": "rewrite subject",
+    "add_header": "add header",
+    "deliver": "no action",
+}
 VIRUS_ACTION = {"reject": "reject", "quarantine": "discard"}
 EXTERNAL = "someone@ext.example.net"
 OUTBOUND = {"MTA-Name": "mailgw_outbound"}
@@ -78,8 +83,16 @@ def _steps(policy) -> list[tuple[float, str]]:
     """(threshold, the Rspamd action the policy asks for from there on), lowest first."""
     spam = policy.spam
     refused = "reject" if policy.notify_sender else "discard"
-    return sorted((t, a) for t, a in ((spam.add_header, "add header"), (spam.rewrite_subject, "rewrite subject"),
-                                     (spam.quarantine, "discard"), (spam.reject, refused)) if t is not None)
+    return sorted(
+        (t, a)
+        for t, a in (
+            (spam.add_header, "add header"),
+            (spam.rewrite_subject, "rewrite subject"),
+            (spam.quarantine, "discard"),
+            (spam.reject, refused),
+        )
+        if t is not None
+    )
 
 
 def _action_at(policy, score: float) -> str:
@@ -91,15 +104,20 @@ def _scores_in_every_band(policy) -> list[float]:
     limits = [threshold for threshold, _ in _steps(policy)]
     if not limits:
         return [10.0]
-    return [limits[0] / 2] + [(low + high) / 2 for low, high in zip(limits, limits[1:] + [limits[-1] + 4])]
+    uppers = limits[1:] + [limits[-1] + 4]
+    return [limits[0] / 2] + [(low + high) / 2 for low, high in zip(limits, uppers, strict=True)]
 
 
 def _scan_at(rspamd, target: float, base: float, *, sender, rcpt, headers):
     """A message scoring about `target` (X-Test-Score); rescanned when DNS noise moved it to another band."""
     points = target - base
     for _ in range(4):
-        scan = rspamd.scan(env.message(sender=sender, to=rcpt, subject="scored", score=points), rcpt=rcpt,
-                           sender=sender, headers=headers)
+        scan = rspamd.scan(
+            env.message(sender=sender, to=rcpt, subject="scored", score=points),
+            rcpt=rcpt,
+            sender=sender,
+            headers=headers,
+        )
         points += target - scan.score
         yield scan
 
@@ -155,33 +173,47 @@ def test_bundled_inbound_policy(bundled, sink, domain):
 
 @pytest.mark.parametrize("domain", sorted(BUNDLED.filters))
 def test_bundled_outbound_policy(bundled, sink, domain):
-    _check_policy(bundled, sink, BUNDLED.filters[domain].outbound, sender=f"someone@{domain}",
-                  rcpt=[EXTERNAL], headers=OUTBOUND)
+    _check_policy(
+        bundled, sink, BUNDLED.filters[domain].outbound, sender=f"someone@{domain}", rcpt=[EXTERNAL], headers=OUTBOUND
+    )
 
 
 def test_bundled_defaults_for_mail_of_no_domain(bundled, sink):
     """Inbound to no served domain and outbound from a foreign sender: the gateway's own policy."""
-    _check_policy(bundled, sink, BUNDLED.default_filters.inbound, sender=EXTERNAL, rcpt=["x@elsewhere.example"],
-                  fallback=True)
-    _check_policy(bundled, sink, BUNDLED.default_filters.outbound, sender="list-bounces@lists.example.com",
-                  rcpt=[EXTERNAL], headers=OUTBOUND, fallback=True)
+    _check_policy(
+        bundled, sink, BUNDLED.default_filters.inbound, sender=EXTERNAL, rcpt=["x@elsewhere.example"], fallback=True
+    )
+    _check_policy(
+        bundled,
+        sink,
+        BUNDLED.default_filters.outbound,
+        sender="list-bounces@lists.example.com",
+        rcpt=[EXTERNAL],
+        headers=OUTBOUND,
+        fallback=True,
+    )
 
 
-@pytest.mark.parametrize(("ip", "sender", "expected"), [
-    ("198.51.100.11", "someone@tifpa.example.org", "tifpa.example.org"),          # TIFPA's relay, TIFPA's domain
-    ("198.51.100.10", "someone@Lab.Tifpa.Example.ORG", "lab.tifpa.example.org"),  # another domain of TIFPA
-    ("2001:db8:cafe::25", "someone@cnaf.example.org", "cnaf.example.org"),         # CNAF's relay network (IPv6)
-    ("203.0.113.5", "someone@tifpa.example.org", "outbound defaults"),             # CNAF's relay claiming TIFPA
-    ("198.51.100.10", "someone@example.net", "outbound defaults"),                 # a sender the gateway does not serve
-    ("198.51.100.12", "someone@tifpa.example.org", "inbound"),                     # next to TIFPA's relays: a stranger
-    ("192.0.2.10", "someone@tifpa.example.org", "inbound"),
-])
+@pytest.mark.parametrize(
+    ("ip", "sender", "expected"),
+    [
+        ("198.51.100.11", "someone@tifpa.example.org", "tifpa.example.org"),  # TIFPA's relay, TIFPA's domain
+        ("198.51.100.10", "someone@Lab.Tifpa.Example.ORG", "lab.tifpa.example.org"),  # another domain of TIFPA
+        ("2001:db8:cafe::25", "someone@cnaf.example.org", "cnaf.example.org"),  # CNAF's relay network (IPv6)
+        ("203.0.113.5", "someone@tifpa.example.org", "outbound defaults"),  # CNAF's relay claiming TIFPA
+        ("198.51.100.10", "someone@example.net", "outbound defaults"),  # a sender the gateway does not serve
+        ("198.51.100.12", "someone@tifpa.example.org", "inbound"),  # next to TIFPA's relays: a stranger
+        ("192.0.2.10", "someone@tifpa.example.org", "inbound"),
+    ],
+)
 def test_bundled_site_relays_are_told_by_their_address(bundled, ip, sender, expected):
     """A relay's mail is outbound, with its sender domain's class only when that domain is of the relay's site."""
     rcpt = [EXTERNAL]
     scan = bundled.scan(env.message(sender=sender, to=rcpt), rcpt=rcpt, sender=sender, ip=ip)
-    rule = {"outbound defaults": BUNDLED.default_filters.outbound.name + "_fallback",
-            "inbound": BUNDLED.default_filters.inbound.name + "_fallback"}.get(expected)
+    rule = {
+        "outbound defaults": BUNDLED.default_filters.outbound.name + "_fallback",
+        "inbound": BUNDLED.default_filters.inbound.name + "_fallback",
+    }.get(expected)
     assert scan.rule == (rule or BUNDLED.filters[expected].outbound.name)
 
 
@@ -205,58 +237,93 @@ def test_bundled_has_several_classes_and_a_message_to_two_gets_the_strictest(bun
 # --- the semantics, on a fleet made for them ------------------------------------------------
 
 SEMANTICS = {
-    "strict.example.org.yaml": domain_yaml("strict.example.org", filters=(
-        "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
-        "    quarantine: {retention_days: 14}\n"
-        "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n")),
-    "tagonly.example.org.yaml": domain_yaml("tagonly.example.org", filters=(
-        "filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n")),
+    "strict.example.org.yaml": domain_yaml(
+        "strict.example.org",
+        filters=(
+            "filters:\n  inbound:\n    spam: {quarantine: 8, reject: 12}\n    virus: quarantine\n"
+            "    quarantine: {retention_days: 14}\n"
+            "  outbound:\n    notify_sender: false\n    quarantine: {enabled: true, retention_days: 7}\n"
+        ),
+    ),
+    "tagonly.example.org.yaml": domain_yaml(
+        "tagonly.example.org",
+        filters=("filters:\n  inbound:\n    spam: {rewrite_subject: 6, subject: '*** SPAM *** %s', reject: false}\n"),
+    ),
     "plain.example.org.yaml": domain_yaml("plain.example.org"),
-    "lists.example.org.yaml": domain_yaml("lists.example.org", filters=(
-        "filters:\n  inbound:\n"
-        "    allow:\n      senders: ['friend@partner.example.net', '@trusted.example.net', 'news@bulk.example.com']\n"
-        "      networks: ['198.51.100.0/28', '2001:db8:f00d::/48']\n"
-        "    block:\n      senders: ['spammer@spam.example.net', '@bulk.example.com', 'boss@plain.example.org']\n"
-        "      networks: ['203.0.113.0/24', '2001:db8:bad::/48']\n")),
+    "lists.example.org.yaml": domain_yaml(
+        "lists.example.org",
+        filters=(
+            "filters:\n  inbound:\n"
+            "    allow:\n"
+            "      senders: ['friend@partner.example.net', '@trusted.example.net', 'news@bulk.example.com']\n"
+            "      networks: ['198.51.100.0/28', '2001:db8:f00d::/48']\n"
+            "    block:\n      senders: ['spammer@spam.example.net', '@bulk.example.com', 'boss@plain.example.org']\n"
+            "      networks: ['203.0.113.0/24', '2001:db8:bad::/48']\n"
+        ),
+    ),
 }
-SEMANTICS_GATEWAY = yaml.safe_load(GATEWAY + (
-    "filters:\n  inbound:\n    spam: {add_header: 5, rewrite_subject: 7, reject: 15}\n"
-    "    quarantine: {enabled: true, retention_days: 30}\n"))
+SEMANTICS_GATEWAY = yaml.safe_load(
+    GATEWAY
+    + (
+        "filters:\n  inbound:\n    spam: {add_header: 5, rewrite_subject: 7, reject: 15}\n"
+        "    quarantine: {enabled: true, retention_days: 30}\n"
+    )
+)
 BLOCKED = "message refused: the recipient's domain blocks this sender"
 
 
 @pytest.fixture(scope="module")
 def semantics(tmp_path_factory, clamd, sink, hs_cache):
-    fleet, rspamd = _start(tmp_path_factory.mktemp("semantics"), _services(SEMANTICS_GATEWAY, clamd.socket, sink),
-                           SEMANTICS, sink, hs_cache)
+    fleet, rspamd = _start(
+        tmp_path_factory.mktemp("semantics"),
+        _services(SEMANTICS_GATEWAY, clamd.socket, sink),
+        SEMANTICS,
+        sink,
+        hs_cache,
+    )
     with rspamd:
         yield fleet, rspamd
 
 
-@pytest.mark.parametrize(("sender", "ip"), [
-    ("spammer@spam.example.net", "192.0.2.10"), ("anyone@bulk.example.com", "192.0.2.10"),
-    (EXTERNAL, "203.0.113.55"), (EXTERNAL, "2001:db8:bad::25")])
+@pytest.mark.parametrize(
+    ("sender", "ip"),
+    [
+        ("spammer@spam.example.net", "192.0.2.10"),
+        ("anyone@bulk.example.com", "192.0.2.10"),
+        (EXTERNAL, "203.0.113.55"),
+        (EXTERNAL, "2001:db8:bad::25"),
+    ],
+)
 def test_a_blocked_sender_or_network_is_refused(semantics, sender, ip):
     _, rspamd = semantics
-    scan = rspamd.scan(env.message(sender=sender, to=["a@lists.example.org"]), rcpt=["a@lists.example.org"],
-                       sender=sender, ip=ip)
+    scan = rspamd.scan(
+        env.message(sender=sender, to=["a@lists.example.org"]), rcpt=["a@lists.example.org"], sender=sender, ip=ip
+    )
     assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
 
 
 def test_a_block_list_counts_for_a_message_to_its_domain_among_others(semantics):
     _, rspamd = semantics
     rcpt = ["a@plain.example.org", "b@lists.example.org"]
-    scan = rspamd.scan(env.message(sender="spammer@spam.example.net", to=rcpt), rcpt=rcpt,
-                       sender="spammer@spam.example.net")
+    scan = rspamd.scan(
+        env.message(sender="spammer@spam.example.net", to=rcpt), rcpt=rcpt, sender="spammer@spam.example.net"
+    )
     assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
-    only_plain = rspamd.scan(env.message(sender="spammer@spam.example.net", to=rcpt[:1]), rcpt=rcpt[:1],
-                             sender="spammer@spam.example.net")
+    only_plain = rspamd.scan(
+        env.message(sender="spammer@spam.example.net", to=rcpt[:1]), rcpt=rcpt[:1], sender="spammer@spam.example.net"
+    )
     assert only_plain.action == "no action"
 
 
-@pytest.mark.parametrize(("sender", "ip"), [
-    ("friend@partner.example.net", "192.0.2.10"), ("Someone@Trusted.Example.NET", "192.0.2.10"),
-    (EXTERNAL, "198.51.100.9"), (EXTERNAL, "2001:db8:f00d::7")])
+@pytest.mark.parametrize(
+    ("sender", "ip"),
+    [
+        ("friend@partner.example.net", "192.0.2.10"),
+        ("Someone@Trusted.Example.NET", "192.0.2.10"),
+        (EXTERNAL, "198.51.100.9"),
+        (EXTERNAL, "2001:db8:f00d::7"),
+    ],
+)
 def test_an_allowed_sender_or_network_is_never_spam_but_still_virus_checked(semantics, sender, ip):
     _, rspamd = semantics
     rcpt = ["a@lists.example.org", "b@lists.example.org"]
@@ -269,16 +336,20 @@ def test_an_allowed_sender_or_network_is_never_spam_but_still_virus_checked(sema
 def test_an_allow_list_counts_only_when_every_recipient_is_in_its_domain(semantics):
     _, rspamd = semantics
     rcpt = ["a@lists.example.org", "b@plain.example.org"]
-    scan = rspamd.scan(env.gtube(sender="friend@partner.example.net", to=rcpt), rcpt=rcpt,
-                       sender="friend@partner.example.net")
+    scan = rspamd.scan(
+        env.gtube(sender="friend@partner.example.net", to=rcpt), rcpt=rcpt, sender="friend@partner.example.net"
+    )
     assert scan.action == "reject"
 
 
 def test_block_wins_over_an_allowed_exception(semantics):
     """'@bulk.example.com' is blocked and 'news@bulk.example.com' allowed: the block applies."""
     _, rspamd = semantics
-    scan = rspamd.scan(env.message(sender="news@bulk.example.com", to=["a@lists.example.org"]),
-                       rcpt=["a@lists.example.org"], sender="news@bulk.example.com")
+    scan = rspamd.scan(
+        env.message(sender="news@bulk.example.com", to=["a@lists.example.org"]),
+        rcpt=["a@lists.example.org"],
+        sender="news@bulk.example.com",
+    )
     assert (scan.action, scan.smtp_message) == ("reject", BLOCKED)
 
 
@@ -287,15 +358,15 @@ def test_lists_are_inbound_only(semantics):
     _, rspamd = semantics
     message = env.message(sender="boss@plain.example.org", to=["a@lists.example.org"])
     inbound = rspamd.scan(message, rcpt=["a@lists.example.org"], sender="boss@plain.example.org")
-    outbound = rspamd.scan(message, rcpt=["a@lists.example.org"], sender="boss@plain.example.org",
-                           headers=OUTBOUND)
+    outbound = rspamd.scan(message, rcpt=["a@lists.example.org"], sender="boss@plain.example.org", headers=OUTBOUND)
     assert (inbound.action, outbound.action) == ("reject", "no action")
 
 
 def test_a_message_to_several_classes_gets_the_strictest(semantics, sink):
     fleet, rspamd = semantics
-    policy = {name: fleet.filters[name].inbound for name in ("strict.example.org", "tagonly.example.org",
-                                                             "plain.example.org")}
+    policy = {
+        name: fleet.filters[name].inbound for name in ("strict.example.org", "tagonly.example.org", "plain.example.org")
+    }
     sink.take()
     rcpt = ["a@tagonly.example.org", "b@strict.example.org"]
     # About 10 points: strict quarantines (8 to 12), tag-only would only tag the subject.
@@ -315,8 +386,12 @@ def test_a_message_to_several_classes_gets_the_strictest(semantics, sink):
 def test_outbound_from_an_authenticated_client(semantics, sink):
     fleet, rspamd = semantics
     sink.take()
-    scan = rspamd.scan(env.gtube(sender="user@strict.example.org", to=[EXTERNAL]), rcpt=[EXTERNAL],
-                       sender="user@strict.example.org", headers={"User": "mrossi"})
+    scan = rspamd.scan(
+        env.gtube(sender="user@strict.example.org", to=[EXTERNAL]),
+        rcpt=[EXTERNAL],
+        sender="user@strict.example.org",
+        headers={"User": "mrossi"},
+    )
     assert (scan.rule, scan.action) == (fleet.filters["strict.example.org"].outbound.name, "discard")
     [quarantined] = sink.take()
     assert quarantined.body.startswith(b"X-Quarantine-Retention-Days: 7\r\n")
@@ -325,8 +400,12 @@ def test_outbound_from_an_authenticated_client(semantics, sink):
 
 def test_another_daemon_name_is_not_outbound(semantics):
     fleet, rspamd = semantics
-    scan = rspamd.scan(env.message(sender="user@strict.example.org", to=[EXTERNAL]), rcpt=[EXTERNAL],
-                       sender="user@strict.example.org", headers={"MTA-Name": "mailgw_inbound"})
+    scan = rspamd.scan(
+        env.message(sender="user@strict.example.org", to=[EXTERNAL]),
+        rcpt=[EXTERNAL],
+        sender="user@strict.example.org",
+        headers={"MTA-Name": "mailgw_inbound"},
+    )
     assert scan.rule == fleet.default_filters.inbound.name + "_fallback"
 
 
@@ -335,8 +414,9 @@ def test_quarantine_service_down_defers_the_message(semantics, sink):
     sink.take()
     sink.status = 503
     try:
-        scan = rspamd.scan(env.virus(sender=EXTERNAL, to=["a@strict.example.org"]), rcpt=["a@strict.example.org"],
-                           sender=EXTERNAL)
+        scan = rspamd.scan(
+            env.virus(sender=EXTERNAL, to=["a@strict.example.org"]), rcpt=["a@strict.example.org"], sender=EXTERNAL
+        )
     finally:
         sink.status = 200
     assert (scan.action, scan.smtp_message) == ("soft reject", "deferred")
@@ -345,8 +425,9 @@ def test_quarantine_service_down_defers_the_message(semantics, sink):
 
 def test_delivered_mail_carries_the_spam_and_virus_headers(semantics):
     _, rspamd = semantics
-    scan = rspamd.scan(env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]), rcpt=["a@tagonly.example.org"],
-                       sender=EXTERNAL)
+    scan = rspamd.scan(
+        env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]), rcpt=["a@tagonly.example.org"], sender=EXTERNAL
+    )
     headers = scan.milter["add_headers"]
     assert headers["X-Virus"]["value"] == "clean"
     assert headers["X-Spam-Status"]["value"].startswith("Yes, score=")
@@ -354,12 +435,14 @@ def test_delivered_mail_carries_the_spam_and_virus_headers(semantics):
 
 # --- through the milter, as Postfix will ask -------------------------------------------------
 
+
 def test_milter_outbound_is_told_by_the_daemon_name_macro(semantics, sink):
-    fleet, rspamd = semantics
+    _fleet, rspamd = semantics
     sink.take()
     message = env.gtube(sender="user@strict.example.org", to=[EXTERNAL])
-    outbound = env.milter_check(rspamd.proxy_port, message, sender="user@strict.example.org", rcpt=[EXTERNAL],
-                                daemon_name="mailgw_outbound")
+    outbound = env.milter_check(
+        rspamd.proxy_port, message, sender="user@strict.example.org", rcpt=[EXTERNAL], daemon_name="mailgw_outbound"
+    )
     assert outbound.verdict == "discard"
     assert sink.take()[0].body.startswith(b"X-Quarantine-Retention-Days: 7\r\n")
     inbound = env.milter_check(rspamd.proxy_port, message, sender="user@strict.example.org", rcpt=[EXTERNAL])
@@ -369,39 +452,70 @@ def test_milter_outbound_is_told_by_the_daemon_name_macro(semantics, sink):
 
 def test_milter_replies_postfix_acts_on(semantics):
     _, rspamd = semantics
-    tagged = env.milter_check(rspamd.proxy_port, env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]),
-                              sender=EXTERNAL, rcpt=["a@tagonly.example.org"])
+    tagged = env.milter_check(
+        rspamd.proxy_port,
+        env.gtube(sender=EXTERNAL, to=["a@tagonly.example.org"]),
+        sender=EXTERNAL,
+        rcpt=["a@tagonly.example.org"],
+    )
     assert tagged.verdict == "accept"
     assert ("change", "Subject", "*** SPAM *** test message") in tagged.headers
     assert ("add", "X-Virus", "clean") in tagged.headers
-    virus = env.milter_check(rspamd.proxy_port, env.virus(sender=EXTERNAL, to=["a@plain.example.org"]),
-                             sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    virus = env.milter_check(
+        rspamd.proxy_port,
+        env.virus(sender=EXTERNAL, to=["a@plain.example.org"]),
+        sender=EXTERNAL,
+        rcpt=["a@plain.example.org"],
+    )
     assert (virus.verdict, virus.reply) == ("reply", "554 5.7.1 message refused: it contains a virus")
-    blocked = env.milter_check(rspamd.proxy_port, env.message(sender="x@bulk.example.com", to=["a@lists.example.org"]),
-                               sender="x@bulk.example.com", rcpt=["a@lists.example.org"])
+    blocked = env.milter_check(
+        rspamd.proxy_port,
+        env.message(sender="x@bulk.example.com", to=["a@lists.example.org"]),
+        sender="x@bulk.example.com",
+        rcpt=["a@lists.example.org"],
+    )
     assert (blocked.verdict, blocked.reply) == ("reply", f"554 5.7.1 {BLOCKED}")
-    ham = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
-                           sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    ham = env.milter_check(
+        rspamd.proxy_port,
+        env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
+        sender=EXTERNAL,
+        rcpt=["a@plain.example.org"],
+    )
     assert ham.verdict == "accept" and ("add", "X-Virus", "clean") in ham.headers
     # Between add_header (5) and rewrite_subject (7): the header Postfix adds is X-Spam: Yes.
-    base = rspamd.scan(env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"],
-                       sender=EXTERNAL).score
-    marked = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"],
-                                                             score=6 - base),
-                              sender=EXTERNAL, rcpt=["a@plain.example.org"])
+    base = rspamd.scan(
+        env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"], sender=EXTERNAL
+    ).score
+    marked = env.milter_check(
+        rspamd.proxy_port,
+        env.message(sender=EXTERNAL, to=["a@plain.example.org"], score=6 - base),
+        sender=EXTERNAL,
+        rcpt=["a@plain.example.org"],
+    )
     assert marked.verdict == "accept" and ("change", "X-Spam", "Yes") in marked.headers
 
 
 # --- clamd down -------------------------------------------------------------------------------
 
+
 def test_without_clamd_mail_is_deferred_not_passed_unscanned(tmp_path, sink, hs_cache):
     missing = tmp_path / "no-clamd.sock"
-    fleet, rspamd = _start(tmp_path, _services(SEMANTICS_GATEWAY, missing, sink),
-                           {"plain.example.org.yaml": SEMANTICS["plain.example.org.yaml"]}, sink, hs_cache)
+    _fleet, rspamd = _start(
+        tmp_path,
+        _services(SEMANTICS_GATEWAY, missing, sink),
+        {"plain.example.org.yaml": SEMANTICS["plain.example.org.yaml"]},
+        sink,
+        hs_cache,
+    )
     with rspamd:
-        scan = rspamd.scan(env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"],
-                           sender=EXTERNAL)
-        milter = env.milter_check(rspamd.proxy_port, env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
-                                  sender=EXTERNAL, rcpt=["a@plain.example.org"])
+        scan = rspamd.scan(
+            env.message(sender=EXTERNAL, to=["a@plain.example.org"]), rcpt=["a@plain.example.org"], sender=EXTERNAL
+        )
+        milter = env.milter_check(
+            rspamd.proxy_port,
+            env.message(sender=EXTERNAL, to=["a@plain.example.org"]),
+            sender=EXTERNAL,
+            rcpt=["a@plain.example.org"],
+        )
     assert (scan.action, scan.smtp_message) == ("soft reject", "virus scanner unavailable, try again later")
     assert (milter.verdict, milter.reply) == ("reply", "451 4.7.1 virus scanner unavailable, try again later")

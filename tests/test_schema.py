@@ -56,13 +56,16 @@ def test_bundled_declarations_are_valid_against_the_schema():
 
 def test_the_shorthands_the_compiler_accepts_are_valid(tmp_path):
     path = tmp_path / "d.yaml"
-    path.write_text(domain_yaml(recipients="recipients:\n  mario.rossi: mrossi\n")
-                    + "external_aliases:\n  g.verdi: giuseppe.verdi@example.net\n")
+    path.write_text(
+        domain_yaml(recipients="recipients:\n  mario.rossi: mrossi\n")
+        + "external_aliases:\n  g.verdi: giuseppe.verdi@example.net\n"
+    )
     assert list(validator("domain").iter_errors(load_file(path, "d.yaml").data)) == []
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.code in SHAPE_CODES and c.gateway is None],
-                         ids=lambda c: c.code)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.code in SHAPE_CODES and c.gateway is None], ids=lambda c: c.code
+)
 def test_shape_errors_of_the_compiler_are_schema_errors_too(case, tmp_path):
     [(rel, content)] = case.files.items()
     path = tmp_path / "d.yaml"
@@ -83,12 +86,15 @@ def test_schema_command_writes_and_checks(make_repo, mailgw):
     root = make_repo({})
     stale = mailgw(root, "schema", "--check")
     assert stale.code == 1
-    assert stale.err == ("schema/domain.schema.json, schema/gateway.schema.json: stale; run 'mailgw schema' "
-                         "and commit the result\n")
+    assert stale.err == (
+        "schema/domain.schema.json, schema/gateway.schema.json: stale; run 'mailgw schema' and commit the result\n"
+    )
     assert mailgw(root, "schema").err == "wrote schema/domain.schema.json, schema/gateway.schema.json\n"
     assert mailgw(root, "schema", "--check").code == 0
     for rel in schema.files():
         assert (root / rel).read_bytes() == (REPO / rel).read_bytes()
     (root / "schema/gateway.schema.json").write_text("{}\n")
-    assert mailgw(root, "schema", "--check").err == \
-        "schema/gateway.schema.json: stale; run 'mailgw schema' and commit the result\n"
+    assert (
+        mailgw(root, "schema", "--check").err
+        == "schema/gateway.schema.json: stale; run 'mailgw schema' and commit the result\n"
+    )

@@ -24,8 +24,9 @@ def actionlint() -> str:
 
 
 def lint(*files: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([actionlint(), "-no-color", *map(str, files)], cwd=files[0].parent,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [actionlint(), "-no-color", *map(str, files)], cwd=files[0].parent, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_workflows_pass_actionlint():
@@ -52,8 +53,10 @@ def test_pull_requests_rerun_the_plan_when_the_force_label_changes():
     trigger = document[True]["pull_request"]  # PyYAML reads the key 'on' as true
     assert {"labeled", "unlabeled", "synchronize"} <= set(trigger["types"])
     [plan] = document["jobs"]["plan"]["steps"][-1:]
-    assert plan["env"][FORCE_ENV] == \
-        f"${{{{ contains(github.event.pull_request.labels.*.name, '{FORCE_LABEL}') && '1' || '' }}}}"
+    assert (
+        plan["env"][FORCE_ENV]
+        == f"${{{{ contains(github.event.pull_request.labels.*.name, '{FORCE_LABEL}') && '1' || '' }}}}"
+    )
     assert "--format markdown" in plan["run"] and '>> "$GITHUB_STEP_SUMMARY"' in plan["run"]
     assert document["permissions"] == {"contents": "read"}
 
@@ -61,8 +64,12 @@ def test_pull_requests_rerun_the_plan_when_the_force_label_changes():
 def test_validate_job_checks_declarations_schema_and_codeowners():
     steps = yaml.safe_load((WORKFLOWS / "pull-request.yml").read_text())["jobs"]["validate"]["steps"]
     runs = [step.get("run") for step in steps if "run" in step]
-    assert runs == ["make venv", ".venv/bin/mailgw validate", ".venv/bin/mailgw schema --check",
-                    ".venv/bin/mailgw codeowners --check"]
+    assert runs == [
+        "make venv",
+        ".venv/bin/mailgw validate",
+        ".venv/bin/mailgw schema --check",
+        ".venv/bin/mailgw codeowners --check",
+    ]
 
 
 def test_publish_runs_on_main_only_one_at_a_time():

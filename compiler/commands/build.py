@@ -20,8 +20,9 @@ _HUNK = re.compile(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 def register(verbs) -> None:
     parser = verbs.add_parser("build", help="compile the declarations into out/")
     parser.add_argument("--out", type=Path, help="output directory (default: ROOT/out)")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 with a short diff if out/ differs from a fresh build")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 with a short diff if out/ differs from a fresh build"
+    )
     parser.set_defaults(run=run)
 
 
@@ -67,11 +68,13 @@ def short_diff(old: list[str], new: list[str], old_name: str, new_name: str):
     tail = 0
     while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
         tail += 1
-    old_mid = old[head:len(old) - tail][:DIFF_WINDOW]
-    new_mid = new[head:len(new) - tail][:DIFF_WINDOW]
+    old_mid = old[head : len(old) - tail][:DIFF_WINDOW]
+    new_mid = new[head : len(new) - tail][:DIFF_WINDOW]
     for line in difflib.unified_diff(old_mid, new_mid, old_name, new_name, n=0):
         match = _HUNK.match(line)
         if match:  # hunk positions count from the start of the file, not of the region
-            line = (f"@@ -{int(match[1]) + head}{match[2] or ''} +{int(match[3]) + head}{match[4] or ''} @@"
-                    + line[match.end():])
+            line = (
+                f"@@ -{int(match[1]) + head}{match[2] or ''} +{int(match[3]) + head}{match[4] or ''} @@"
+                + line[match.end() :]
+            )
         yield line

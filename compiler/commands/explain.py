@@ -22,12 +22,19 @@ EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
 def register(verbs) -> None:
-    parser = verbs.add_parser("explain", help="what the MX does with a recipient address, and why",
-                              description="Replay the MX's lookups for RCPT TO:<ADDRESS>. Exit 0: accepted (or "
-                                          "left to the site's answer); 1: refused.")
+    parser = verbs.add_parser(
+        "explain",
+        help="what the MX does with a recipient address, and why",
+        description="Replay the MX's lookups for RCPT TO:<ADDRESS>. Exit 0: accepted (or "
+        "left to the site's answer); 1: refused.",
+    )
     parser.add_argument("address", metavar="ADDRESS", help="the recipient, like mario.rossi@tifpa.example.org")
-    parser.add_argument("--client", metavar="IP", type=_ip,
-                        help="the connecting client's IP address (default: any client on the internet)")
+    parser.add_argument(
+        "--client",
+        metavar="IP",
+        type=_ip,
+        help="the connecting client's IP address (default: any client on the internet)",
+    )
     parser.set_defaults(run=run)
 
 

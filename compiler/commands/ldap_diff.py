@@ -12,10 +12,12 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 def register(verbs) -> None:
     parser = verbs.add_parser(
-        "ldap-diff", help="print the ldapmodify changes that turn directory OLD into NEW",
+        "ldap-diff",
+        help="print the ldapmodify changes that turn directory OLD into NEW",
         description="Compare two directory LDIF files (like out/ldap/directory.ldif of two builds) and print "
-                    "the change records (add, modify, delete) that turn OLD into NEW on a live server: "
-                    "ldapmodify -f CHANGES. Exit 0 also when there is nothing to change.")
+        "the change records (add, modify, delete) that turn OLD into NEW on a live server: "
+        "ldapmodify -f CHANGES. Exit 0 also when there is nothing to change.",
+    )
     parser.add_argument("old", type=Path, metavar="OLD", help="the directory the server holds now")
     parser.add_argument("new", type=Path, metavar="NEW", help="the directory it should hold")
     parser.set_defaults(run=run)

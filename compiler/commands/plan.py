@@ -21,17 +21,21 @@ EXIT_UNSAFE, EXIT_USAGE = 1, 2
 # Past this many lines a section is cut in text and Markdown (JSON always has everything).
 MAX_SECTION_LINES = 50
 MARKS = {"added": "+", "removed": "-", "changed": "~"}
-FORCE_HINT = (f"to go ahead anyway, label the merge request '{FORCE_LABEL}' (CI then sets {FORCE_ENV}=1) "
-              "or run 'mailgw plan --force'")
+FORCE_HINT = (
+    f"to go ahead anyway, label the merge request '{FORCE_LABEL}' (CI then sets {FORCE_ENV}=1) "
+    "or run 'mailgw plan --force'"
+)
 
 
 def register(verbs) -> None:
     parser = verbs.add_parser("plan", help="show what the MX would do differently; exit 1 when unsafe")
-    parser.add_argument("--base", metavar="REF",
-                        help="compare with this revision (default: the merge base of HEAD with main)")
+    parser.add_argument(
+        "--base", metavar="REF", help="compare with this revision (default: the merge base of HEAD with main)"
+    )
     parser.add_argument("--format", choices=sorted(RENDERERS), default="text", help="default: text")
-    parser.add_argument("--force", action="store_true",
-                        help=f"go ahead with an unsafe plan (also: {FORCE_ENV}=1 in the environment)")
+    parser.add_argument(
+        "--force", action="store_true", help=f"go ahead with an unsafe plan (also: {FORCE_ENV}=1 in the environment)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -71,10 +75,15 @@ def _escape_annotation(message: str) -> str:
 
 # --- text -----------------------------------------------------------------------------------------
 
+
 def _sections(domain: DomainPlan) -> list[tuple[str, tuple[Change, ...]]]:
-    sections = [("recipients", domain.recipients), ("external aliases", domain.aliases),
-                ("routing", (domain.routing,) if domain.routing else ()), ("settings", domain.settings),
-                ("directory entries", domain.directory)]
+    sections = [
+        ("recipients", domain.recipients),
+        ("external aliases", domain.aliases),
+        ("routing", (domain.routing,) if domain.routing else ()),
+        ("settings", domain.settings),
+        ("directory entries", domain.directory),
+    ]
     return [(title, changes) for title, changes in sections if changes]
 
 
@@ -94,7 +103,8 @@ def _cut(lines: list[str], indent: str) -> list[str]:
     if len(lines) <= MAX_SECTION_LINES:
         return [indent + line for line in lines]
     return [indent + line for line in lines[:MAX_SECTION_LINES]] + [
-        f"{indent}... and {len(lines) - MAX_SECTION_LINES} more (see --format json)"]
+        f"{indent}... and {len(lines) - MAX_SECTION_LINES} more (see --format json)"
+    ]
 
 
 def render_text(plan: Plan, forced: bool = False, *, verdict: bool = True) -> str:
@@ -110,12 +120,16 @@ def render_text(plan: Plan, forced: bool = False, *, verdict: bool = True) -> st
         lines += ["", "gateway:"] + _cut([_change_line(c) for c in plan.gateway], "    ")
     if plan.directory:
         lines += ["", "directory entries of no domain:"] + _cut([_entry_line(c) for c in plan.directory], "    ")
-    for section, title in (("policy", "policy (out/rspamd)"), ("directory", "directory (out/ldap)"),
-                           ("artifacts", "other out/ files")):
+    for section, title in (
+        ("policy", "policy (out/rspamd)"),
+        ("directory", "directory (out/ldap)"),
+        ("artifacts", "other out/ files"),
+    ):
         files = [f for f in plan.files if f.section == section]
         if files:
             lines += ["", f"{title}:"] + _cut(
-                [f"{MARKS[f.status]} {f.path} (+{f.lines_added} -{f.lines_removed} lines)" for f in files], "    ")
+                [f"{MARKS[f.status]} {f.path} (+{f.lines_added} -{f.lines_removed} lines)" for f in files], "    "
+            )
     lines += ["", f"summary: {plan.summary()}"]
     if verdict:
         lines += _verdict_lines(plan, forced)
@@ -136,6 +150,7 @@ def _verdict_lines(plan: Plan, forced: bool) -> list[str]:
 
 # --- Markdown (the merge request's job summary) -------------------------------------------------
 
+
 def _code(text: str | None) -> str:
     if text is None:
         return ""
@@ -145,8 +160,13 @@ def _code(text: str | None) -> str:
 def render_markdown(plan: Plan, forced: bool = False) -> str:
     verdict = plan.verdict(forced)
     badge = {"safe": "safe", "forced": "**unsafe, forced through**", "unsafe": "**UNSAFE**"}[verdict]
-    lines = ["## mailgw plan", "", f"**{_escape_md(plan.summary())}**", "",
-             f"Compared with {_escape_md(plan.base)}. Verdict: {badge}."]
+    lines = [
+        "## mailgw plan",
+        "",
+        f"**{_escape_md(plan.summary())}**",
+        "",
+        f"Compared with {_escape_md(plan.base)}. Verdict: {badge}.",
+    ]
     if verdict != "safe":
         kind = "WARNING" if verdict == "forced" else "CAUTION"
         lines += ["", f"> [!{kind}]"] + [f"> - {_escape_md(reason)}" for reason in plan.reasons()]
@@ -154,20 +174,31 @@ def render_markdown(plan: Plan, forced: bool = False) -> str:
             lines.append(f"> \n> To go ahead anyway, add the label `{FORCE_LABEL}` to the merge request.")
     for domain in plan.domains:
         suffix = f" ({domain.status})" if domain.status != "changed" else ""
-        lines += ["", f"### {MARKS[domain.status]} {_code(domain.name)}{suffix}", "",
-                  "| | section | name | before | after |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {MARKS[domain.status]} {_code(domain.name)}{suffix}",
+            "",
+            "| | section | name | before | after |",
+            "|---|---|---|---|---|",
+        ]
         lines += _cut([_row(title, c) for title, changes in _sections(domain) for c in changes], "")
     if plan.gateway:
         lines += ["", "### gateway.yaml", "", "| | setting | before | after |", "|---|---|---|---|"]
-        lines += [f"| {MARKS[c.status]} | {_code(c.name)} | {_code(c.before)} | {_code(c.after)} |"
-                  for c in plan.gateway]
+        lines += [
+            f"| {MARKS[c.status]} | {_code(c.name)} | {_code(c.before)} | {_code(c.after)} |" for c in plan.gateway
+        ]
     if plan.directory:
         lines += ["", "### Directory entries of no domain", ""]
         lines += _cut([f"- {MARKS[c.status]} {_code(c.name)}" for c in plan.directory], "")
     if plan.files:
         lines += ["", "### Files in out/", "", "| | file | section | lines |", "|---|---|---|---|"]
-        lines += _cut([f"| {MARKS[f.status]} | {_code(f.path)} | {f.section} | +{f.lines_added} -{f.lines_removed} |"
-                       for f in plan.files], "")
+        lines += _cut(
+            [
+                f"| {MARKS[f.status]} | {_code(f.path)} | {f.section} | +{f.lines_added} -{f.lines_removed} |"
+                for f in plan.files
+            ],
+            "",
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +213,7 @@ def _escape_md(text: str) -> str:
 
 
 # --- JSON ---------------------------------------------------------------------------------------
+
 
 def render_json(plan: Plan, forced: bool = False) -> str:
     document = {**plan.to_dict(), "forced": forced, "verdict": plan.verdict(forced)}

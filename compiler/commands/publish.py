@@ -27,8 +27,11 @@ _AUTHOR = re.compile(r"(?P<name>[^<>\n]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)
 
 def register(verbs) -> None:
     parser = verbs.add_parser("publish", help="build out/ and commit it when it changed")
-    parser.add_argument("--author", metavar="'NAME <EMAIL>'",
-                        help=f"author and committer of the commit (default: ${AUTHOR_ENV}, else git's config)")
+    parser.add_argument(
+        "--author",
+        metavar="'NAME <EMAIL>'",
+        help=f"author and committer of the commit (default: ${AUTHOR_ENV}, else git's config)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -65,8 +68,9 @@ def run(args) -> int:
         print("out/ is current: nothing to publish", file=sys.stderr)
         return 0
     message = commit_message(plan)
-    commit = repo.index.commit(message, author=author, committer=author,
-                               skip_hooks=True)  # generated files only; the checks ran on the merge request
+    commit = repo.index.commit(
+        message, author=author, committer=author, skip_hooks=True
+    )  # generated files only; the checks ran on the merge request
     print(f"published {commit.hexsha[:12]}: {message.splitlines()[0]}")
     return 0
 
@@ -87,11 +91,14 @@ def _refuse_unclean(checkout: history.Checkout) -> None:
     dirty = repo.git.status("--porcelain", "--untracked-files=all", "--", *paths)
     if dirty:
         names = ", ".join(line[3:] for line in dirty.splitlines())
-        raise PublishError(f"declarations differ from the last commit ({names}); "
-                           "publish builds what is committed: commit them first")
+        raise PublishError(
+            f"declarations differ from the last commit ({names}); publish builds what is committed: commit them first"
+        )
     out = checkout.path(history.OUT_DIR) + "/"
     staged = [d.a_path or d.b_path for d in repo.index.diff(repo.head.commit)]
     others = sorted(path for path in staged if not path.startswith(out))
     if others:
-        raise PublishError(f"files outside out/ are staged ({', '.join(others)}); "
-                           "the publish commit holds out/ only: commit or unstage them first")
+        raise PublishError(
+            f"files outside out/ are staged ({', '.join(others)}); "
+            "the publish commit holds out/ only: commit or unstage them first"
+        )

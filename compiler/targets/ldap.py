@@ -43,8 +43,7 @@ PATH = "ldap/directory.ldif"
 # The root entry's structural class for each naming attribute values.ldap_base_dn allows.
 ROOT_CLASSES = {"dc": "domain", "o": "organization", "ou": "organizationalUnit"}
 
-PEOPLE, LISTS, ROLES, EXTERNAL, DOMAINS = ("ou=people", "ou=lists", "ou=roles", "ou=external-aliases",
-                                           "ou=domains")
+PEOPLE, LISTS, ROLES, EXTERNAL, DOMAINS = ("ou=people", "ou=lists", "ou=roles", "ou=external-aliases", "ou=domains")
 CONTAINERS = {
     PEOPLE: "one entry per AAI uid with every address it owns",
     LISTS: "one entry per mailing list address with its owners",
@@ -56,7 +55,7 @@ CONTAINERS = {
 
 class Entry(NamedTuple):
     dn: str
-    attributes: tuple[tuple[str, tuple[str, ...]], ...]   # in the order they are written
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]  # in the order they are written
 
 
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
@@ -76,8 +75,14 @@ def directory(fleet: Fleet) -> list[Entry]:
         DOMAINS: [domain_entry(d, base) for d in fleet.domains],
     }
     for container, description in CONTAINERS.items():
-        entries.append(_entry(f"{container},{base}", objectClass=("organizationalUnit",),
-                              ou=(container.removeprefix("ou="),), description=(description,)))
+        entries.append(
+            _entry(
+                f"{container},{base}",
+                objectClass=("organizationalUnit",),
+                ou=(container.removeprefix("ou="),),
+                description=(description,),
+            )
+        )
         entries += sorted(children[container], key=lambda e: e.dn)
     return entries
 
@@ -100,9 +105,18 @@ def people(fleet: Fleet, base: str) -> list[Entry]:
                 domains[address.uid].add(domain.name)
     # Built directly rather than through _entry(): this is most of the directory, and an address is
     # declared once, so its values are already unique.
-    return [Entry(person_dn(uid, base), (PERSON_CLASSES, ("uid", (uid,)), ("mailLocalAddress", tuple(sorted(owned))),
-                                         ("associatedDomain", tuple(sorted(domains[uid])))))
-            for uid, owned in addresses.items()]
+    return [
+        Entry(
+            person_dn(uid, base),
+            (
+                PERSON_CLASSES,
+                ("uid", (uid,)),
+                ("mailLocalAddress", tuple(sorted(owned))),
+                ("associatedDomain", tuple(sorted(domains[uid]))),
+            ),
+        )
+        for uid, owned in addresses.items()
+    ]
 
 
 def groups(fleet: Fleet, base: str, kind: str, container: str) -> list[Entry]:
@@ -115,29 +129,46 @@ def groups(fleet: Fleet, base: str, kind: str, container: str) -> list[Entry]:
         for address in domain.addresses:
             if address.kind == kind:
                 owners = tuple(dns.get(uid) or dns.setdefault(uid, person_dn(uid, base)) for uid in address.owners)
-                entries.append(_entry(
-                    f"cn={escape_dn_value(address.address)},{container},{base}",
-                    objectClass=("groupOfNames", "inetLocalMailRecipient", "domainRelatedObject"),
-                    cn=(address.address,), mailLocalAddress=(address.address,), associatedDomain=(domain.name,),
-                    owner=owners, member=owners))
+                entries.append(
+                    _entry(
+                        f"cn={escape_dn_value(address.address)},{container},{base}",
+                        objectClass=("groupOfNames", "inetLocalMailRecipient", "domainRelatedObject"),
+                        cn=(address.address,),
+                        mailLocalAddress=(address.address,),
+                        associatedDomain=(domain.name,),
+                        owner=owners,
+                        member=owners,
+                    )
+                )
     return entries
 
 
 def external_aliases(fleet: Fleet, base: str) -> list[Entry]:
     """Addresses the MX forwards outside: no uid owns them, so they stand apart (nisMailAlias, misc.schema)."""
-    return [_entry(f"cn={escape_dn_value(a.address)},{EXTERNAL},{base}",
-                   objectClass=("nisMailAlias", "inetLocalMailRecipient", "domainRelatedObject"),
-                   cn=(a.address,), mailLocalAddress=(a.address,), associatedDomain=(domain.name,),
-                   rfc822MailMember=a.targets)
-            for domain in fleet.domains for a in domain.addresses if a.kind == "external"]
+    return [
+        _entry(
+            f"cn={escape_dn_value(a.address)},{EXTERNAL},{base}",
+            objectClass=("nisMailAlias", "inetLocalMailRecipient", "domainRelatedObject"),
+            cn=(a.address,),
+            mailLocalAddress=(a.address,),
+            associatedDomain=(domain.name,),
+            rfc822MailMember=a.targets,
+        )
+        for domain in fleet.domains
+        for a in domain.addresses
+        if a.kind == "external"
+    ]
 
 
 def domain_entry(domain: Domain, base: str) -> Entry:
     """The domain's site as its organisational unit; admins are GitHub handles, not DNs, so they go in text."""
-    return _entry(f"associatedDomain={escape_dn_value(domain.name)},{DOMAINS},{base}",
-                  objectClass=("organizationalUnit", "domainRelatedObject"),
-                  associatedDomain=(domain.name,), ou=(domain.site,),
-                  description=tuple(f"admin {admin}" for admin in domain.admins))
+    return _entry(
+        f"associatedDomain={escape_dn_value(domain.name)},{DOMAINS},{base}",
+        objectClass=("organizationalUnit", "domainRelatedObject"),
+        associatedDomain=(domain.name,),
+        ou=(domain.site,),
+        description=tuple(f"admin {admin}" for admin in domain.admins),
+    )
 
 
 def _entry(dn: str, **attributes: Iterable[str]) -> Entry:
@@ -159,9 +190,14 @@ def escape_dn_value(value: str) -> str:
     if not _DN_SPECIAL.search(value):
         return value
     last = len(value) - 1
-    return "".join("\\" + c if c in '"+,;<>\\' or (i == 0 and c in "# ") or (i == last and c == " ")
-                   else "\\00" if c == "\0" else c
-                   for i, c in enumerate(value))
+    return "".join(
+        "\\" + c
+        if c in '"+,;<>\\' or (i == 0 and c in "# ") or (i == last and c == " ")
+        else "\\00"
+        if c == "\0"
+        else c
+        for i, c in enumerate(value)
+    )
 
 
 # What the `ldif` writer would base64-encode besides non-ASCII: NUL, CR, a value that starts with a
@@ -183,11 +219,16 @@ def render(entries: Iterable[Entry], header: str) -> bytes:
     out.write(header.encode("ascii"))
     writer = ldif.LDIFWriter(out, cols=COLUMNS)
     for entry in entries:
-        text = "\n".join([f"dn: {entry.dn}"] + [f"{name}: {value}" for name, values in entry.attributes
-                                                for value in values])
+        text = "\n".join(
+            [f"dn: {entry.dn}"] + [f"{name}: {value}" for name, values in entry.attributes for value in values]
+        )
         # str methods, not a regex: this runs over every byte of the directory.
-        if (text.isascii() and not text.endswith(" ") and not any(bad in text for bad in _NOT_PLAIN)
-                and text.count("\n") == sum(len(v) for _, v in entry.attributes)):
+        if (
+            text.isascii()
+            and not text.endswith(" ")
+            and not any(bad in text for bad in _NOT_PLAIN)
+            and text.count("\n") == sum(len(v) for _, v in entry.attributes)
+        ):
             if len(text) > COLUMNS:
                 text = "\n".join(map(fold, text.split("\n")))
             out.write(text.encode("ascii") + b"\n\n")
@@ -201,7 +242,7 @@ def fold(line: str) -> str:
     if len(line) <= COLUMNS:
         return line
     rest = line[COLUMNS:]
-    return "\n ".join([line[:COLUMNS]] + [rest[i:i + COLUMNS - 1] for i in range(0, len(rest), COLUMNS - 1)])
+    return "\n ".join([line[:COLUMNS]] + [rest[i : i + COLUMNS - 1] for i in range(0, len(rest), COLUMNS - 1)])
 
 
 def ldif_value(value: str | bytes) -> str | bytes:

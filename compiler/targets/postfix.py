@@ -25,7 +25,8 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
         "postfix/recipient_verification": render_map(recipient_verification(fleet)),
         "postfix/transport": render_map((d.name, transport_nexthop(d)) for d in fleet.domains),
         "postfix/virtual_alias": render_map(
-            (a.address, ", ".join(a.targets)) for d in fleet.domains for a in d.addresses if a.targets),
+            (a.address, ", ".join(a.targets)) for d in fleet.domains for a in d.addresses if a.targets
+        ),
         "postfix/sender_sites": render_map(sender_sites(fleet)),
     }
 

@@ -30,9 +30,18 @@ from compiler.model import DnsblSite, IPNetwork
 from compiler.targets import rspamd
 from compiler.targets.postfix import HEADER
 
-REFERENCES = ("postconf(5)", "master(5)", "cidr_table(5)", "postscreen(8)", "access(5)",
-              "ADDRESS_VERIFICATION_README", "POSTSCREEN_README", "STANDARD_CONFIGURATION_README",
-              "RESTRICTION_CLASS_README", "MILTER_README")
+REFERENCES = (
+    "postconf(5)",
+    "master(5)",
+    "cidr_table(5)",
+    "postscreen(8)",
+    "access(5)",
+    "ADDRESS_VERIFICATION_README",
+    "POSTSCREEN_README",
+    "STANDARD_CONFIGURATION_README",
+    "RESTRICTION_CLASS_README",
+    "MILTER_README",
+)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "postfix"
 
@@ -43,8 +52,14 @@ UNVERIFIED_REJECT_REASON = "Recipient address unknown at its site"
 FORGED_HELO_TEXT = "You are not this mail gateway"
 CIDR_TABLES = ("site_relays.cidr", "site_relay_senders.cidr", "postscreen_access.cidr")
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
 
 
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
@@ -82,6 +97,7 @@ def main_cf_context(fleet: Fleet) -> dict:
 @dataclass(frozen=True)
 class RelaySite:
     """A site with relays: its restriction class in main.cf accepts the site's own sender domains."""
+
     site: str
     domains: tuple[str, ...]
 

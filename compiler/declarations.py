@@ -1,0 +1,67 @@
+"""What the load and model stages produce: each file's document, its validated model and its addresses.
+
+These are the inputs of the check stage and of the Fleet; the targets never
+see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from compiler.load import Document
+from compiler.model import DomainDeclaration, GatewayDeclaration
+
+
+class Address(NamedTuple):
+    """One address the MX accepts: who owns it, where external aliases go, and how it was written."""
+
+    address: str  # local@domain, lower case, A-labels
+    kind: str  # person | alias | role | list | external
+    uid: str | None  # the owning AAI uid of a person or alias address
+    owners: tuple[str, ...]  # the managers of a role or list address (sorted, unique)
+    targets: tuple[str, ...]  # external alias targets (sorted, unique)
+    key: str = ""  # the local part as written in the file, to locate findings
+
+    @property
+    def section(self) -> str:
+        return "external_aliases" if self.kind == "external" else "recipients"
+
+
+@dataclass(frozen=True)
+class DomainSource:
+    """One domain file: its document, its validated fields, and its addresses in file order.
+
+    The addresses come from the model (decl.recipients, decl.external_aliases)
+    or, for a large file of simple lines, from compiler.fastpath; in that
+    case decl carries no recipients of its own. Read addresses from here.
+    """
+
+    doc: Document
+    decl: DomainDeclaration
+    addresses: list[Address]
+
+
+def addresses_of(decl: DomainDeclaration) -> list[Address]:
+    """The addresses of a declaration validated by the model."""
+    at = "@" + decl.domain
+    found = [
+        Address(
+            key.lower() + at, r.kind, getattr(r, "uid", None), tuple(sorted(set(getattr(r, "owners", ())))), (), key
+        )
+        for key, r in decl.recipients.items()
+    ]
+    found += [
+        Address(key.lower() + at, "external", None, (), tuple(sorted(set(targets))), key)
+        for key, targets in decl.external_aliases.items()
+    ]
+    return found
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """What the load and model stages produced: every file and its validated model."""
+
+    gateway_doc: Document
+    gateway: GatewayDeclaration
+    domains: tuple[DomainSource, ...]
