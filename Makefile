@@ -14,7 +14,7 @@ test: $(BIN)/mailgw system-packages
 venv: $(BIN)/mailgw
 
 # Re-run when the dependency pins change.
-$(BIN)/mailgw: pyproject.toml scripts/setup-venv
+$(BIN)/mailgw: pyproject.toml requirements.lock scripts/setup-venv
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/setup-venv
 	@touch $@
 

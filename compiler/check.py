@@ -25,7 +25,7 @@ def check(declarations: Declarations) -> list[Finding]:
     return findings
 
 
-def _where(source: DomainSource, loc: tuple, at_key: bool = False) -> str:
+def _where(source: DomainSource, loc: tuple[str | int, ...], at_key: bool = False) -> str:
     line, col = source.doc.position(loc, at_key=at_key)
     return f"{source.doc.relpath}:{line}:{col}"
 
@@ -71,7 +71,7 @@ def one_declaration_per_address(decls: Declarations) -> list[Finding]:
     for source in decls.domains:
         if len({entry.address for entry in source.addresses}) == len(source.addresses):
             continue  # addresses are stored folded: no two spellings of one address here
-        seen: dict[str, tuple] = {}
+        seen: dict[str, tuple[str, str]] = {}
         for entry in source.addresses:
             folded, loc = entry.key.lower(), (entry.section, entry.key)
             if folded in seen:
@@ -263,10 +263,10 @@ class _Scope:
 
     doc: Document
     origin: str
-    settings: dict[tuple, Setting]
+    settings: dict[tuple[str, ...], Setting]
     gateway_doc: Document
 
-    def where(self, path: tuple) -> str:
+    def where(self, path: tuple[str, ...]) -> str:
         setting = self.settings[path]
         if setting.origin == "default":
             return "the built-in default"
@@ -274,10 +274,10 @@ class _Scope:
         line, col = doc.position(("filters",) + path)
         return f"set at {doc.relpath}:{line}:{col}"
 
-    def owns(self, path: tuple) -> bool:
+    def owns(self, path: tuple[str, ...]) -> bool:
         return self.settings[path].origin == self.origin
 
-    def finding(self, path: tuple, code: str, message: str) -> Finding:
+    def finding(self, path: tuple[str, ...], code: str, message: str) -> Finding:
         return self.doc.finding(("filters",) + path, code, message)
 
 
@@ -288,7 +288,7 @@ def _scopes(decls: Declarations) -> list[_Scope]:
     return scopes
 
 
-def _label(path: tuple) -> str:
+def _label(path: tuple[str, ...]) -> str:
     return "filters." + ".".join(path)
 
 

@@ -15,6 +15,7 @@ is exactly what the slow path gives.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import yaml
 from pydantic import ValidationError
@@ -44,7 +45,8 @@ _TOP_KEY = re.compile(r"(?P<name>[a-z_]+):[ \t]*(?:#.*)?")
 # libyaml resolves plain scalars starting with these to numbers, booleans,
 # null or dates (YAML 1.1); those go through the resolver itself.
 _RESOLVER_FIRST = frozenset("0123456789+-.~<=!&*yYnNtTfFoO")
-_RESOLVER = yaml.resolver.Resolver()
+# (node kind, value, (plain, quoted)) -> tag; the stubs leave Resolver.resolve untyped.
+_RESOLVE: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = yaml.resolver.Resolver().resolve
 _STR = "tag:yaml.org,2002:str"
 _UID_RE = re.compile(_UID)
 
@@ -67,7 +69,7 @@ def read_domain(doc: Document) -> DomainSource | None:
 
 def _is_text(scalar: str) -> bool:
     """Would libyaml read this plain scalar as a string?"""
-    return scalar[0] not in _RESOLVER_FIRST or _RESOLVER.resolve(yaml.ScalarNode, scalar, (True, False)) == _STR
+    return scalar[0] not in _RESOLVER_FIRST or _RESOLVE(yaml.ScalarNode, scalar, (True, False)) == _STR
 
 
 def split(text: str) -> tuple[str, dict[str, list[str]]] | None:

@@ -192,7 +192,7 @@ class FilterPolicy:
         return self.inbound if name == "inbound" else self.outbound
 
 
-def strictness(policy: DirectionPolicy) -> tuple:
+def strictness(policy: DirectionPolicy) -> tuple[float, float, float, float, bool, str]:
     """Sort key, strictest first: when one message reaches domains of several classes, the first wins.
 
     Stricter means: mail is kept from the recipient (quarantine or reject) at a
@@ -217,7 +217,7 @@ def strictness(policy: DirectionPolicy) -> tuple:
 # --- resolution ---------------------------------------------------------------------
 
 # What a gateway gets when gateway.yaml says nothing about filters.
-BUILTIN: dict[tuple, Any] = {
+BUILTIN: dict[tuple[str, ...], Any] = {
     ("inbound", "spam", "add_header"): 5.0,
     ("inbound", "spam", "rewrite_subject"): 7.0,
     ("inbound", "spam", "subject"): "[SPAM] %s",
@@ -244,9 +244,9 @@ class Setting:
     origin: str  # default | gateway | domain
 
 
-def explicit(model: BaseModel, prefix: tuple = ()) -> dict[tuple, Any]:
+def explicit(model: BaseModel, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     """The policy fields a declaration sets, by path; lists are not policy fields."""
-    found: dict[tuple, Any] = {}
+    found: dict[tuple[str, ...], Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)
         if name in ("allow", "block"):
@@ -258,7 +258,7 @@ def explicit(model: BaseModel, prefix: tuple = ()) -> dict[tuple, Any]:
     return found
 
 
-def merged(gateway: FilterDefaults, domain: DomainFilters | None = None) -> dict[tuple, Setting]:
+def merged(gateway: FilterDefaults, domain: DomainFilters | None = None) -> dict[tuple[str, ...], Setting]:
     """Every policy field with its value and where that value comes from."""
     settings = {path: Setting(value, "default") for path, value in BUILTIN.items()}
     settings.update((path, Setting(value, "gateway")) for path, value in explicit(gateway).items())
@@ -267,12 +267,18 @@ def merged(gateway: FilterDefaults, domain: DomainFilters | None = None) -> dict
     return settings
 
 
-def _direction_policy(settings: dict[tuple, Setting], direction: str) -> DirectionPolicy:
-    def get(*path):
+def _direction_policy(settings: dict[tuple[str, ...], Setting], direction: str) -> DirectionPolicy:
+    def get(*path: str) -> Any:
         value = settings[(direction,) + path].value
         return None if value is False and path[0] == "spam" else value
 
-    spam = SpamPolicy(*(get("spam", action) for action in SPAM_ACTIONS), subject=get("spam", "subject"))
+    spam = SpamPolicy(
+        add_header=get("spam", "add_header"),
+        rewrite_subject=get("spam", "rewrite_subject"),
+        quarantine=get("spam", "quarantine"),
+        reject=get("spam", "reject"),
+        subject=get("spam", "subject"),
+    )
     notify = get("notify_sender") if direction == "outbound" else True
     return DirectionPolicy(
         direction, spam, get("virus"), get("quarantine", "enabled"), get("quarantine", "retention_days"), notify

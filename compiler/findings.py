@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TextIO
 
 
 @dataclass(frozen=True, order=True)
@@ -31,7 +32,7 @@ class FindingsError(Exception):
         self.findings = sorted(set(findings))
 
 
-def report(findings: list[Finding], stream) -> None:
+def report(findings: list[Finding], stream: TextIO) -> None:
     """Print every finding; under GitHub Actions also as annotations (the log keeps the full list)."""
     for finding in findings:
         print(finding, file=stream)

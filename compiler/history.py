@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import git
-from gitdb.exc import BadName, BadObject
+from gitdb.exc import BadName, BadObject  # type: ignore[import-untyped]
 
 from compiler.findings import FindingsError
 from compiler.fleet import Fleet, build_fleet
@@ -128,7 +129,7 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
     return Revision(label, build_fleet(declarations), artifacts)
 
 
-def _blobs(commit: git.Commit, path: str):
+def _blobs(commit: git.Commit, path: str) -> Iterator[tuple[str, git.Blob]]:
     try:
         tree = commit.tree / path
     except KeyError:

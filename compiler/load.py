@@ -8,11 +8,13 @@ so a clean build pays nothing for locations.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from compiler.findings import Finding, FindingsError
@@ -34,11 +36,13 @@ class Document:
     data: Any
     _root: Node | None = field(default=None, repr=False)
 
-    def finding(self, loc: tuple = (), code: str = "", message: str = "", *, at_key: bool = False) -> Finding:
+    def finding(
+        self, loc: tuple[str | int, ...] = (), code: str = "", message: str = "", *, at_key: bool = False
+    ) -> Finding:
         line, col = self.position(loc, at_key=at_key)
         return Finding(self.relpath, line, col, code, message)
 
-    def position(self, loc: tuple, *, at_key: bool = False) -> tuple[int, int]:
+    def position(self, loc: tuple[str | int, ...], *, at_key: bool = False) -> tuple[int, int]:
         """1-based line and column of the node at `loc` (a pydantic-style path).
 
         Path parts that name no node (a union tag, a missing field) are
@@ -51,11 +55,13 @@ class Document:
         target = key_node if (at_key and key_node is not None) else node
         return target.start_mark.line + 1, target.start_mark.column + 1
 
-    def walk(self, loc: tuple) -> tuple[Node | None, Node | None, tuple]:
+    def walk(self, loc: tuple[str | int, ...]) -> tuple[Node | None, Node | None, tuple[str | int, ...]]:
         """The node at `loc`, its key node, and the parts of `loc` that exist in the file."""
         if self._root is None:
             self._root = yaml.compose(self.text, Loader=yaml.CSafeLoader)
-        node, key_node, found = self._root, None, []
+        node: Node | None = self._root
+        key_node: Node | None = None
+        found: list[str | int] = []
         for part in loc:
             if part == "[key]" and key_node is not None:
                 return key_node, key_node, tuple(found)
@@ -74,7 +80,7 @@ class Document:
 class _Loader(yaml.CSafeLoader):
     """Safe loader that refuses what a declaration never needs and hides mistakes."""
 
-    def construct_object(self, node, deep=False):
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
         # An alias re-uses a node already built: refusing it rules out
         # expansion bombs and spooky shared values in one place.
         if node in self.constructed_objects:
@@ -83,10 +89,10 @@ class _Loader(yaml.CSafeLoader):
             )
         return super().construct_object(node, deep=deep)
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Hashable, Any]:
         if not isinstance(node, MappingNode):
             raise _Refused("yaml-syntax", node.start_mark, "expected a mapping")
-        mapping: dict[str, Any] = {}
+        mapping: dict[Hashable, Any] = {}
         first: dict[str, Node] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
@@ -113,7 +119,7 @@ class _Loader(yaml.CSafeLoader):
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
-    def construct_sequence(self, node, deep=False):
+    def construct_sequence(self, node: SequenceNode, deep: bool = False) -> list[Any]:
         if any(child in self.constructed_objects for child in node.value):
             raise _Refused(
                 "yaml-alias",
@@ -124,7 +130,7 @@ class _Loader(yaml.CSafeLoader):
 
 
 class _Refused(yaml.MarkedYAMLError):
-    def __init__(self, code: str, mark, message: str):
+    def __init__(self, code: str, mark: Mark | None, message: str):
         super().__init__(problem=message, problem_mark=mark)
         self.code = code
 
@@ -139,7 +145,7 @@ def load_file(path: Path, relpath: str) -> Document:
 def read_document(path: Path, relpath: str) -> Document:
     """The file's bytes and text, refused if too large, with a BOM, or not UTF-8 (data not parsed yet)."""
 
-    def refuse(code: str, message: str, line: int = 1, col: int = 1):
+    def refuse(code: str, message: str, line: int = 1, col: int = 1) -> NoReturn:
         raise FindingsError([Finding(relpath, line, col, code, message)])
 
     try:
@@ -171,7 +177,7 @@ def parse_text(text: str) -> Any:
 def load_yaml(doc: Document) -> None:
     """Parse the document's text into doc.data; raises FindingsError with the first YAML problem."""
 
-    def refuse(code: str, message: str, line: int = 1, col: int = 1):
+    def refuse(code: str, message: str, line: int = 1, col: int = 1) -> NoReturn:
         raise FindingsError([Finding(doc.relpath, line, col, code, message)])
 
     try:
@@ -201,6 +207,7 @@ def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
 
 def _yaml_message(err: yaml.MarkedYAMLError, text: str) -> str:
     if getattr(err, "code", None):
+        assert err.problem is not None  # only _Refused has a code, and it always has a problem
         return err.problem
     problem = err.problem or "invalid YAML"
     mark = err.problem_mark

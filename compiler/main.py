@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        exit_code: int = args.run(args)
+        return exit_code
     except FindingsError as err:
         report(err.findings, sys.stderr)
         return EXIT_FINDINGS

@@ -22,7 +22,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from compiler import values
 from compiler.filters import MODELS as FILTER_MODELS
@@ -268,9 +268,9 @@ def parse(doc: Document, model: type[M]) -> tuple[M | None, list[Finding]]:
         return None, [_finding(doc, error) for error in err.errors(include_url=False)]
 
 
-def _finding(doc: Document, error: dict) -> Finding:
+def _finding(doc: Document, error: ErrorDetails) -> Finding:
     kind, loc = error["type"], error["loc"]
-    at_key = kind == "extra_forbidden" or (loc and loc[-1] == "[key]")
+    at_key = kind == "extra_forbidden" or (bool(loc) and loc[-1] == "[key]")
     _, _, found = doc.walk(loc)
     field = _label(found) or "top level"
     if kind == "extra_forbidden":
@@ -306,7 +306,7 @@ def _finding(doc: Document, error: dict) -> Finding:
     return doc.finding(loc, code, f"{field}: {error['msg']}", at_key=at_key)
 
 
-def _label(path: tuple) -> str:
+def _label(path: tuple[str | int, ...]) -> str:
     """A path as 'delivery.nexthop[0]' or "recipients['mario.rossi']"."""
     label = ""
     for part in path:

@@ -299,13 +299,15 @@ def _mynetworks() -> list[IPNetwork]:
     return [ipaddress.ip_network(net.replace("[", "").replace("]", "")) for net in MYNETWORKS]
 
 
-def _relay_site(fleet: Fleet, ip) -> str:
+def _relay_site(fleet: Fleet, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return next((d.site for d in fleet.domains for net in d.relays if ip.version == net.version and ip in net), "?")
 
 
 def _owner(fleet: Fleet, domain: str, address: str) -> str | None:
     served = fleet.domain(domain)
-    found = next((a for a in served.addresses if a.address == address), None) if served else None
+    if served is None:
+        return None
+    found = next((a for a in served.addresses if a.address == address), None)
     if found is None:
         return None
     if found.uid:
@@ -333,8 +335,8 @@ def _deliver(fleet: Fleet, tables: Tables, address: str, depth: int = 0) -> tupl
             deliveries += found
             steps += more
         return deliveries, steps
-    more, nexthop, _ = tables.find("transport", transport_keys(local, domain))
-    lookups += more
+    more_lookups, nexthop, _ = tables.find("transport", transport_keys(local, domain))
+    lookups += more_lookups
     served = fleet.domain(domain)
     if nexthop:
         route = nexthop + (

@@ -76,7 +76,7 @@ def load_declarations(root: Path, *, cross_checked: bool = True) -> Declarations
         findings += found
         if source is not None:
             domains.append(source)
-    if findings or gateway is None:
+    if findings or gateway is None or gateway_doc is None:  # a gateway is only parsed from its document
         raise FindingsError(findings)
     declarations = Declarations(gateway_doc, gateway, tuple(domains))
     findings = check.check(declarations) if cross_checked else []

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,6 +49,8 @@ DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
 # Domain fields that have their own section of the plan (or none: where the file is).
 _OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the JSON rendering; statuses and sections spelt out."""
 
-        def change(c: Change) -> dict:
+        def change(c: Change) -> dict[str, str | None]:
             return {"name": c.name, "status": c.status, "before": c.before, "after": c.after}
 
         return {
@@ -314,7 +317,7 @@ def _flatten(model: BaseModel) -> dict[str, str]:
     return flat
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any], show) -> list[Change]:
+def _changes(old: dict[str, T], new: dict[str, T], show: Callable[[T], str]) -> list[Change]:
     changes = []
     for name in sorted(set(old) | set(new)):
         before = show(old[name]) if name in old else None

@@ -57,7 +57,7 @@ _PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 DEFAULT_PORTS = {"smtp": 25, "lmtp": 24}
 
 
-def _fail(code: str, message: str, **context) -> PydanticCustomError:
+def _fail(code: str, message: str, **context: object) -> PydanticCustomError:
     return PydanticCustomError(code, message, context)
 
 
@@ -375,7 +375,7 @@ _URL = re.compile(r"https://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?
 MIN_PREFIX = {4: 8, 6: 16}
 
 
-def threshold(value) -> float | bool:
+def threshold(value: float | bool) -> float | bool:
     """A spam score in (0, 100] with at most two decimals, or false for 'this action is off'."""
     if value is False:
         return False
@@ -396,7 +396,7 @@ def threshold(value) -> float | bool:
     return float(value)
 
 
-def subject_template(value) -> str:
+def subject_template(value: str) -> str:
     """The subject of a tagged message: '%s' is the original subject (like '[SPAM] %s')."""
     if not isinstance(value, str):
         raise _fail("bad-subject", "a subject template is text like '[SPAM] %s'")
@@ -416,7 +416,7 @@ def subject_template(value) -> str:
     raise _fail("bad-subject", "subject template '{value}' {why} (like '[SPAM] %s')", value=value, why=why)
 
 
-def sender_pattern(value) -> str:
+def sender_pattern(value: str) -> str:
     """A sender in an allow or block list: 'name@example.net' or '@example.net' (the whole domain)."""
     if not isinstance(value, str):
         raise _fail("bad-sender", "a sender is text like 'name@example.net' or '@example.net'")
@@ -433,7 +433,7 @@ def sender_pattern(value) -> str:
         ) from None
 
 
-def client_network(value) -> str:
+def client_network(value: str) -> str:
     """A client address or network of an allow or block list, normalised ('192.0.2.7' -> '192.0.2.7/32')."""
     net = network(value)
     if net.prefixlen < MIN_PREFIX[net.version]:
@@ -447,7 +447,7 @@ def client_network(value) -> str:
     return str(net)
 
 
-def https_url(value) -> str:
+def https_url(value: str) -> str:
     """An https:// URL with a host, an optional port and a plain path; no query, user or fragment."""
     match = _URL.fullmatch(value) if isinstance(value, str) else None
     if match:
@@ -465,7 +465,7 @@ def https_url(value) -> str:
     )
 
 
-def retention_days(value) -> int:
+def retention_days(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
         raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650", value=value)
     return value

@@ -30,7 +30,7 @@ class OutputError(Exception):
 def manifest(artifacts: dict[str, bytes], inputs: dict[str, bytes]) -> bytes:
     """Sorted JSON: sha256 and size of every artifact and input, and nothing that changes between runs."""
 
-    def digest(files: dict[str, bytes]) -> dict:
+    def digest(files: dict[str, bytes]) -> dict[str, dict[str, str | int]]:
         return {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in files.items()}
 
     document = {"format": MANIFEST_FORMAT, "artifacts": digest(artifacts), "inputs": digest(inputs)}

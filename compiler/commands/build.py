@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from compiler.pipeline import compile_repository
@@ -17,7 +19,7 @@ DIFF_WINDOW = 2000
 _HUNK = re.compile(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
 
-def register(verbs) -> None:
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = verbs.add_parser("build", help="compile the declarations into out/")
     parser.add_argument("--out", type=Path, help="output directory (default: ROOT/out)")
     parser.add_argument(
@@ -26,7 +28,7 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     compiled = compile_repository(args.root)
     out = args.out if args.out is not None else args.root / "out"
     if args.check:
@@ -39,7 +41,7 @@ def run(args) -> int:
     return 0
 
 
-def _check(out, artifacts: dict[str, bytes]) -> int:
+def _check(out: Path, artifacts: dict[str, bytes]) -> int:
     """Exit 1 with a short diff when the committed out/ differs from a fresh build."""
     current = read_tree(out)
     stale = sorted(path for path in set(current) | set(artifacts) if current.get(path) != artifacts.get(path))
@@ -60,7 +62,7 @@ def _check(out, artifacts: dict[str, bytes]) -> int:
     return 1
 
 
-def short_diff(old: list[str], new: list[str], old_name: str, new_name: str):
+def short_diff(old: list[str], new: list[str], old_name: str, new_name: str) -> Iterator[str]:
     """A unified diff without context of the region where old and new differ."""
     head = 0
     while head < min(len(old), len(new)) and old[head] == new[head]:

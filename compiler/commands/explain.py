@@ -21,7 +21,7 @@ from compiler.pipeline import compile_repository
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
-def register(verbs) -> None:
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = verbs.add_parser(
         "explain",
         help="what the MX does with a recipient address, and why",
@@ -45,7 +45,7 @@ def _ip(value: str) -> str:
         raise argparse.ArgumentTypeError(f"'{value}' is not an IP address") from None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     address = _address(args.address)
     if address is None:
         print(f"mailgw explain: '{args.address}' is not an address like 'name@example.org'", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from compiler import ldapdiff
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-def register(verbs) -> None:
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = verbs.add_parser(
         "ldap-diff",
         help="print the ldapmodify changes that turn directory OLD into NEW",
@@ -23,7 +24,7 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     directories = []
     for path in (args.old, args.new):
         try:

@@ -7,6 +7,7 @@ Actions workflow commands ('::error') for the annotations.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ FORCE_HINT = (
 )
 
 
-def register(verbs) -> None:
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = verbs.add_parser("plan", help="show what the MX would do differently; exit 1 when unsafe")
     parser.add_argument(
         "--base", metavar="REF", help="compare with this revision (default: the merge base of HEAD with main)"
@@ -43,7 +44,7 @@ def forced_by_environment() -> bool:
     return os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     forced = args.force or forced_by_environment()
     compiled = compile_repository(args.root)
     try:

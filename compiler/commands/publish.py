@@ -8,6 +8,7 @@ something else: uncommitted declarations, or staged files outside out/.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ import git
 from compiler import history
 from compiler.commands.plan import render_text
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, compile_repository
-from compiler.plan import make_plan
+from compiler.plan import Plan, make_plan
 from compiler.write import write_tree
 
 AUTHOR_ENV = "MAILGW_AUTHOR"
@@ -25,7 +26,7 @@ EXIT_USAGE = 2
 _AUTHOR = re.compile(r"(?P<name>[^<>\n]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)>")
 
 
-def register(verbs) -> None:
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = verbs.add_parser("publish", help="build out/ and commit it when it changed")
     parser.add_argument(
         "--author",
@@ -46,7 +47,7 @@ def parse_author(text: str) -> git.Actor:
     return git.Actor(match["name"], match["email"])
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         author_text = args.author or os.environ.get(AUTHOR_ENV)
         author = parse_author(author_text) if author_text else None
@@ -75,7 +76,7 @@ def run(args) -> int:
     return 0
 
 
-def commit_message(plan) -> str:
+def commit_message(plan: Plan) -> str:
     subject = f"publish out/: {plan.summary()}"
     body = render_text(plan, verdict=False)
     reasons = plan.reasons()
@@ -95,7 +96,8 @@ def _refuse_unclean(checkout: history.Checkout) -> None:
             f"declarations differ from the last commit ({names}); publish builds what is committed: commit them first"
         )
     out = checkout.path(history.OUT_DIR) + "/"
-    staged = [d.a_path or d.b_path for d in repo.index.diff(repo.head.commit)]
+    # A diff names a path on at least one side; the other is None for an added or a deleted file.
+    staged = [path for d in repo.index.diff(repo.head.commit) if (path := d.a_path or d.b_path) is not None]
     others = sorted(path for path in staged if not path.startswith(out))
     if others:
         raise PublishError(

@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import NamedTuple
 
-import ldif
+import ldif  # type: ignore[import-untyped]
 
 from compiler.fleet import Domain, Fleet
 
@@ -124,7 +124,8 @@ def groups(fleet: Fleet, base: str, kind: str, container: str) -> list[Entry]:
 
     The list's subscribers live at the site; the directory only says who manages the address.
     """
-    entries, dns = [], {}
+    entries: list[Entry] = []
+    dns: dict[str, str] = {}
     for domain in fleet.domains:
         for address in domain.addresses:
             if address.kind == kind:

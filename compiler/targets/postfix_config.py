@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -72,11 +73,11 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
     }
 
 
-def render(template: str, context: dict) -> bytes:
+def render(template: str, context: dict[str, Any]) -> bytes:
     return _ENV.get_template(template).render(context).encode("ascii")
 
 
-def main_cf_context(fleet: Fleet) -> dict:
+def main_cf_context(fleet: Fleet) -> dict[str, Any]:
     gateway = fleet.gateway
     return {
         "header": HEADER.rstrip("\n"),

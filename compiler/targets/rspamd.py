@@ -28,6 +28,7 @@ How a message finds its policy (docs/filtering.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,13 +131,15 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
     rules = settings_rules(fleet)
     lists = list_rules(fleet)
     service = fleet.gateway.quarantine
+    defaults = fleet.default_filters
+    assert defaults is not None  # build_fleet always resolves the gateway's own policy
     context = {
         "header": HEADER,
         "rules": rules,
         "lists": lists,
         "quarantine": quarantine_classes(rules),
-        "defaults": fleet.default_filters.inbound,
-        "default_actions": action_thresholds(fleet.default_filters.inbound),
+        "defaults": defaults.inbound,
+        "default_actions": action_thresholds(defaults.inbound),
         "quarantine_url": service.url if service else None,
         "clamav_socket": fleet.gateway.clamav.socket,
         "clamav_max_size": CLAMAV_MAX_SIZE,
@@ -177,12 +180,14 @@ def settings_rules(fleet: Fleet) -> list[SettingsRule]:
         nets = {net for site, site_nets in site_relays.items() if site in sites for net in site_nets}
         return tuple(str(net) for net in sorted(nets, key=network_order))
 
+    defaults = fleet.default_filters
+    assert defaults is not None  # build_fleet always resolves the gateway's own policy
     site_relays = fleet.site_relays()
     outbound, inbound = classes("outbound"), classes("inbound")
     ordered = [(policy, tuple(outbound[policy])) for policy in sorted(outbound, key=lambda p: p.name)]
-    ordered.append((fleet.default_filters.outbound, ()))
+    ordered.append((defaults.outbound, ()))
     ordered += [(policy, tuple(inbound[policy])) for policy in sorted(inbound, key=strictness)]
-    ordered.append((fleet.default_filters.inbound, ()))
+    ordered.append((defaults.inbound, ()))
     return [
         SettingsRule(
             policy.name if domains else f"{policy.name}_fallback",
@@ -244,7 +249,7 @@ def regexp_literal(text: str) -> str:
     return "/" + "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text) + "/"
 
 
-def render_map(entries) -> bytes:
+def render_map(entries: Iterable[str]) -> bytes:
     """One entry per line after the header, sorted, LF, final newline."""
     return (HEADER + "".join(f"{entry}\n" for entry in sorted(entries))).encode("ascii")
 
