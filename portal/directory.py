@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
@@ -120,8 +121,7 @@ class Directory:
 def _values(entry: dict[str, object], attribute: str) -> list[str]:
     if entry.get("type") != "searchResEntry":
         return []
-    attributes = entry.get("attributes") or {}
-    assert isinstance(attributes, dict)
+    attributes: Any = entry.get("attributes") or {}  # ldap3's case-insensitive dict
     value = attributes.get(attribute, [])
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 

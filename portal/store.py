@@ -231,7 +231,9 @@ class Store:
         """
         with self.sessions() as session, session.begin():
             if self.engine.dialect.name == "sqlite":
-                session.execute(update(Recipient).where(Recipient.id == -1))  # take the write lock first
+                session.execute(
+                    update(Recipient).where(Recipient.id == -1).values(notified=True)
+                )  # the write lock first
             rows = list(
                 session.scalars(
                     select(Recipient)
