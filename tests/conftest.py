@@ -31,6 +31,8 @@ PACKAGES = {
     "clamd": "clamav-daemon",
     "puppet": "puppet",
     "slapcat": "slapd",
+    "pg_ctlcluster": "postgresql",
+    "chromium": "chromium",
     "ldapdelete": "ldap-utils",
 }
 

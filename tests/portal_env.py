@@ -31,7 +31,8 @@ import httpx
 from tests.conftest import REPO, program
 from tests.slapd import Slapd
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The server's own programs (initdb, pg_ctl) are not on PATH in Debian: the newest installed version's.
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("/nonexistent"))
 READER_PASSWORD = "reader-secret"
 INGEST_USER = "rspamd"
 
