@@ -283,3 +283,51 @@ def test_purge_is_idempotent_and_keeps_what_is_within_retention(stack):
     first = portal.command("purge")
     assert first.returncode == 0, first.stderr
     assert first.stdout == "purged 0 expired recipient(s), 0 message(s)\n"
+
+
+def _addresses_of(uid: str) -> list[str]:
+    """A person's own addresses and aliases across every bundled domain, from the declarations."""
+    found = []
+    for path in sorted((REPO / "domains").glob("*.yaml")):
+        declaration = yaml.safe_load(path.read_text())
+        domain = (
+            declaration["domain"].encode("idna").decode()
+            if not declaration["domain"].isascii()
+            else declaration["domain"]
+        )
+        for local, recipient in (declaration.get("recipients") or {}).items():
+            if recipient == uid or (isinstance(recipient, dict) and recipient.get("uid") == uid):
+                found.append(f"{local.lower()}@{domain}")
+    return sorted(found)
+
+
+def test_digests_go_to_the_person_and_to_the_list_owners_once_with_a_sign_in_link(stack):
+    portal, mx = stack
+    assert portal.command("digest").returncode == 0  # what earlier tests left pending
+    before = len(mx.messages)
+    for rcpt in (OWN, LIST):
+        message = env.held_message("digest@ext.example.net", [rcpt], subject=f"digest item for {rcpt}")
+        assert portal.post(env.prefixed(message), [rcpt], "digest@ext.example.net").status_code == 200
+    done = portal.command("digest")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("sent 2 digest(s)")
+    digests = mx.messages[before:]
+    by_address = {}
+    for digest in digests:
+        text = digest.content.decode()
+        held_for = re.search(r"Subject: Quarantine: 1 new message held for (\S+)", text).group(1)
+        by_address[held_for] = (digest.rcpt_tos, text)
+    owners = next(v["owners"] for k, v in TIFPA["recipients"].items() if address(k.lower()) == LIST)
+    assert by_address[OWN][0] == (OWN,)
+    assert sorted(by_address[LIST][0]) == sorted({_addresses_of(uid)[0] for uid in owners})
+    for rcpt, (_, text) in by_address.items():
+        assert f"digest item for {rcpt}" in text
+        link = f"{portal.url}/?address={rcpt.replace('@', '%40')}"
+        assert link in text
+        assert "/release" not in text and "/delete" not in text and "/messages/" not in text
+    again = portal.command("digest")
+    assert again.stdout.startswith("sent 0 digest(s)") and len(mx.messages) == before + 2
+    # The link leads to the sign-in, not to the messages.
+    with portal.client() as anonymous:
+        reply = anonymous.get(f"/?address={OWN}")
+        assert reply.status_code == 303 and reply.headers["location"].startswith("/login")
