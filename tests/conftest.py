@@ -33,6 +33,7 @@ PACKAGES = {
     "slapcat": "slapd",
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
+    "systemd-analyze": "systemd",
     "ldapdelete": "ldap-utils",
 }
 
