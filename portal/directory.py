@@ -9,7 +9,6 @@ an owner. The portal asks on every request, so a change in the directory
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ldap3
@@ -131,47 +130,3 @@ def _uid_of(dn: str) -> str:
     first = dn.split(",", 1)[0]
     name, _, value = first.partition("=")
     return value.strip() if name.strip().lower() == "uid" else ""
-
-
-class LdifDirectory(Directory):
-    """The same answers from a directory.ldif file, for `mailgw-portal demo` only (no LDAP server needed)."""
-
-    def __init__(self, settings: Ldap, ldif_path: Path):
-        self.settings = settings
-        import ldif  # type: ignore[import-untyped]  # the compiler's LDIF dependency; only the demo reads LDIF
-
-        with open(ldif_path, "rb") as handle:
-            records = ldif.LDIFParser(handle).parse()
-            self.entries = [
-                (dn, {name.lower(): [v.decode() for v in values] for name, values in attributes.items()})
-                for dn, attributes in records
-                if dn is not None
-            ]
-
-    def addresses(self, uid: str) -> frozenset[str]:
-        person = self.person_dn(uid).lower()
-        found: set[str] = set()
-        for dn, attributes in self.entries:
-            mine = dn.lower() == person or person in (o.lower() for o in attributes.get("owner", []))
-            if mine:
-                found.update(a.lower() for a in attributes.get("maillocaladdress", []))
-        return frozenset(found)
-
-    def owners(self, addresses: list[str]) -> dict[str, Owner]:
-        result = {}
-        for address in addresses:
-            for _dn, attributes in self.entries:
-                if address in (a.lower() for a in attributes.get("maillocaladdress", [])):
-                    uids = sorted(set(attributes.get("uid", []) + [_uid_of(o) for o in attributes.get("owner", [])]))
-                    uids = [u for u in uids if u]
-                    if uids:
-                        result[address] = Owner(
-                            tuple(uids), {u: tuple(sorted(self.addresses_of_person(u))) for u in uids}
-                        )
-        return result
-
-    def addresses_of_person(self, uid: str) -> list[str]:
-        person = self.person_dn(uid).lower()
-        return [
-            a.lower() for dn, attrs in self.entries if dn.lower() == person for a in attrs.get("maillocaladdress", [])
-        ]

@@ -4,7 +4,6 @@
     mailgw-portal [--config FILE] init-db     create the tables (idempotent)
     mailgw-portal [--config FILE] digest      mail the pending digests
     mailgw-portal [--config FILE] purge       delete what outlived its retention (idempotent)
-    mailgw-portal demo [--out DIR] [--port P] a local trial: SQLite, a mock AAI, out/'s directory
 
 Exit codes: 0 fine, 1 the configuration, a secret or a service is not usable, 2 usage.
 """
@@ -34,16 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbs.add_parser("init-db", help="create the database tables")
     verbs.add_parser("digest", help="mail the pending digests")
     verbs.add_parser("purge", help="delete held messages past their retention")
-    demo = verbs.add_parser("demo", help="try the portal locally (never for production)")
-    demo.add_argument("--out", default="out", help="the out/ tree of mailgw build")
-    demo.add_argument("--port", type=int, default=8025)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        if args.verb == "demo":
-            from portal import demo as portal_demo
-
-            return portal_demo.run(args.out, args.port)
         config = portal_config.load(args.config)
         return _run(args, config)
     except ConfigError as err:

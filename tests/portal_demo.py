@@ -1,4 +1,5 @@
-"""`mailgw-portal demo`: the portal on this machine, to try it, with nothing of production.
+"""`make portal-demo` (python -m tests.portal_demo): the portal on this machine, to try it, with nothing of
+production.
 
 It binds 127.0.0.1 only, over plain HTTP, keeps everything in a temporary
 directory (SQLite, generated secrets), reads who owns what from out/'s
@@ -19,11 +20,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ldif
+
 from portal import config as portal_config
+from portal.config import Ldap
+from portal.directory import Directory, Owner, _uid_of
 from portal.ingest import Held, fingerprint
 
 if TYPE_CHECKING:
-    from portal.directory import LdifDirectory
     from portal.store import Store
 
 SAMPLES = (
@@ -34,14 +38,10 @@ SAMPLES = (
 
 
 def run(out: str, port: int) -> int:
-    try:
-        import oidc_provider_mock
-        import uvicorn
-    except ImportError:
-        print("mailgw-portal demo needs the test dependencies (make venv installs them)")
-        return 1
+    import oidc_provider_mock
+    import uvicorn
+
     from portal.app import create_app
-    from portal.directory import LdifDirectory
     from portal.store import Store
 
     source = Path(out) / "portal" / "portal.json"
@@ -110,6 +110,48 @@ def _seed(store: Store, config: portal_config.Config, directory: LdifDirectory) 
     return uid
 
 
+class LdifDirectory(Directory):
+    """The same answers from a directory.ldif file, for the local trial only (make portal-demo; no LDAP server)."""
+
+    def __init__(self, settings: Ldap, ldif_path: Path):
+        self.settings = settings
+        with open(ldif_path, "rb") as handle:
+            records = ldif.LDIFParser(handle).parse()
+            self.entries = [
+                (dn, {name.lower(): [str(v) for v in values] for name, values in attributes.items()})
+                for dn, attributes in records
+                if dn is not None
+            ]
+
+    def addresses(self, uid: str) -> frozenset[str]:
+        person = self.person_dn(uid).lower()
+        found: set[str] = set()
+        for dn, attributes in self.entries:
+            mine = dn.lower() == person or person in (o.lower() for o in attributes.get("owner", []))
+            if mine:
+                found.update(a.lower() for a in attributes.get("maillocaladdress", []))
+        return frozenset(found)
+
+    def owners(self, addresses: list[str]) -> dict[str, Owner]:
+        result = {}
+        for address in addresses:
+            for _dn, attributes in self.entries:
+                if address in (a.lower() for a in attributes.get("maillocaladdress", [])):
+                    uids = sorted(set(attributes.get("uid", []) + [_uid_of(o) for o in attributes.get("owner", [])]))
+                    uids = [u for u in uids if u]
+                    if uids:
+                        result[address] = Owner(
+                            tuple(uids), {u: tuple(sorted(self.addresses_of_person(u))) for u in uids}
+                        )
+        return result
+
+    def addresses_of_person(self, uid: str) -> list[str]:
+        person = self.person_dn(uid).lower()
+        return [
+            a.lower() for dn, attrs in self.entries if dn.lower() == person for a in attrs.get("maillocaladdress", [])
+        ]
+
+
 def _sink() -> int:
     """A local SMTP server that prints each released message's envelope."""
     from aiosmtpd.controller import Controller
@@ -124,3 +166,14 @@ def _sink() -> int:
         port = int(probe.getsockname()[1])
     Controller(Printer(), hostname="127.0.0.1", port=port, server_hostname="demo.sink").start()
     return port
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Try the quarantine portal locally (never for production).")
+    parser.add_argument("--out", default="out", help="the out/ tree of mailgw build")
+    parser.add_argument("--port", type=int, default=8025)
+    arguments = parser.parse_args()
+    sys.exit(run(arguments.out, arguments.port))
