@@ -38,6 +38,10 @@ class PortalNode(Node):
         (self.root / "etc/systemd/system").mkdir(parents=True)
 
     @property
+    def rspamd_secret_path(self) -> Path:
+        return self.root / "etc/mailgw/secrets/quarantine-ingest.ucl"
+
+    @property
     def secret_path(self) -> Path:
         return self.root / "etc/mailgw/secrets/oidc-client.secret"
 
@@ -57,6 +61,8 @@ class PortalNode(Node):
               systemd_dir => '{self.root}/etc/systemd/system',
               systemctl   => ['{self.base}/systemctl'],
               secrets     => {{ '{self.secret_path}' => Sensitive('{self.secret_value}') }},
+              rspamd_secrets => {{ '{self.rspamd_secret_path}' => Sensitive('password = "{self.secret_value}";') }},
+              rspamd_group   => 'root',
             }}
             """)
         path.write_text(text)
@@ -88,6 +94,7 @@ def test_the_portal_is_deployed_with_its_configuration_secrets_and_units(deploye
     ).read_bytes()
     assert node.secret_path.read_text() == node.secret_value
     assert stat.S_IMODE(node.secret_path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(node.rspamd_secret_path.stat().st_mode) == 0o640
     assert node.secret_value not in run.out + run.err  # Sensitive: never in Puppet's report
     units = node.root / "etc/systemd/system"
     assert sorted(p.name for p in units.iterdir()) == [
@@ -134,6 +141,8 @@ def test_a_new_secret_restarts_the_portal_once(deployed, portal_out):
     run = node.apply(portal_out)
     assert run.code == CHANGES and not run.code & FAILURES, run.out + run.err
     assert node.secret_path.read_text() == "rotated-oidc-secret"
+    assert node.rspamd_secret_path.read_text() == 'password = "rotated-oidc-secret";'
+    assert run.reloads == ["rspamd"]  # Rspamd re-reads its include; Postfix is not touched
     assert [c for c in node.systemctl_calls() if not c.startswith("is-enabled")] == [
         "try-restart mailgw-portal.service"
     ]

@@ -9,9 +9,9 @@
 # Secrets never come from out/: `secrets` maps each file that portal.json
 # (gateway.yaml's portal: section) names to its content, from the operator's
 # secret store (e.g. hiera-eyaml): the OIDC client secret, the LDAP reader
-# password, the ingest password and Rspamd's include of it
-# (`password = "...";`), the session key and, on the pair, the database URL.
-# They are written readable by root and the portal's group only.
+# password, the ingest password, the session key and, on the pair, the
+# database URL, readable by root and the portal's group only; and, in
+# `rspamd_secrets`, Rspamd's include of the ingest password.
 #
 # The service is restarted when its configuration, a secret or a unit
 # changed; a run that changes nothing restarts nothing.
@@ -35,7 +35,12 @@
 # @param systemd_dir
 #   Where the units go.
 # @param secrets
-#   Absolute path => content of every secret file the portal and Rspamd read.
+#   Absolute path => content of every secret file the portal reads (root:user, 0640).
+# @param rspamd_secrets
+#   Absolute path => content of the files Rspamd reads: the ingest password's UCL include
+#   (`password = "...";`), root:rspamd_group, 0640; Rspamd is reloaded when one changes.
+# @param rspamd_group
+#   Rspamd's group (Debian: _rspamd).
 # @param digest_calendar
 #   When the digests go out (systemd OnCalendar).
 # @param purge_calendar
@@ -53,15 +58,20 @@ class mailgw::portal (
   Mailgw::Absolutepath $store_dir = '/var/lib/mailgw-portal',
   Mailgw::Absolutepath $systemd_dir = '/etc/systemd/system',
   Hash[Mailgw::Absolutepath, Sensitive[String[1]]] $secrets = {},
+  Hash[Mailgw::Absolutepath, Sensitive[String[1]]] $rspamd_secrets = {},
+  String[1] $rspamd_group = '_rspamd',
   String[1] $digest_calendar = '*-*-* 07:00:00',
   String[1] $purge_calendar = 'hourly',
   Array[String[1], 1] $systemctl = ['/bin/systemctl'],
 ) {
-  require mailgw
+  # Declared after `class { 'mailgw': ... }`: its verified, staged out/ is what this class deploys.
+  unless defined(Class['mailgw']) {
+    fail('mailgw::portal: declare the mailgw class (with its source) first')
+  }
 
   $config = "${mailgw::portal_config_dir}/portal.json"
-  unless "portal/portal.json" in $mailgw::portal_configs {
-    fail("mailgw::portal: out/ has no portal/portal.json; add a portal: section to gateway.yaml")
+  unless 'portal/portal.json' in $mailgw::portal_configs {
+    fail('mailgw::portal: out/ has no portal/portal.json; add a portal: section to gateway.yaml')
   }
 
   if $manage_user {
@@ -88,6 +98,7 @@ class mailgw::portal (
     file { $file:
       source         => "${mailgw::staging_dir}/${path}",
       checksum_value => $artifact['sha256'],
+      require        => Class['mailgw::stage'],
       notify         => Exec['mailgw portal restart'],
       *              => $mailgw::verified_file,
     }
@@ -115,6 +126,19 @@ class mailgw::portal (
       backup    => false,
       show_diff => false,
       notify    => Exec['mailgw portal restart'],
+    }
+  }
+
+  $rspamd_secrets.each |$path, $content| {
+    file { $path:
+      ensure    => file,
+      content   => $content,
+      owner     => 'root',
+      group     => $rspamd_group,
+      mode      => '0640',
+      backup    => false,
+      show_diff => false,
+      notify    => Exec['mailgw rspamd reload'],
     }
   }
 
