@@ -176,10 +176,18 @@ class Postgres:
         self.log = self.root / "postgres.log"
         self.started = False
         self._as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+        self.start()
+
+    def start(self) -> None:
         options = f"-k {self.root} -p {self.port} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
         self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                            "start"])  # fmt: skip
         self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+            self.started = False
 
     def _as_postgres(self, argv: list[str]) -> subprocess.CompletedProcess:
         if os.geteuid() == 0:
@@ -195,9 +203,7 @@ class Postgres:
         return f"postgresql+psycopg://postgres@/{name}?host={self.root}&port={self.port}"
 
     def close(self) -> None:
-        if self.started:
-            self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
-            self.started = False
+        self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -331,3 +331,13 @@ def test_digests_go_to_the_person_and_to_the_list_owners_once_with_a_sign_in_lin
     with portal.client() as anonymous:
         reply = anonymous.get(f"/?address={OWN}")
         assert reply.status_code == 303 and reply.headers["location"].startswith("/login")
+
+
+def test_sign_in_returns_only_to_a_page_of_the_portal(stack):
+    portal, _ = stack
+    for target, expected in (("/?subject=x", "/?subject=x"), ("//evil.example/", "/"), ("https://evil.example/", "/")):
+        with portal.client() as client:
+            authorize = client.get("/login", params={"next": target}).headers["location"]
+            answer = env.httpx.post(authorize, data={"sub": UID}, verify=portal.oidc.tls.context())
+            back = client.get(answer.headers["location"])
+            assert back.status_code == 303 and back.headers["location"] == expected, target

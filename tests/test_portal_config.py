@@ -160,3 +160,20 @@ def _gateway(portal: str = PORTAL, defaults: str = "", extra: str = "") -> str:
         + portal
         + (extra if portal else "")
     )
+
+
+def test_the_portal_and_the_compiler_never_import_each_other():
+    import ast
+
+    def imported(package: str) -> set[str]:
+        found = set()
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    found |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found.add(node.module.split(".")[0])
+        return found
+
+    assert "compiler" not in imported("portal")
+    assert "portal" not in imported("compiler")

@@ -115,3 +115,17 @@ def test_purge_on_both_nodes_is_idempotent(pair):
     assert sum(int(r) for r, _ in purged) >= 1 and purged[-1] == ("0", "0")
     with mx2.sign_in(UID) as owner:
         assert "past its retention" not in owner.get("/").text
+
+
+def test_while_the_database_is_down_ingest_is_refused_so_rspamd_defers(pair):
+    (mx1, _), _, postgres = pair
+    message = env.held_message("down@ext.example.net", [OWN], subject="while the database was down")
+    postgres.stop()
+    try:
+        reply = mx1.post(env.prefixed(message), [OWN], "down@ext.example.net")
+        assert reply.status_code == 503  # not 200: Rspamd defers, the sender keeps the message
+    finally:
+        postgres.start()
+    assert mx1.post(env.prefixed(message), [OWN], "down@ext.example.net").status_code == 200
+    with mx1.sign_in(UID) as owner:
+        assert len(re.findall(r'href="/messages/', owner.get("/", params={"subject": "database was down"}).text)) == 1
