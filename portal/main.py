@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import smtplib
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from portal import config as portal_config
 from portal.config import ConfigError
+from portal.directory import DirectoryError
 
 DEFAULT_CONFIG = "/etc/mailgw/portal/portal.json"
 
@@ -40,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, config)
     except ConfigError as err:
         print(f"mailgw-portal: {err}", file=sys.stderr)
+        return 1
+    except (DirectoryError, OSError, smtplib.SMTPException, SQLAlchemyError) as err:
+        # A service the command needs (the database, the directory, the MX) did not answer.
+        print(f"mailgw-portal {args.verb}: {err}", file=sys.stderr)
         return 1
 
 

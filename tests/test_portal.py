@@ -26,6 +26,7 @@ DOCUMENT = json.loads((REPO / "out" / "portal" / "portal.json").read_text())
 BASE_DN = yaml.safe_load((REPO / "gateway.yaml").read_text())["ldap"]["base_dn"]
 TIFPA = yaml.safe_load((REPO / "domains" / "tifpa.example.org.yaml").read_text())
 OPERATOR = yaml.safe_load((REPO / "gateway.yaml").read_text())["portal"]["operators"][0]
+GATEWAY_FILTERS = yaml.safe_load((REPO / "gateway.yaml").read_text())["filters"]
 
 
 def address(local: str) -> str:
@@ -341,3 +342,29 @@ def test_sign_in_returns_only_to_a_page_of_the_portal(stack):
             answer = env.httpx.post(authorize, data={"sub": UID}, verify=portal.oidc.tls.context())
             back = client.get(answer.headers["location"])
             assert back.status_code == 303 and back.headers["location"] == expected, target
+
+
+def _kept_until(page: str) -> str:
+    return re.search(r"<dt>Kept until \(UTC\)</dt><dd>([0-9-]+)</dd>", page).group(1)
+
+
+def test_held_items_expire_after_their_domain_s_retention_for_their_direction(stack):
+    """Inbound: the recipient's domain's days; outbound: the sender's domain's (from the declarations)."""
+    import datetime
+
+    portal, _ = stack
+    gateway_days = GATEWAY_FILTERS["inbound"]["quarantine"]["retention_days"]
+    tifpa_outbound = TIFPA["filters"]["outbound"]["quarantine"]["retention_days"]
+    inbound = env.held_message("x@ext.example.net", [OWN], subject="retention inbound")
+    outbound = env.held_message(OWN, ["friend@ext.example.net"], subject="retention outbound")
+    assert portal.post(env.prefixed(inbound, days=999), [OWN], "x@ext.example.net").status_code == 200
+    assert (
+        portal.post(env.prefixed(outbound, days=999, direction="outbound"), ["friend@ext.example.net"], OWN).status_code
+        == 200
+    )
+    today = datetime.datetime.now(datetime.UTC).date()
+    with portal.sign_in(OPERATOR) as operator:
+        for subject, days in (("retention inbound", gateway_days), ("retention outbound", tifpa_outbound)):
+            [message_id] = ids_in(operator.get("/", params={"subject": subject}).text)
+            kept = _kept_until(operator.get(f"/messages/{message_id}").text)
+            assert kept in {str(today + datetime.timedelta(days=days + d)) for d in (0, 1)}, subject

@@ -177,3 +177,24 @@ def test_the_portal_and_the_compiler_never_import_each_other():
 
     assert "compiler" not in imported("portal")
     assert "portal" not in imported("compiler")
+
+
+def test_the_portal_command_says_what_is_missing_without_a_traceback(tmp_path):
+    import sys
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "portal", "--config", str(tmp_path / "portal.json"), "purge"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr == f"mailgw-portal: cannot read the portal configuration {tmp_path / 'portal.json'}: " \
+        "No such file or directory\n"  # fmt: skip
+    document = json.loads((REPO / "out" / "portal" / "portal.json").read_text())
+    document["database_url_file"] = str(tmp_path / "database.url")
+    (tmp_path / "database.url").write_text("postgresql+psycopg://nobody@/none?host=/nonexistent\n")
+    (tmp_path / "portal.json").write_text(json.dumps(document))
+    down = subprocess.run(
+        [sys.executable, "-m", "portal", "--config", str(tmp_path / "portal.json"), "purge"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert down.returncode == 1 and down.stderr.startswith("mailgw-portal purge: ") and "Traceback" not in down.stderr
