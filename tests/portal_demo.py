@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import json
 import secrets
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -38,6 +39,14 @@ SAMPLES = (
 
 
 def run(out: str, port: int) -> int:
+    work = Path(tempfile.mkdtemp(prefix="mailgw-portal-demo-"))
+    try:
+        return _run(out, port, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # nothing of the trial stays behind
+
+
+def _run(out: str, port: int, work: Path) -> int:
     import oidc_provider_mock
     import uvicorn
 
@@ -46,7 +55,6 @@ def run(out: str, port: int) -> int:
 
     source = Path(out) / "portal" / "portal.json"
     ldif_path = Path(out) / "ldap" / "directory.ldif"
-    work = Path(tempfile.mkdtemp(prefix="mailgw-portal-demo-"))
     for name in ("oidc", "ingest", "session", "ldap"):
         (work / name).write_text(secrets.token_urlsafe(24) + "\n")
     sink_port = _sink()
