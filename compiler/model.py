@@ -211,6 +211,47 @@ class PostscreenSettings(_Strict):
         return self
 
 
+class PortalSettings(_Strict):
+    """The quarantine portal (docs/portal-operators.md): everything but secrets, which stay files on the node."""
+
+    # Where people reach the portal; digest links point here, and the OIDC redirect is PUBLIC_URL/auth/callback.
+    public_url: Annotated[str, PlainValidator(values.https_url, json_schema_input_type=str)]
+    oidc_issuer: Annotated[str, PlainValidator(values.https_url, json_schema_input_type=str)]
+    oidc_client_id: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)]
+    oidc_client_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/oidc-client.secret"
+    )
+    # The claim of the ID token (or userinfo) that carries the AAI uid of the directory.
+    uid_claim: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)] = "uid"
+    # AAI uids that see and act on every held message.
+    operators: list[Uid] = []
+    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = "ldap://127.0.0.1"
+    ldap_reader_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/ldap-reader.password"
+    )
+    # The MX service released mail is re-injected into: no milter, only release_clients may use it.
+    release_service: Annotated[str, PlainValidator(values.listen_address, json_schema_input_type=str)] = (
+        "127.0.0.1:10026"
+    )
+    release_clients: Annotated[list[Network], Field(min_length=1)] = [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    # Rspamd authenticates its POSTs with HTTP basic auth: this user, the password from files on the node.
+    ingest_user: Uid = "rspamd"
+    ingest_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/quarantine-ingest.password"
+    )
+    ingest_rspamd_include: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/quarantine-ingest.ucl"
+    )
+    digest_sender: MailAddress
+    max_message_bytes: Annotated[int, Field(ge=65536, le=268435456)] = 33554432
+    store_directory: Annotated[str, AfterValidator(values.absolute_path)] = "/var/lib/mailgw-portal"
+    database_url_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-database.url"
+    session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
@@ -223,6 +264,7 @@ class GatewayDeclaration(_Strict):
     filters: FilterDefaults = FilterDefaults()
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
+    portal: PortalSettings | None = None
 
 
 _MODELS = (
@@ -236,6 +278,7 @@ _MODELS = (
     PostfixSettings,
     DnsblSite,
     PostscreenSettings,
+    PortalSettings,
     GatewayDeclaration,
 )
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})

@@ -469,3 +469,55 @@ def retention_days(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
         raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650", value=value)
     return value
+
+
+# --- the quarantine portal (gateway.yaml `portal:`) ------------------------------------
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_LDAP_URI = re.compile(
+    r"(?:ldaps?://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?|ldapi://[A-Za-z0-9%._-]*)/?"
+)
+
+
+def listen_address(value: str) -> str:
+    """'IP:port' or '[IPv6]:port': where a Postfix service listens (master(5) service name)."""
+    if isinstance(value, str):
+        address, _, port = value.rpartition(":")
+        try:
+            if address.startswith("[") and address.endswith("]"):
+                parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(address[1:-1])
+            else:
+                parsed = ipaddress.IPv4Address(address)
+            if port.isdigit() and 1 <= int(port) <= 65535:
+                return f"[{parsed}]:{int(port)}" if parsed.version == 6 else f"{parsed}:{int(port)}"
+        except ValueError:
+            pass
+    raise _fail(
+        "bad-listen",
+        "'{value}' is not a listening address like '127.0.0.1:10026' or '[::1]:10026' (an IP address and a port)",
+        value=value,
+    )
+
+
+def client_id(value: str) -> str:
+    """An OpenID Connect client id (or claim name): letters, digits, '.', '_', ':', '-'."""
+    if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
+        raise _fail(
+            "bad-client-id",
+            "'{value}' is not a client id or claim name (letters, digits, '.', '_', ':', '-'; at most 128)",
+            value=value,
+        )
+    return value
+
+
+def ldap_uri(value: str) -> str:
+    """ldap://host[:port], ldaps://host[:port] or ldapi://ENCODED-SOCKET-PATH (RFC 4516, without a DN)."""
+    match = _LDAP_URI.fullmatch(value) if isinstance(value, str) else None
+    if match and (match["port"] is None or 1 <= int(match["port"]) <= 65535):
+        return value
+    raise _fail(
+        "bad-ldap-uri",
+        "'{value}' is not an LDAP server URI like 'ldap://127.0.0.1', 'ldaps://ldap.example.org:636' "
+        "or 'ldapi://%2Frun%2Fslapd%2Fldapi'",
+        value=value,
+    )

@@ -20,6 +20,11 @@ DELIVERY = "delivery:\n  nexthop: smtp:[smtp.tifpa.example.org]:25\n"
 RECIPIENTS = "recipients:\n  mario.rossi: mrossi\n"
 VALID = HEAD + DELIVERY + RECIPIENTS
 GATEWAY_HEAD = "mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
+# The fields a portal: section must have, after the one a case gets wrong.
+_PORTAL_REQUIRED = (
+    "  public_url: https://quarantine.example.org\n  oidc_issuer: https://aai.example.org\n"
+    "  oidc_client_id: mailgw-quarantine\n  digest_sender: quarantine@example.org\n"
+)
 
 
 @dataclass(frozen=True)
@@ -462,6 +467,41 @@ CASES = [
         ],
         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
         "quarantine: {url: 'http://quarantine.example.org/api?user=x'}\n",
+    ),
+    Case(
+        "bad-listen",
+        "model",
+        "a portal release service that is not an IP address and port",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:20: error[bad-listen]: portal.release_service: 'localhost:10026' is not a listening "
+            "address like '127.0.0.1:10026' or '[::1]:10026' (an IP address and a port)"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  release_service: localhost:10026\n" + _PORTAL_REQUIRED,
+    ),
+    Case(
+        "bad-client-id",
+        "model",
+        "an OIDC client id with a character outside the grammar",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:19: error[bad-client-id]: portal.oidc_client_id: 'mailgw quarantine' is not a client "
+            "id or claim name (letters, digits, '.', '_', ':', '-'; at most 128)"
+        ],
+        gateway=GATEWAY_HEAD
+        + "portal:\n  oidc_client_id: mailgw quarantine\n"
+        + _PORTAL_REQUIRED.replace("  oidc_client_id: mailgw-quarantine\n", ""),
+    ),
+    Case(
+        "bad-ldap-uri",
+        "model",
+        "a portal LDAP URI that is not ldap://, ldaps:// or ldapi://",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:13: error[bad-ldap-uri]: portal.ldap_uri: 'http://ldap.example.org' is not an LDAP "
+            "server URI like 'ldap://127.0.0.1', 'ldaps://ldap.example.org:636' or 'ldapi://%2Frun%2Fslapd%2Fldapi'"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  ldap_uri: http://ldap.example.org\n" + _PORTAL_REQUIRED,
     ),
     Case(
         "file-name-mismatch",
