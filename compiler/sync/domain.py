@@ -1,0 +1,108 @@
+"""One domain synced: fetch its list, read it, validate it as the repository would, plan it, guard it.
+
+Nothing here writes: the result says what sources/<domain>.yaml would
+become and why it may or may not (compiler/commands/sync.py writes it, or
+proposes it as a commit). The new file is validated by loading the whole
+repository with it in place of the file on disk, so every rule of validate
+applies, and each finding in it is traced back to its row of the list.
+The plan's own guard (compiler/plan.py) decides whether a removal is too
+large to go through unforced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compiler.findings import Finding, FindingsError
+from compiler.fleet import Fleet, build_fleet
+from compiler.load import MAX_FILE_BYTES
+from compiler.model import DomainDeclaration
+from compiler.pipeline import load_declarations
+from compiler.plan import Plan, make_plan
+from compiler.sync import sitelist, synced
+from compiler.sync.fetch import FetchError, Limits, fetch
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What syncing one domain came to: 'unchanged', 'changed' (with the new file and its plan) or 'refused'."""
+
+    domain: str
+    status: str
+    reason: str  # one line: why refused, or what happened
+    findings: list[str] = field(default_factory=list)  # every problem found, each naming its row or file
+    text: str | None = None  # the new sources/<domain>.yaml
+    plan: Plan | None = None
+
+
+def sync_domain(
+    root: Path,
+    decl: DomainDeclaration,
+    old_fleet: Fleet,
+    limits: Limits,
+    *,
+    credentials: Path | None = None,
+    forced: bool = False,
+    known: frozenset[Finding] = frozenset(),
+) -> Outcome:
+    """Sync one domain; `known` are the repository's findings before the sync, not this list's to answer for."""
+    assert decl.source is not None
+    source, name = decl.source, decl.domain
+    rel = synced.relpath(name)
+    current = (root / rel).read_text(encoding="utf-8", errors="replace") if (root / rel).is_file() else None
+    header = synced.read_header(current) if current is not None else None
+    # Validators only describe the list they came with: not after a hand edit, not from another URL.
+    validators = header.validators if header and header.url == source.url and synced.is_intact(current or "") else None
+
+    def refused(reason: str, findings: list[str] | None = None) -> Outcome:
+        return Outcome(name, "refused", reason, findings or [])
+
+    try:
+        fetched = fetch(source, credentials, validators, limits)
+    except FetchError as err:
+        return refused(f"fetching {source.url} failed: {err}")
+    if fetched.body is None:
+        if validators is None:
+            return refused(f"{source.url} answered 304 Not Modified to a request that was not conditional")
+        return Outcome(name, "unchanged", "not modified since the last sync (HTTP 304)")
+
+    text, bad = sitelist.decode(fetched.body, source.url)
+    if text is None:
+        return refused(f"{source.url} is not UTF-8", [str(bad)])
+    site = sitelist.read(text, source.format, source.url, name)
+    if site.findings:
+        return refused(f"{len(site.findings)} problem(s) in {source.url}", [str(f) for f in site.findings])
+    if not site.addresses:
+        return refused(
+            f"{source.url} lists no address; an empty list would reject all mail for {name} "
+            "(to serve no address, remove the domain or its source)"
+        )
+    new_text, lines = synced.render(source.url, site.addresses, fetched.validators)
+    if current is not None and synced.is_intact(current) and synced.sections(current) == synced.sections(new_text):
+        return Outcome(name, "unchanged", "the list is the same as the last sync")
+    data = new_text.encode("utf-8")
+    if len(data) > MAX_FILE_BYTES:
+        return refused(f"{rel} would be {len(data)} bytes, over the {MAX_FILE_BYTES} bytes of a declaration file")
+
+    try:
+        declarations = load_declarations(root, synced={name: data})
+    except FindingsError as err:
+        # A finding in the new file is a row of the list; anywhere else it is what the list breaks there.
+        row_at = {line: site.lines[address] for address, line in lines.items()}
+        shown = [
+            f"{source.url}:{row_at[f.line]}: error[{f.code}]: {f.message}"
+            if f.path == rel and f.line in row_at
+            else str(f)
+            for f in err.findings
+            if f.path == rel or f not in known
+        ]
+        if shown:
+            return refused(f"the list does not validate ({len(shown)} finding(s))", shown)
+        declarations = load_declarations(root, synced={name: data}, cross_checked=False)
+
+    plan = make_plan("the repository before this sync", old_fleet, {}, build_fleet(declarations), {})
+    plan = Plan(plan.base, tuple(d for d in plan.domains if d.name == name), (), (), ())
+    if not plan.allowed(forced):
+        return Outcome(name, "refused", "; ".join(plan.reasons()) + " (--force to sync anyway)", plan=plan)
+    return Outcome(name, "changed", plan.summary(), text=new_text, plan=plan)
