@@ -103,7 +103,12 @@ def gateway_repo(root: Path, source: str, **domains: str) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file of the checkout (git's own directory aside), by path."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != ".git"
+    }
 
 
 def route(request, suffix: str = "csv") -> str:
@@ -422,3 +427,42 @@ def test_credentials_relative_to_the_credentials_directory(cert_site, tmp_path, 
     assert re.search(r"is relative to the credentials directory, and none is given \(--credentials\)$", without.err)
     monkeypatch.setenv("MAILGW_SYNC_CREDENTIALS", str(cert_site.root))
     assert mailgw(root, "sync").code == 0
+
+
+def test_propose_commits_on_a_branch_and_leaves_the_checkout_alone(cert_site, tmp_path, request, mailgw):
+    from tests.gitrepo import commit_all, init
+
+    path = route(request)
+    url = cert_site.serve(path, Served(LIST_CSV.encode()))
+    root = gateway_repo(tmp_path / "gw", source_block(cert_site, url))
+    repo = init(root)
+    assert mailgw(root, "sync").code == 0
+    head = commit_all(repo, "tifpa.example.org from the site's list")
+
+    cert_site.serve(path, Served(LIST_CSV.replace("paolo.conti", "paola.conti").encode()))
+    before = snapshot(root)
+    proposed = mailgw(root, "sync", "--propose", "--author", "Sync Bot <sync@gw.example.org>")
+    assert proposed.code == 0, proposed.err
+    commit = repo.commit("sync/tifpa.example.org")
+    assert (
+        proposed.err == f"mailgw sync: tifpa.example.org: proposed on sync/tifpa.example.org ({commit.hexsha[:12]})\n"
+    )
+    assert commit.parents == (head,) and list(commit.stats.files) == [SYNCED]
+    assert commit.message.startswith("sync tifpa.example.org: +1 -1 ~0 addresses\n\nmailgw plan:")
+    assert (commit.author.email, commit.committer.email) == ("sync@gw.example.org", "sync@gw.example.org")
+    assert "  paola.conti: pconti\n" in (commit.tree / SYNCED).data_stream.read().decode()
+    assert snapshot(root) == before and repo.head.commit == head and not repo.is_dirty(untracked_files=True)
+
+    again = mailgw(root, "sync", "--propose")
+    assert again.code == 0
+    assert again.err == (
+        f"mailgw sync: tifpa.example.org: already proposed on sync/tifpa.example.org ({commit.hexsha[:12]})\n"
+    )
+    assert repo.commit("sync/tifpa.example.org") == commit
+
+    (root / TIFPA).write_text((root / TIFPA).read_text() + "role: backup\n")
+    dirty = mailgw(root, "sync", "--propose")
+    assert dirty.code == 2
+    assert dirty.err == (
+        f"mailgw: declarations differ from the last commit ({TIFPA}); proposals branch off HEAD: commit them first\n"
+    )

@@ -122,7 +122,8 @@ def commit_message(outcome: Outcome) -> str:
     """The subject says what changes; the body is the plan, as the merge request shows it."""
     assert outcome.plan is not None
     decl_note = f"\nwritten by 'mailgw sync' from the site's list; review it like any change of {outcome.domain}\n"
-    return f"sync {outcome.domain}: {outcome.plan.summary()}\n\n{render_text(outcome.plan, verdict=False)}{decl_note}"
+    # With one domain the summary starts with its name: 'sync tifpa.example.org: +1 -1 ~0 addresses'.
+    return f"sync {outcome.plan.summary()}\n\n{render_text(outcome.plan, verdict=False)}{decl_note}"
 
 
 def _chosen(names: list[str], sourced: dict[str, DomainDeclaration]) -> list[str] | None:
