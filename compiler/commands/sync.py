@@ -19,14 +19,12 @@ from pathlib import Path
 from compiler import history, values
 from compiler.commands.plan import forced_by_environment, render_text
 from compiler.commands.publish import AUTHOR_ENV, PublishError, parse_author
-from compiler.findings import Finding, FindingsError
-from compiler.fleet import build_fleet
 from compiler.load import MAX_FILE_BYTES
 from compiler.model import DomainDeclaration
-from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, load_declarations
+from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE
 from compiler.plan import FORCE_ENV
 from compiler.sync import synced
-from compiler.sync.domain import Outcome, sync_domain
+from compiler.sync.domain import Baseline, Outcome, declared_sources, sync_domain
 from compiler.sync.fetch import Limits
 from compiler.sync.propose import propose
 
@@ -75,27 +73,18 @@ def run(args: argparse.Namespace) -> int:
     except (history.HistoryError, PublishError) as err:
         print(f"mailgw: {err}", file=sys.stderr)
         return EXIT_USAGE
-    # The starting point: the repository as it is (a hand-edited synced file as it stands: the sync replaces it).
-    before = load_declarations(root, cross_checked=False)
-    sourced = {s.decl.domain: s.decl for s in before.domains if s.decl.source is not None}
+    sourced = declared_sources(root)
     chosen = _chosen(args.domains, sourced)
     if chosen is None:
         return EXIT_USAGE
     if not chosen:
         print("mailgw sync: no domain declares a source", file=sys.stderr)
         return 0
-    old_fleet = build_fleet(before)
-    try:  # what is wrong already is no list's fault: a list is refused for what it breaks
-        load_declarations(root)
-        known: frozenset[Finding] = frozenset()
-    except FindingsError as err:
-        known = frozenset(err.findings)
+    baseline = Baseline(root)
     limits = Limits(args.timeout, args.max_bytes)
     refused = 0
     for name in chosen:
-        outcome = sync_domain(
-            root, sourced[name], old_fleet, limits, credentials=credentials, forced=forced, known=known
-        )
+        outcome = sync_domain(root, sourced[name], baseline, limits, credentials=credentials, forced=forced)
         for line in outcome.findings:
             print(f"  {line}", file=sys.stderr)
         if outcome.status == "refused":

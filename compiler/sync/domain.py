@@ -18,10 +18,49 @@ from compiler.findings import Finding, FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.load import MAX_FILE_BYTES
 from compiler.model import DomainDeclaration
-from compiler.pipeline import load_declarations
+from compiler.pipeline import declaration_files, load_declarations, load_domain
 from compiler.plan import Plan, make_plan
 from compiler.sync import sitelist, synced
 from compiler.sync.fetch import FetchError, Limits, fetch
+
+
+class Baseline:
+    """The repository before the sync, loaded once and only when a list arrives (a 304 needs none of it)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._fleet: Fleet | None = None
+        self._known: frozenset[Finding] | None = None
+
+    def fleet(self) -> Fleet:
+        """What the plan compares with: a hand-edited synced file is read as it stands (the sync replaces it)."""
+        if self._fleet is None:
+            self._fleet = build_fleet(load_declarations(self.root, cross_checked=False))
+        return self._fleet
+
+    def known(self) -> frozenset[Finding]:
+        """What is wrong already: no list's fault, so no list is refused for it."""
+        if self._known is None:
+            try:
+                load_declarations(self.root)
+                self._known = frozenset()
+            except FindingsError as err:
+                self._known = frozenset(err.findings)
+        return self._known
+
+
+def declared_sources(root: Path) -> dict[str, DomainDeclaration]:
+    """Domain -> its declaration, for every domain file with a source (the domain files only are read)."""
+    paths, findings = declaration_files(root)
+    found = {}
+    for rel in paths[1:]:
+        source, problems = load_domain(root / rel, rel)
+        findings += problems
+        if source is not None and source.decl.source is not None:
+            found[source.decl.domain] = source.decl
+    if findings:
+        raise FindingsError(findings)
+    return found
 
 
 @dataclass(frozen=True)
@@ -39,14 +78,13 @@ class Outcome:
 def sync_domain(
     root: Path,
     decl: DomainDeclaration,
-    old_fleet: Fleet,
+    baseline: Baseline,
     limits: Limits,
     *,
     credentials: Path | None = None,
     forced: bool = False,
-    known: frozenset[Finding] = frozenset(),
 ) -> Outcome:
-    """Sync one domain; `known` are the repository's findings before the sync, not this list's to answer for."""
+    """Sync one domain against the repository as it was before the sync (`baseline`)."""
     assert decl.source is not None
     source, name = decl.source, decl.domain
     rel = synced.relpath(name)
@@ -95,13 +133,13 @@ def sync_domain(
             if f.path == rel and f.line in row_at
             else str(f)
             for f in err.findings
-            if f.path == rel or f not in known
+            if f.path == rel or f not in baseline.known()
         ]
         if shown:
             return refused(f"the list does not validate ({len(shown)} finding(s))", shown)
         declarations = load_declarations(root, synced={name: data}, cross_checked=False)
 
-    plan = make_plan("the repository before this sync", old_fleet, {}, build_fleet(declarations), {})
+    plan = make_plan("the repository before this sync", baseline.fleet(), {}, build_fleet(declarations), {})
     plan = Plan(plan.base, tuple(d for d in plan.domains if d.name == name), (), (), ())
     if not plan.allowed(forced):
         return Outcome(name, "refused", "; ".join(plan.reasons()) + " (--force to sync anyway)", plan=plan)

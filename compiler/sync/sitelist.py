@@ -63,6 +63,7 @@ class _Rows:
         self.addresses: list[Address] = []
         self.lines: dict[str, int] = {}
         self.findings: list[RowFinding] = []
+        self._domains: dict[str, str] = {}  # as written -> A-label: every row has the same one or two spellings
 
     def refuse(self, line: int, code: str, message: str) -> None:
         self.findings.append(RowFinding(self.url, line, code, message))
@@ -120,7 +121,9 @@ class _Rows:
                     "bad-address", "'{value}' is not a mail address like 'name@example.org'", {"value": written}
                 )
             local = values.local_part(local).lower()
-            domain = values.domain_name(domain)
+            if domain not in self._domains:
+                self._domains[domain] = values.domain_name(domain)
+            domain = self._domains[domain]
         except PydanticCustomError as err:
             self.refuse(line, err.type, err.message())
             return None

@@ -35,6 +35,8 @@ _ETAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]{0,200}"')
 # (node kind, value, (plain, quoted)) -> tag: what libyaml would read a plain scalar as.
 _RESOLVE: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = yaml.resolver.Resolver().resolve
 _STR = "tag:yaml.org,2002:str"
+# libyaml resolves plain scalars starting with these to something else than text (YAML 1.1): ask its resolver.
+_RESOLVER_FIRST = frozenset("0123456789+-.~<=!&*yYnNtTfFoO")
 
 
 def relpath(domain: str) -> str:
@@ -146,7 +148,9 @@ def _key(address: str) -> str:
 
 def _scalar(value: str) -> str:
     """A validated value as YAML reads it back as text: quoted when libyaml would see a number, a boolean, ..."""
-    if value[0].isalnum() and _RESOLVE(yaml.ScalarNode, value, (True, False)) == _STR:
+    if value[0].isalnum() and (
+        value[0] not in _RESOLVER_FIRST or _RESOLVE(yaml.ScalarNode, value, (True, False)) == _STR
+    ):
         return value
     return f"'{value}'"  # validated values carry no quote
 
