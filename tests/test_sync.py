@@ -232,6 +232,7 @@ FAILURES = {
     "wrong token": ("wrong-token", Served(b"x"), (), "the site refused the credentials (HTTP 401 Unauthorized)"),
     "forbidden": ("token", Served(b"x", status=403), (), "the site refused the credentials (HTTP 403 Forbidden)"),
     "server error": ("cert", Served(b"x", status=500), (), "HTTP 500 Internal Server Error"),
+    "a redirect": ("cert", Served(b"x", status=302), (), "HTTP 302 Found: redirects are not followed"),
     "timeout": ("cert", Served(LIST_CSV.encode() + b"\n", delay=2.5), ("--timeout", "1"), "no answer within 1 s"),
     "reset mid-body": (
         "cert",
