@@ -112,7 +112,7 @@ def commit_message(outcome: Outcome) -> str:
     assert outcome.plan is not None
     decl_note = f"\nwritten by 'mailgw sync' from the site's list; review it like any change of {outcome.domain}\n"
     # With one domain the summary starts with its name: 'sync tifpa.example.org: +1 -1 ~0 addresses'.
-    return f"sync {outcome.plan.summary()}\n\n{render_text(outcome.plan, verdict=False)}{decl_note}"
+    return f"sync {outcome.reason}\n\n{render_text(outcome.plan, verdict=False)}{decl_note}"
 
 
 def _chosen(names: list[str], sourced: dict[str, DomainDeclaration]) -> list[str] | None:

@@ -117,7 +117,9 @@ def sync_domain(
             "(to serve no address, remove the domain or its source)"
         )
     new_text, lines = synced.render(source.url, site.addresses, fetched.validators)
-    if current is not None and synced.is_intact(current) and synced.sections(current) == synced.sections(new_text):
+    same_source = header is not None and header.url == source.url and synced.is_intact(current or "")
+    if same_source and synced.sections(current or "") == synced.sections(new_text):
+        # New validators alone are not worth a commit: the next sync fetches the list once more.
         return Outcome(name, "unchanged", "the list is the same as the last sync")
     data = new_text.encode("utf-8")
     if len(data) > MAX_FILE_BYTES:
@@ -143,4 +145,6 @@ def sync_domain(
     plan = Plan(plan.base, tuple(d for d in plan.domains if d.name == name), (), (), ())
     if not plan.allowed(forced):
         return Outcome(name, "refused", "; ".join(plan.reasons()) + " (--force to sync anyway)", plan=plan)
-    return Outcome(name, "changed", plan.summary(), text=new_text, plan=plan)
+    # Only the header can change with the same addresses: the source moved, or the file was edited by hand.
+    summary = plan.summary() if plan.domains else f"{name}: the same addresses, from {source.url}"
+    return Outcome(name, "changed", summary, text=new_text, plan=plan)
