@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pydantic_core import PydanticCustomError
+
 from compiler import history, values
 from compiler.commands.plan import forced_by_environment, render_text
 from compiler.commands.publish import AUTHOR_ENV, PublishError, parse_author
@@ -110,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
 def commit_message(outcome: Outcome) -> str:
     """The subject says what changes; the body is the plan, as the merge request shows it."""
     assert outcome.plan is not None
-    decl_note = f"\nwritten by 'mailgw sync' from the site's list; review it like any change of {outcome.domain}\n"
-    # With one domain the summary starts with its name: 'sync tifpa.example.org: +1 -1 ~0 addresses'.
-    return f"sync {outcome.reason}\n\n{render_text(outcome.plan, verdict=False)}{decl_note}"
+    note = f"\nwritten by 'mailgw sync' from the site's list; review it like any change of {outcome.domain}\n"
+    # The reason starts with the domain: 'sync tifpa.example.org: +1 -1 ~0 addresses'.
+    return f"sync {outcome.reason}\n\n{render_text(outcome.plan, verdict=False)}{note}"
 
 
 def _chosen(names: list[str], sourced: dict[str, DomainDeclaration]) -> list[str] | None:
@@ -123,7 +125,7 @@ def _chosen(names: list[str], sourced: dict[str, DomainDeclaration]) -> list[str
     for written in names:
         try:
             name = values.domain_name(written)
-        except Exception:
+        except PydanticCustomError:
             name = written
         if name not in sourced:
             print(f"mailgw: {written}: no domain of this repository with a source has that name", file=sys.stderr)
