@@ -139,6 +139,41 @@ class Delivery(_Strict):
     ]
 
 
+CredentialPath = Annotated[str, AfterValidator(values.credential_path)]
+
+
+class Source(_Strict):
+    """Where mailgw sync fetches the domain's addresses (docs/sync-format.md); credentials are file paths."""
+
+    url: Annotated[str, AfterValidator(values.source_url)]
+    format: Literal["csv", "json"]
+    # A TLS client certificate and its key, a bearer token, or both: a site's address list is never public.
+    client_certificate: CredentialPath | None = None
+    client_key: CredentialPath | None = None
+    token_file: CredentialPath | None = None
+    ca_file: CredentialPath | None = None  # the CA that signs the site's server; default: the system's
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> Source:
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise PydanticCustomError(
+                "bad-source", "a source names client_certificate and client_key together, or neither"
+            )
+        if self.client_certificate is None and self.token_file is None:
+            raise PydanticCustomError(
+                "bad-source",
+                "a source must authenticate: name client_certificate and client_key, or token_file, or both",
+            )
+        return self
+
+
+class SyncedAddresses(_Strict):
+    """sources/<domain>.yaml, written by mailgw sync: the address sections of a domain file."""
+
+    recipients: dict[LocalPart, Recipient] = {}
+    external_aliases: dict[LocalPart, ExternalTargets] = {}
+
+
 class DomainDeclaration(_Strict):
     """domains/<domain>.yaml: one domain, owned by one site."""
 
@@ -153,6 +188,8 @@ class DomainDeclaration(_Strict):
     # The site's relays that may send outbound mail through the MX (to anywhere).
     outbound_relays: Annotated[list[RelayNetwork], BeforeValidator(_one_or_many)] = []
     filters: DomainFilters = DomainFilters()
+    # The site's own list, fetched by mailgw sync into sources/<domain>.yaml instead of recipients here.
+    source: Source | None = None
 
 
 class LdapSettings(_Strict):
@@ -273,6 +310,8 @@ _MODELS = (
     Role,
     MailingList,
     Delivery,
+    Source,
+    SyncedAddresses,
     DomainDeclaration,
     LdapSettings,
     PostfixSettings,

@@ -521,3 +521,58 @@ def ldap_uri(value: str) -> str:
         "or 'ldapi://%2Frun%2Fslapd%2Fldapi'",
         value=value,
     )
+
+
+# --- mailgw sync: where a site's address list comes from (docs/sync-format.md) ---------------
+
+_SOURCE_URL = re.compile(
+    r"https://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~/%-]*)?"
+)
+_CREDENTIAL_PATH = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def source_url(value: str) -> str:
+    """The https:// URL of a site's address list: a host name or an IP address, a port, a plain path."""
+    match = _SOURCE_URL.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        try:
+            name = match["host"]
+            if name.startswith("["):
+                ipaddress.IPv6Address(name[1:-1])
+            elif not _is_ipv4(name):
+                host(name)
+            if match["port"] is None or 1 <= int(match["port"]) <= 65535:
+                return value
+        except (PydanticCustomError, ValueError):
+            pass
+    raise _fail(
+        "bad-url",
+        "'{value}' is not an https URL like 'https://ldap.tifpa.example.org/mailgw/addresses.csv' "
+        "(no spaces, quotes, query, user or fragment)",
+        value=value,
+    )
+
+
+def _is_ipv4(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def credential_path(value: str) -> str:
+    """A file on the machine that runs the sync: absolute, or relative to its credentials directory."""
+    if (
+        not isinstance(value, str)
+        or not _CREDENTIAL_PATH.fullmatch(value)
+        or ".." in value.split("/")
+        or value.endswith("/")
+    ):
+        raise _fail(
+            "bad-path",
+            "'{value}' is not a file path of letters, digits, '.', '_', '-' and '/' "
+            "(like '/etc/mailgw-sync/tifpa.token', or 'tifpa.token' in the credentials directory)",
+            value=value,
+        )
+    return value
