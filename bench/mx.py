@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
 import platform
 import random
 import re
@@ -129,7 +130,7 @@ class Row:
     unit: str
     bare: list[Measured] = field(default_factory=list)
     generated: list[Measured] = field(default_factory=list)
-    filtering: bool = False
+    filtering: str = ""  # how the generated instance filtered ('' for not at all)
 
 
 # --- processes and their CPU ------------------------------------------------------------
@@ -470,13 +471,17 @@ def rspamd_tree(out: Path, dest: Path, hs_cache: Path | None) -> rspamd_env.Tree
 
 
 class DeployedRspamd(rspamd_env.Rspamd):
-    """Rspamd's stock worker layout: the milter proxy passes each message to the normal workers over HTTP."""
+    """Rspamd's stock worker layout: the milter proxy passes each message to the normal workers over HTTP.
 
-    def __init__(self, tree: rspamd_env.Tree):
+    milter_socket: the proxy listens on this unix socket instead of a loopback port.
+    """
+
+    def __init__(self, tree: rspamd_env.Tree, milter_socket: Path | None = None):
         super().__init__(tree)
+        bind = f"{milter_socket} mode=0666" if milter_socket else f"{LOOPBACK}:{self.proxy_port}"
+        self.milter = f"unix:{milter_socket}" if milter_socket else f"inet:{LOOPBACK}:{self.proxy_port}"
         (tree.conf / "override.d" / "worker-proxy.inc").write_text(
-            f'bind_socket = "{LOOPBACK}:{self.proxy_port}";\n'
-            f'upstream "local" {{ default = yes; hosts = "{LOOPBACK}:{self.port}"; }}\n'
+            f'bind_socket = "{bind}";\nupstream "local" {{ default = yes; hosts = "{LOOPBACK}:{self.port}"; }}\n'
         )
 
 
@@ -706,34 +711,46 @@ def _filtering(
     clamd: rspamd_env.Clamd | None,
     hs_cache: Path | None,
 ) -> list[Row]:
-    """The generated instance again, its smtpd_milters now Rspamd's milter (with clamd behind it)."""
-    print("  with filtering: starting clamd and Rspamd ...", file=sys.stderr)
+    """The generated instance again, its smtpd_milters now Rspamd's milter (with clamd behind it).
+
+    Then once more with the milter on a unix socket instead of 127.0.0.1:11332, with and
+    without a queue in front: what that one change of ours does to the latency.
+    """
     with ExitStack() as stack:
         if clamd is None:
             clamd = stack.enter_context(rspamd_env.Clamd(work.parent / "clamd"))
-        tree = rspamd_tree(work / "out", work / "rspamd", hs_cache)
-        rspamd = stack.enter_context(DeployedRspamd(tree))
-        wait_for_hyperscan(tree)
         instance = target.instance
-        postconf(instance, f"smtpd_milters = inet:{LOOPBACK}:{rspamd.proxy_port}")
-        _reload(instance)
         stack.callback(_reload, instance)
         stack.callback(postconf, instance, "smtpd_milters =")
-        rspamd_pid = rspamd.process.pid if rspamd.process else None
-        clamd_pid = clamd.process.pid if clamd.process else None
-        filtered = Target(
-            "with filtering",
-            instance,
-            lambda: {"Postfix": instance.master_pid(), "Rspamd": rspamd_pid, "clamd": clamd_pid},
-        )
-        filtered.run(options.loads[1], 20, message, tree.log)  # every worker started
         loads = [load for load in options.loads if not load.unknown]  # Rspamd never sees a refused RCPT
-        rows = [Row(load.name, addresses, load.unit, filtering=True) for load in loads]
-        for _ in range(options.runs):
-            for row, load in zip(rows, loads, strict=True):
-                measured = filtered.run(load, options.filtering_messages, message, tree.log)
-                row.generated.append(measured)
-                print(f"  with filtering: {load.name:<32} {measured.rate:8.1f} messages/s", file=sys.stderr)
+        unix_loads = [load for load in loads if load.recipients == 1 and load.sessions <= 20]
+        rows = []
+        for name, socket_path, measured_loads in (
+            ("with filtering", None, loads),
+            ("with filtering, milter on a unix socket", work / "rspamd-unix" / "milter.sock", unix_loads),
+        ):
+            print(f"  {name}: starting Rspamd ...", file=sys.stderr)
+            tree = rspamd_tree(work / "out", work / name.replace(" ", "-").replace(",", ""), hs_cache)
+            tree.root.chmod(0o755)  # smtpd, as 'postfix', reaches the milter socket there
+            if socket_path is not None:
+                socket_path.parent.mkdir(mode=0o755)
+            with DeployedRspamd(tree, socket_path) as rspamd:
+                wait_for_hyperscan(tree)
+                postconf(instance, f"smtpd_milters = {rspamd.milter}")
+                _reload(instance)
+                pids = {
+                    "Rspamd": rspamd.process.pid if rspamd.process else None,
+                    "clamd": clamd.process.pid if clamd.process else None,
+                }
+                filtered = Target(name, instance, lambda pids=pids: {"Postfix": instance.master_pid(), **pids})
+                filtered.run(options.loads[1], 20, message, tree.log)  # every worker started
+                these = [Row(load.name, addresses, load.unit, filtering=name) for load in measured_loads]
+                for _ in range(options.runs):
+                    for row, load in zip(these, measured_loads, strict=True):
+                        measured = filtered.run(load, options.filtering_messages, message, tree.log)
+                        row.generated.append(measured)
+                        print(f"  {name}: {load.name:<24} {measured.rate:8.1f} messages/s", file=sys.stderr)
+                rows += these
         return rows
 
 
@@ -812,7 +829,7 @@ def table(results: Results) -> list[str]:
     bare_rate = {(row.addresses, row.load): _rate(row.bare) for row in results.rows if row.bare}
     for row in results.rows:
         rate = _rate(row.generated)
-        name = f"{'with filtering: ' if row.filtering else ''}{row.load} ({row.unit})"
+        name = f"{row.filtering + ': ' if row.filtering else ''}{row.load} ({row.unit})"
         bare = f"{_rate(row.bare):.0f}" if row.bare else "-"
         lines.append(
             f"| {name} | {row.addresses:,} | {bare} | {rate:.0f} | "
@@ -827,7 +844,8 @@ def table(results: Results) -> list[str]:
 
 def verdicts(results: Results) -> list[str]:
     """The targets of docs/performance.md, met or not, and what a node carries."""
-    compared = [row for row in results.rows if row.bare]
+    # The throughput loads; one session is there for the latency of each stage.
+    compared = [row for row in results.rows if row.bare and not row.load.endswith("1 session")]
     lines = []
     if compared:
         ratio, worst = min(((_rate(r.generated) / _rate(r.bare), r) for r in compared), key=lambda pair: pair[0])
@@ -860,7 +878,7 @@ def verdicts(results: Results) -> list[str]:
             f"- a service reached its process limit (Postfix then runs in stress mode): "
             f"{stressed['bare']} times in the bare runs, {stressed['generated']} times in the generated ones"
         )
-    filtering = [row for row in results.rows if row.filtering and row.generated]
+    filtering = [row for row in results.rows if row.filtering == "with filtering"]
     one = [row for row in filtering if row.load.startswith("1 rcpt") and not row.load.endswith("1 session")]
     if one:
         best = max(one, key=lambda row: _rate(row.generated))
@@ -887,7 +905,7 @@ def stages_table(results: Results) -> list[str]:
     for row in results.rows:
         runs = [m for m in row.generated if m.stages]
         if runs:
-            name = f"{'with filtering: ' if row.filtering else ''}{row.load}"
+            name = f"{row.filtering + ': ' if row.filtering else ''}{row.load}"
             cells = " | ".join(f"{_median([m.stages[s] for m in runs]) * 1000:.1f}" for s in "abcd")
             lines.append(f"| {name} | {row.addresses:,} | {cells} |")
     return lines
@@ -939,6 +957,8 @@ def main(argv: list[str] | None = None) -> None:
         help="Rspamd's compiled Hyperscan databases, kept between runs (the first compile takes a minute)",
     )
     parser.add_argument("--write-doc", type=Path, nargs="?", const=DOC, help="rewrite the results block of this page")
+    parser.add_argument("--save", type=Path, help="also keep the measurements in this file (pickle)")
+    parser.add_argument("--report-from", type=Path, help="print the report of measurements kept by --save; run nothing")
     args = parser.parse_args(argv)
     options = Options(
         sizes=[int(size) for size in args.sizes.split(",")],
@@ -949,8 +969,14 @@ def main(argv: list[str] | None = None) -> None:
         message_kib=args.message_kib,
         filtering=not args.no_filtering,
     )
-    args.hyperscan_cache.mkdir(parents=True, exist_ok=True)
-    text = report(benchmark(options, hs_cache=args.hyperscan_cache))
+    if args.report_from:
+        results = pickle.loads(args.report_from.read_bytes())
+    else:
+        args.hyperscan_cache.mkdir(parents=True, exist_ok=True)
+        results = benchmark(options, hs_cache=args.hyperscan_cache)
+    if args.save:
+        args.save.write_bytes(pickle.dumps(results))
+    text = report(results)
     print(f"\n{text}")
     if args.write_doc:
         write_doc(args.write_doc, text)
