@@ -854,14 +854,17 @@ def verdicts(results: Results) -> list[str]:
             f"**{'met' if ratio >= 0.9 else 'missed'}**; "
             f"lowest {ratio:.2f}x ({worst.load}, {worst.addresses:,} addresses)"
         )
-        cpu = sorted(
-            _median([m.cpu["Postfix"] for m in r.generated]) / _median([m.cpu["Postfix"] for m in r.bare])
+        # CPU time comes in ticks of 10 ms: a run too short to take one has no ratio.
+        spent = [
+            (_median([m.cpu["Postfix"] for m in r.generated]), _median([m.cpu["Postfix"] for m in r.bare]))
             for r in compared
-        )
-        lines.append(
-            f"- Postfix CPU per message (per refused recipient), generated / bare: median {_median(cpu):.2f}x, "
-            f"from {cpu[0]:.2f}x to {cpu[-1]:.2f}x"
-        )
+        ]
+        cpu = sorted(generated / bare for generated, bare in spent if bare > 0)
+        if cpu:
+            lines.append(
+                f"- Postfix CPU per message (per refused recipient), generated / bare: median {_median(cpu):.2f}x, "
+                f"from {cpu[0]:.2f}x to {cpu[-1]:.2f}x"
+            )
     sizes = sorted({row.addresses for row in compared})
     if len(sizes) > 1:
         small, large = sizes[0], sizes[-1]
