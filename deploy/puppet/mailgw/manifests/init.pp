@@ -12,7 +12,9 @@
 # * out/postfix/*.cf: main.cf and master.cf, copied into the Postfix config
 #   directory after every table they may name is in place;
 # * out/rspamd/maps.d/* and out/rspamd/local.d/*: Rspamd's maps and overrides;
-# * out/ldap/*.ldif: the gateway's directory, for the LDAP loader.
+# * out/ldap/*.ldif: the gateway's directory, for the LDAP loader;
+# * out/ldap/slapd-config and out/ldap/slapd.yaml: the gateway's own LDAP server,
+#   staged only: the class mailgw::slapd runs it from them when the node declares it.
 #
 # Postfix is reloaded once when anything it reads changed, Rspamd likewise;
 # a run that changes nothing runs neither. Files an earlier run deployed and
@@ -72,8 +74,9 @@ class mailgw (
   $rspamd_maps = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/maps\.d\/[^\/]+\z/ }
   $rspamd_configs = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/local\.d\/[^\/]+\z/ }
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
+  $slapd_files = $artifacts.filter |$path, $_| { $path in ['ldap/slapd-config', 'ldap/slapd.yaml'] }
 
-  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs
+  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $slapd_files
   $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap)\// and !($path in $placed) }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
