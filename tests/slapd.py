@@ -385,3 +385,28 @@ class GatewaySlapd:
 
     def close(self) -> None:
         self.stop()
+
+
+# Changes to the bundled tifpa.example.org that move addresses between entries: to a uid whose entry sorts
+# after (m.rossi) and before (l.bianchi, giulia.neri) the one it leaves, to a uid that is new (paolo.conti),
+# and from a list to a person (seminari); plus one new address. Every address stays declared.
+MOVES = (
+    ("  m.rossi: {kind: alias, uid: mrossi}\n", "  m.rossi: {kind: alias, uid: pconti}\n"),
+    ("  l.bianchi: {kind: alias, uid: lbianchi}\n", "  l.bianchi: {kind: alias, uid: gneri}\n"),
+    ("  giulia.neri: gneri\n", "  giulia.neri: mrossi\n"),
+    ("  paolo.conti: pconti\n", "  paolo.conti: zconti\n"),
+    ("  seminari: {kind: list, owners: [gneri]}\n", "  seminari: mseminari\n  nuovo.arrivo: narrivo\n"),
+)
+
+
+def repository(dest: Path, source: Path, gateway: str, edits: tuple[tuple[str, str], ...] = ()) -> Path:
+    """A copy of SOURCE's domains/ with GATEWAY as gateway.yaml and EDITS applied to tifpa.example.org."""
+    shutil.copytree(source / "domains", dest / "domains")
+    (dest / "gateway.yaml").write_text(gateway)
+    domain = dest / "domains/tifpa.example.org.yaml"
+    text = domain.read_text()
+    for before, after in edits:
+        assert text.count(before) == 1, before
+        text = text.replace(before, after)
+    domain.write_text(text)
+    return dest

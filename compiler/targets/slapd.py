@@ -148,6 +148,7 @@ def node_settings(settings: LdapSettings, mx_hosts: list[str]) -> bytes:
         "base_dn": settings.base_dn,
         "reader_dn": reader_dn(settings),
         "config_directory": settings.config_directory,
+        "database_directory": settings.database_directory,
         "databases": {
             "directory": database(settings, DIRECTORY_DATABASE),
             "reader": database(settings, READER_DATABASE),

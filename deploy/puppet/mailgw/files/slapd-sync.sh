@@ -1,0 +1,29 @@
+# Bring the live directory to out/ldap/directory.ldif with ldapmodify, online.
+# Usage: sh -c "$(cat slapd-lib.sh slapd-sync.sh)" slapd-sync check|apply \
+#          CONFIG BASE SOCKET DIRECTORY WORK LDAP_DIFF LDAPMODIFY
+#
+# The difference is computed against what the server holds now (slapcat of the live database, which back-mdb
+# allows while slapd runs), not against the previous file: a run interrupted half-way, or a server edited by
+# hand, is brought to the directory by the next run. ldap-diff orders the changes so that the tree stays
+# valid and an address in both directories always has an owner (docs/ldap.md). check exits 0 when there is
+# nothing to change; apply applies the changes over the local socket as root (SASL EXTERNAL). The reader's
+# entry is in a database of its own, which slapcat -b BASE does not dump: the diff never sees it.
+set -eu
+mode=$1 config=$2 base=$3 socket=$4 directory=$5 work=$6 ldap_diff=$7 ldapmodify=$8
+live="$work/slapd-live.ldif"
+changes="$work/slapd-changes.ldif"
+
+ready "$socket"
+slapcat -F "$config" -b "$base" -l "$live.new"
+mv -f -- "$live.new" "$live"
+if ! run "$ldap_diff" "$live" "$directory" >"$changes.new" 2>"$changes.summary"; then
+  cat -- "$changes.summary" >&2
+  exit 1
+fi
+mv -f -- "$changes.new" "$changes"
+if ! grep -q '^dn' "$changes"; then
+  exit 0
+fi
+[ "$mode" = apply ] || exit 1
+cat -- "$changes.summary"
+run "$ldapmodify" -H "$socket" -Q -Y EXTERNAL -f "$changes"
