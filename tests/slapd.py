@@ -142,6 +142,31 @@ class Slapd:
                 self.process.wait(timeout=10)
             self.process = None
 
+    def lookups(self, addresses: list[str], url: str | None = None) -> list[tuple[str, list[str]]]:
+        """(address, the DNs that answer '(mailLocalAddress=ADDRESS)') for each address in order, as the reader.
+
+        One ldapsearch process and one connection for them all (ldapsearch -f), as a service asks.
+        """
+        listing = Path(tempfile.mkstemp(prefix="addresses-", dir=self.config.parent)[1])
+        try:
+            listing.write_text("".join(f"{a}\n" for a in addresses))
+            done = self.as_reader(
+                "ldapsearch",
+                "-b",
+                self.base,
+                "-o",
+                "ldif-wrap=no",
+                "-f",
+                str(listing),
+                "(mailLocalAddress=%s)",
+                "1.1",
+                url=url,
+            )
+        finally:
+            listing.unlink()
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return parse_lookups(done.stdout.decode())
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.work, ignore_errors=True)
@@ -383,6 +408,31 @@ class GatewaySlapd:
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return normalise(parse_entries(done.stdout))
 
+    def lookups(self, addresses: list[str], url: str | None = None) -> list[tuple[str, list[str]]]:
+        """(address, the DNs that answer '(mailLocalAddress=ADDRESS)') for each address in order, as the reader.
+
+        One ldapsearch process and one connection for them all (ldapsearch -f), as a service asks.
+        """
+        listing = Path(tempfile.mkstemp(prefix="addresses-", dir=self.config.parent)[1])
+        try:
+            listing.write_text("".join(f"{a}\n" for a in addresses))
+            done = self.as_reader(
+                "ldapsearch",
+                "-b",
+                self.base,
+                "-o",
+                "ldif-wrap=no",
+                "-f",
+                str(listing),
+                "(mailLocalAddress=%s)",
+                "1.1",
+                url=url,
+            )
+        finally:
+            listing.unlink()
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return parse_lookups(done.stdout.decode())
+
     def close(self) -> None:
         self.stop()
 
@@ -410,3 +460,12 @@ def repository(dest: Path, source: Path, gateway: str, edits: tuple[tuple[str, s
         text = text.replace(before, after)
     domain.write_text(text)
     return dest
+
+
+def parse_lookups(output: str) -> list[tuple[str, list[str]]]:
+    """ldapsearch -f output: each search starts with a '# filter: (mailLocalAddress=A)' comment, then its entries."""
+    found = []
+    for section in output.split("\n# filter: (mailLocalAddress=")[1:]:
+        address, _, rest = section.partition(")\n")
+        found.append((address, [line[4:] for line in rest.splitlines() if line.startswith("dn: ")]))
+    return found

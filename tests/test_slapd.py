@@ -85,36 +85,9 @@ def server(built):
 
 
 def lookups(server: GatewaySlapd, addresses: list[str], url: str | None = None) -> dict[str, list[str]]:
-    """Address -> the DNs that answer '(mailLocalAddress=ADDRESS)' for the reader: one connection, one search each."""
-    listing = server.config.parent / "addresses.txt"
-    listing.write_text("".join(f"{a}\n" for a in addresses))
-    done = server.as_reader(
-        "ldapsearch",
-        "-b",
-        server.base,
-        "-o",
-        "ldif-wrap=no",
-        "-f",
-        str(listing),
-        "(mailLocalAddress=%s)",
-        "1.1",
-        url=url,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return parse_lookups(done.stdout.decode())
-
-
-def parse_lookups(output: str) -> dict[str, list[str]]:
-    """ldapsearch -f output: each search starts with a '# filter: (mailLocalAddress=A)' comment, then its entries."""
-    found: dict[str, list[str]] = {}
-    for section in output.split("\n# filter: (mailLocalAddress=")[1:]:
-        address, _, rest = section.partition(")\n")
-        found[address] = [line[4:] for line in rest.splitlines() if line.startswith("dn: ")]
-    return found
-
-
-def _owners_dn(uids) -> set[str]:
-    return {f"uid={uid},ou=people,{BASE}" for uid in uids}
+    found = server.lookups(addresses, url)
+    assert [address for address, _ in found] == addresses
+    return dict(found)
 
 
 # --- what the reader finds ------------------------------------------------------------------------------
