@@ -90,19 +90,21 @@ class mailgw::slapd (
   unless 'ldap/slapd.yaml' in $mailgw::artifacts and 'ldap/slapd-config' in $mailgw::artifacts {
     fail("mailgw::slapd: ${mailgw::source} has no out/ldap/slapd.yaml and slapd-config; build it with this mailgw")
   }
+  # What the compiler's grammar allows (compiler/values.py), checked again: these go into a shell file.
+  $plain_path = Pattern[/\A\/[A-Za-z0-9._\/-]*\z/]
   $settings = assert_type(
     Struct[{
-      base_dn            => String[1],
-      reader_dn          => String[1],
-      config_directory   => Mailgw::Absolutepath,
-      database_directory => Mailgw::Absolutepath,
-      databases          => Struct[{ directory => Mailgw::Absolutepath, reader => Mailgw::Absolutepath }],
-      run_directory      => Mailgw::Absolutepath,
-      pid_file           => Mailgw::Absolutepath,
-      socket             => Pattern[/\Aldapi:\/\/[^\s]+\z/],
-      tls_certificate    => Mailgw::Absolutepath,
-      tls_key            => Mailgw::Absolutepath,
-      listeners          => Hash[String[1], String[1]],
+      base_dn            => Pattern[/\A[A-Za-z0-9 .=,-]+\z/],
+      reader_dn          => Pattern[/\A[A-Za-z0-9 .=,-]+\z/],
+      config_directory   => $plain_path,
+      database_directory => $plain_path,
+      databases          => Struct[{ directory => $plain_path, reader => $plain_path }],
+      run_directory      => $plain_path,
+      pid_file           => $plain_path,
+      socket             => Pattern[/\Aldapi:\/\/[A-Za-z0-9%._-]+\z/],
+      tls_certificate    => $plain_path,
+      tls_key            => $plain_path,
+      listeners          => Hash[String[1], Pattern[/\A[A-Za-z0-9:\/\[\]%._ -]+\z/]],
     }],
     mailgw::slapd_settings($mailgw::source, $mailgw::artifacts['ldap/slapd.yaml']['sha256']),
   )
