@@ -287,6 +287,7 @@ def gateway_yaml(source: str, work: Path, tls: Tls, port: int, **ldap: object) -
     gateway = yaml.safe_load(source)
     gateway["ldap"] = {
         **gateway["ldap"],
+        "listen": {},  # the MX nodes' own addresses are not this machine's: loopback only
         "port": port,
         "config_directory": str(work / "config"),
         "database_directory": str(work / "db"),

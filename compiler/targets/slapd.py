@@ -22,6 +22,7 @@ Every value comes from gateway.yaml's ldap section, whose grammar
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -136,7 +137,8 @@ def socket_url(settings: LdapSettings) -> str:
 
 def listeners(settings: LdapSettings, mx_host: str) -> list[str]:
     """slapd -h for one MX node: the local socket, loopback, and the node's own addresses, all on the one port."""
-    addresses = [LOOPBACK] + sorted(set(settings.listen.get(mx_host, [])), key=lambda a: (":" in a, a))
+    own = sorted({ipaddress.ip_address(a) for a in settings.listen.get(mx_host, [])}, key=lambda a: (a.version, a))
+    addresses = [LOOPBACK] + [str(a) for a in own]
     return [socket_url(settings)] + [
         f"ldap://[{a}]:{settings.port}" if ":" in a else f"ldap://{a}:{settings.port}" for a in addresses
     ]
