@@ -162,18 +162,46 @@ def _quick_records(data: bytes) -> Iterator[ParsedRecord]:
             yield from _block_records(block)
 
 
-# What sends a block to the `ldif` parser: folding, comments, base64 or URL values, CR.
-_NOT_PLAIN = (b"\n ", b"\n#", b"::", b":<", b"\r")
-
-
 def _block_records(block: bytes) -> list[ParsedRecord]:
     if block.startswith(b" "):
         raise _Unusual()  # a continuation of a blank line: only the parser knows what it makes of it
-    if not block.startswith(b"dn: ") or any(mark in block for mark in _NOT_PLAIN):
+    # What sends a block to the `ldif` parser: folding, comments, base64 or URL values, CR.
+    if (
+        not block.startswith(b"dn: ")
+        or b"\n " in block
+        or b"\n#" in block
+        or b"::" in block
+        or b":<" in block
+        or b"\r" in block
+    ):
         try:
             return list(ldif.LDIFParser(io.BytesIO(block), strict=True).parse())
         except (ValueError, binascii.Error):
             raise _Unusual() from None
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _bytes_block_records(block)
+    # Nearly every block: all of it UTF-8, so every value is text (as the parser makes it).
+    lines = text.split("\n")
+    dn = lines[0][3:].strip(_ASCII_WHITESPACE)
+    entry: dict[str, list[Value]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or name == "dn" or not name.isascii():
+            raise _Unusual()
+        entry.setdefault(name, []).append(value.strip(_ASCII_WHITESPACE))
+    if not ldif.is_dn(dn):
+        raise _Unusual()
+    return [(dn, entry)]
+
+
+# What bytes.strip() strips, and so the parser: ASCII whitespace only (str.strip() would take more).
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def _bytes_block_records(block: bytes) -> list[ParsedRecord]:
+    """A plain block that is not all UTF-8: a value that is not stays bytes, as the parser keeps it."""
     lines = block.split(b"\n")
     try:
         dn = lines[0][3:].strip().decode("utf-8")

@@ -29,14 +29,20 @@ dump
 if [ -f "$synced" ] && [ "$(cat -- "$synced")" = "$stamp" ]; then
   exit 0
 fi
-if ! run "$ldap_diff" "$live" "$directory" >"$changes.new" 2>"$changes.summary"; then
-  cat -- "$changes.summary" >&2
-  exit 1
+# The apply right after a check that found changes uses them, if the server and directory are still the same.
+if [ "$mode" = check ] || [ ! -f "$changes.from" ] || [ "$(cat -- "$changes.from")" != "$stamp" ]; then
+  rm -f -- "$changes.from"
+  if ! run "$ldap_diff" "$live" "$directory" >"$changes.new" 2>"$changes.summary"; then
+    cat -- "$changes.summary" >&2
+    exit 1
+  fi
+  mv -f -- "$changes.new" "$changes"
+  printf '%s\n' "$stamp" >"$changes.from"
 fi
-mv -f -- "$changes.new" "$changes"
 if grep -q '^dn' "$changes"; then
   [ "$mode" = apply ] || exit 1
   cat -- "$changes.summary"
+  rm -f -- "$changes.from"
   run "$ldapmodify" -H "$socket" -Q -Y EXTERNAL -f "$changes"
   exit 0  # the next run's check compares again, and records the stamp only if ldap-diff finds nothing
 fi
