@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: build test venv system-packages bench clean
+.PHONY: build test venv system-packages bench bench-ldap clean
 
 build: $(BIN)/mailgw
 	$(BIN)/mailgw build
@@ -29,3 +29,7 @@ ADDRESSES ?= 100000
 RUNS ?= 5
 bench: $(BIN)/mailgw
 	$(BIN)/python bench/run.py --addresses $(ADDRESSES) --runs $(RUNS)
+
+# The LDAP server's benchmark (docs/performance.md): a one-domain change applied online against a full reload.
+bench-ldap: $(BIN)/mailgw
+	$(BIN)/python bench/ldap.py --addresses $(ADDRESSES) --runs $(RUNS)
