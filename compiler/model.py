@@ -157,7 +157,7 @@ class DomainDeclaration(_Strict):
     filters: DomainFilters = DomainFilters()
 
 
-ListenAddress = Annotated[str, AfterValidator(values.listen_address)]
+LdapListenAddress = Annotated[str, AfterValidator(values.ldap_listen_address)]
 NodePath = Annotated[str, AfterValidator(values.absolute_path)]
 # A unix socket's path must fit in sockaddr_un's sun_path (108 bytes on Linux, with the final NUL).
 MAX_SOCKET_PATH = 107
@@ -170,7 +170,7 @@ class LdapSettings(_Strict):
 
     base_dn: Annotated[str, AfterValidator(values.ldap_base_dn)]
     # Each MX node's own addresses, besides 127.0.0.1 and the local socket; TLS is required on all of them.
-    listen: dict[HostName, list[ListenAddress]] = {}
+    listen: dict[HostName, list[LdapListenAddress]] = {}
     port: Annotated[int, AfterValidator(values.tcp_port)] = 389
     size_limit: Annotated[int, AfterValidator(values.ldap_size_limit)] = 1000
     time_limit: Annotated[int, AfterValidator(values.ldap_time_limit)] = 10

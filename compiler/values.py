@@ -474,7 +474,7 @@ def retention_days(value: int) -> int:
 # --- the gateway's own LDAP server (docs/ldap.md) ------------------------------------
 
 
-def listen_address(value: str) -> str:
+def ldap_listen_address(value: str) -> str:
     """An MX node's own address that its LDAP server listens on: one unicast IP address, never loopback (always on)."""
     address = _ip_address(value) if isinstance(value, str) and "%" not in value else None
     if (
