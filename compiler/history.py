@@ -19,6 +19,7 @@ from gitdb.exc import BadName, BadObject  # type: ignore[import-untyped]
 from compiler.findings import FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, load_declarations
+from compiler.sync.synced import SOURCES_DIR
 
 MAIN_BRANCHES = ("main", "origin/main")
 OUT_DIR = "out"
@@ -116,8 +117,9 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
     with tempfile.TemporaryDirectory(prefix="mailgw-base-") as tmp:
         root = Path(tmp)
         _materialise(root / GATEWAY_FILE, gateway)
-        for rel, blob in _blobs(commit, checkout.path(DOMAINS_DIR)):
-            _materialise(root / DOMAINS_DIR / rel, blob)
+        for directory in (DOMAINS_DIR, SOURCES_DIR):
+            for rel, blob in _blobs(commit, checkout.path(directory)):
+                _materialise(root / directory / rel, blob)
         try:
             declarations = load_declarations(root, cross_checked=False)
         except FindingsError as err:

@@ -10,14 +10,14 @@ import traceback
 from pathlib import Path
 
 from compiler import __version__
-from compiler.commands import build, codeowners, explain, ldap_diff, plan, publish, schema, validate
+from compiler.commands import build, codeowners, explain, ldap_diff, plan, publish, schema, sync, validate
 from compiler.findings import FindingsError, report
 from compiler.write import OutputError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
-COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners)
+COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners, sync)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -31,6 +31,9 @@ PACKAGES = {
     "clamd": "clamav-daemon",
     "puppet": "puppet",
     "slapcat": "slapd",
+    "pg_ctlcluster": "postgresql",
+    "chromium": "chromium",
+    "systemd-analyze": "systemd",
     "ldapdelete": "ldap-utils",
 }
 

@@ -145,6 +145,8 @@ def test_every_kind_of_domain_change(branch, mailgw):
         f"    ~ ldap/directory.ldif ({lines_changed(root, 'ldap/directory.ldif')})",
         "",
         "other out/ files:",
+        # The quarantine portal's configuration lists every domain with its retention.
+        "    ~ portal/portal.json (+4 -0 lines)",
         "    ~ postfix/relay_domains (+1 -0 lines)",
         "    ~ postfix/relay_recipients (+4 -2 lines)",
         "    ~ postfix/sender_sites (+1 -0 lines)",
@@ -152,7 +154,7 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    ~ postfix/virtual_alias (+2 -1 lines)",
         "",
         "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 9 directory entries, 1 policy file, "
-        "7 out/ files",
+        "8 out/ files",
         "verdict: safe",
     ]
 
