@@ -102,9 +102,10 @@ class LdapNode:
             f"""\
             . {self.root / "etc/default/slapd"}
             echo start >> {self.events}
-            {program("slapd")} -h "$SLAPD_SERVICES" -F "$SLAPD_CONF" -u "$SLAPD_USER" -g "$SLAPD_GROUP" $SLAPD_OPTIONS
+            {program("slapd")} -h "$SLAPD_SERVICES" -F "$SLAPD_CONF" -u "$SLAPD_USER" -g "$SLAPD_GROUP" $SLAPD_OPTIONS \
+              || exit 1
             socket=${{SLAPD_SERVICES%% *}}
-            for try in $(seq 100); do
+            for try in $(seq 300); do
               {program("ldapsearch")} -H "$socket" -Q -Y EXTERNAL -s base -b '' 1.1 >/dev/null 2>&1 && exit 0
               sleep 0.1
             done
