@@ -362,3 +362,26 @@ def unbound_search(path: str, base: str) -> tuple[int, int]:
                     return _read_element(result, 0)[1][0], entries
                 at = following
             data = data[at:]
+
+
+# --- the quarantine portal, the reader's first client -------------------------------------------------
+
+
+def test_the_portals_directory_client_reads_as_the_reader_over_the_socket(server, built, tmp_path):
+    """portal/directory.py with the settings the bundled gateway.yaml gives it: the socket, cn=reader, a password
+    file. Over TCP without StartTLS, which that client does not run, the server refuses it."""
+    from portal.config import Ldap
+    from portal.directory import Directory, DirectoryError
+
+    _, _, fleet = built
+    password = tmp_path / "ldap-reader.password"
+    password.write_text(READER_PASSWORD + "\n")
+    directory = Directory(Ldap(server.socket, BASE, server.reader_dn, str(password)))
+    own = {a.address for d in fleet.domains for a in d.addresses if a.uid == "mrossi"}
+    managed = {a.address for d in fleet.domains for a in d.addresses if "mrossi" in a.owners}
+    assert own and managed
+    assert directory.addresses("mrossi") == own | managed
+    [staff] = [a for d in fleet.domains for a in d.addresses if a.address == "staff@tifpa.example.org"]
+    assert directory.owners([staff.address])[staff.address].uids == tuple(sorted(staff.owners))
+    with pytest.raises(DirectoryError, match="confidentialityRequired"):
+        Directory(Ldap(server.tcp, BASE, server.reader_dn, str(password))).addresses("mrossi")
