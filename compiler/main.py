@@ -1,4 +1,8 @@
-"""The mailgw command line: parse arguments, dispatch to a verb, map errors to exit codes."""
+"""The mailgw command line: parse arguments, dispatch to a verb, map errors to exit codes.
+
+Every expected failure is a UserError (compiler/errors.py), printed as its
+own line(s) with its exit code; whatever else escapes a verb is a bug.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,7 @@ from pathlib import Path
 
 from compiler import __version__
 from compiler.commands import build, codeowners, explain, ldap_diff, plan, publish, schema, validate
-from compiler.findings import FindingsError, report
-from compiler.write import OutputError
-
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+from compiler.errors import EXIT_USAGE, UserError, file_error
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
 COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners)
@@ -41,14 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     try:
-        exit_code: int = args.run(args)
+        try:
+            exit_code: int = args.run(args)
+            if sys.stdout is not None:  # None: started with standard output closed
+                sys.stdout.flush()
+        except OSError as err:
+            if err.filename is None and _output_failed():
+                raise file_error("write the output", err, _output_name()) from None
+            raise
         return exit_code
-    except FindingsError as err:
-        report(err.findings, sys.stderr)
-        return EXIT_FINDINGS
-    except OutputError as err:
-        print(f"mailgw: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except UserError as err:
+        err.show(sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug of ours: one line, the traceback only on request
@@ -59,3 +64,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+
+
+def _output_failed() -> bool:
+    """Did standard output refuse the bytes (a full disk, a device error)? Then the bytes are dropped."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        # Python flushes again at exit: let that find nothing left to write.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return True
+
+
+def _output_name() -> str:
+    """Where standard output goes (the file it was redirected to), for the message."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError):
+        return "standard output"
