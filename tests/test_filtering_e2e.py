@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
 import smtplib
 import tempfile
@@ -45,7 +44,7 @@ from tests.mx_harness import PostfixInstance, Sink, install, rmtree, smtp_sessio
 
 pytestmark = [
     pytest.mark.needs("postfix", "postconf", "postmap", "rspamd", "clamd", "openssl"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starting Postfix needs root (CI runs 'sudo make test')"),
+    pytest.mark.needs_root("starting Postfix"),
 ]
 
 BUNDLED = build_fleet(load_declarations(REPO))

@@ -30,7 +30,6 @@ loopback; the postscreen access list is exercised instead.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import smtplib
 import ssl
@@ -47,7 +46,7 @@ from tests.mx_harness import PostfixInstance, Sink, free_port, install, rcpt_rep
 
 pytestmark = [
     pytest.mark.needs("postfix", "postconf", "postmap", "postqueue"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starting Postfix needs root (CI runs 'sudo make test')"),
+    pytest.mark.needs_root("starting Postfix"),
 ]
 
 SITE_RELAY, STRANGER, ALLOWLISTED, DENYLISTED = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"

@@ -99,8 +99,17 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
         ("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES
     }
     assert references == generated
-    types = subprocess.run([program("postconf"), "-m"], capture_output=True, text=True).stdout.split()
+    types = subprocess.run([program("postconf"), "-c", str(conf), "-m"], capture_output=True, text=True).stdout.split()
     assert {"lmdb", "cidr", "inline"} <= set(types)
+
+
+@pytest.mark.needs("postconf")
+def test_a_postfix_command_without_its_own_configuration_fails_on_every_machine():
+    """The tests give every postconf/postmap/postqueue -c DIR; one that forgets fails here too, not only
+    on machines where Debian's installer wrote no /etc/postfix/main.cf (tests/conftest.py sets MAIL_CONFIG)."""
+    done = subprocess.run([program("postconf"), "-m"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "postconf: fatal: open " in done.stderr and "/no-postfix-config-here/main.cf: " in done.stderr
 
 
 @pytest.mark.needs("postconf")
