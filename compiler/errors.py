@@ -10,6 +10,7 @@ of ours and is reported as an internal error.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TextIO
 
 # The exit codes of every verb (README, docs/errors.md).
@@ -44,3 +45,23 @@ def file_error(doing: str, err: OSError, where: str | os.PathLike[str] | None = 
     if place is None or failing is None or place == failing:
         return UserError(f"cannot {doing} {place or failing}: {why}")
     return UserError(f"cannot {doing} {place}: {why} (at {failing})")
+
+
+def flush_output() -> None:
+    """Flush standard output; when it refuses the bytes (a full disk, a device error) that is a UserError."""
+    try:
+        if sys.stdout is not None:  # None: started with standard output closed
+            sys.stdout.flush()
+    except OSError as err:
+        raise output_failed(err) from None
+
+
+def output_failed(err: OSError) -> UserError:
+    """Standard output refused what a verb wrote: the error to raise, with the file output was redirected to."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+        # What could not be written is dropped, so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        target = "standard output"
+    return file_error("write the output to", err, target)

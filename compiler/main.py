@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compiler import __version__
 from compiler.commands import build, codeowners, explain, ldap_diff, plan, publish, schema, validate
-from compiler.errors import EXIT_USAGE, UserError, file_error
+from compiler.errors import EXIT_USAGE, UserError, flush_output
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
 COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners)
@@ -42,14 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     try:
-        try:
-            exit_code: int = args.run(args)
-            if sys.stdout is not None:  # None: started with standard output closed
-                sys.stdout.flush()
-        except OSError as err:
-            if err.filename is None and _output_failed():
-                raise file_error("write the output", err, _output_name()) from None
-            raise
+        exit_code: int = args.run(args)
+        flush_output()
         return exit_code
     except UserError as err:
         err.show(sys.stderr)
@@ -64,22 +58,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-
-
-def _output_failed() -> bool:
-    """Did standard output refuse the bytes (a full disk, a device error)? Then the bytes are dropped."""
-    try:
-        sys.stdout.flush()
-        return False
-    except OSError:
-        # Python flushes again at exit: let that find nothing left to write.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return True
-
-
-def _output_name() -> str:
-    """Where standard output goes (the file it was redirected to), for the message."""
-    try:
-        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
-    except (OSError, ValueError):
-        return "standard output"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from compiler import ldapdiff
-from compiler.errors import EXIT_OK, UserError, file_error
+from compiler.errors import EXIT_OK, UserError, file_error, output_failed
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
         except ldapdiff.LdifError as err:
             raise UserError(f"ldap-diff: {path}: {err}") from None
     changes = ldapdiff.diff(*directories)
-    sys.stdout.buffer.write(ldapdiff.render(changes))
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(ldapdiff.render(changes))
+        sys.stdout.flush()
+    except OSError as err:
+        raise output_failed(err) from None
     print(f"ldap-diff: {ldapdiff.summary(changes)}", file=sys.stderr)
     return EXIT_OK

@@ -13,6 +13,7 @@ import os
 import sys
 
 from compiler import history
+from compiler.errors import output_failed
 from compiler.pipeline import compile_repository
 from compiler.plan import FORCE_ENV, FORCE_LABEL, Change, DomainPlan, Plan, make_plan
 
@@ -53,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         base = history.revision(checkout, history.default_base(checkout), "the merge base with main")
     plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
-    sys.stdout.write(RENDERERS[args.format](plan, forced))
+    try:
+        sys.stdout.write(RENDERERS[args.format](plan, forced))
+    except OSError as err:  # a large plan goes straight to the file, past the buffer
+        raise output_failed(err) from None
     if plan.allowed(forced):
         return 0
     print("mailgw: the plan is unsafe:", file=sys.stderr)
