@@ -61,7 +61,7 @@ def open_checkout(root: Path) -> Checkout:
     try:
         repo = git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise HistoryError(f"{root} is not inside a git repository") from None
+        raise HistoryError(f"{root.absolute()} is not inside a git repository") from None
     if repo.bare or repo.working_tree_dir is None:
         raise HistoryError(f"{root} is in a bare git repository; run mailgw in a checkout")
     prefix = root.resolve().relative_to(Path(repo.working_tree_dir).resolve()).as_posix()
