@@ -36,8 +36,10 @@ def test_plain():
 """
 
 
-def _pytest(tmp_path: Path, *, ci: bool, user: list[str] | None = None) -> subprocess.CompletedProcess:
-    (tmp_path / "test_probe.py").write_text(PROBE)
+def _pytest(
+    tmp_path: Path, *, ci: bool, user: list[str] | None = None, probe: str = PROBE
+) -> subprocess.CompletedProcess:
+    (tmp_path / "test_probe.py").write_text(probe)
     tmp_path.chmod(0o777)  # the run as another user writes its own temporary directory here
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "1"} if ci else {})
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -108,3 +110,32 @@ def test_under_ci_a_root_only_test_run_without_root_fails_the_run():
     assert "ROOT-ONLY TESTS WERE SKIPPED: this run is not root:" in banner
     assert "  1 test(s) skipped: mounting a file system" in banner
     assert "CI is set: a skipped real-program or root-only test FAILS the run." in banner
+
+
+HALF_REACHED = """\
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import example, reached
+
+
+@settings(max_examples=60, database=None, derandomize=True)
+@given(st.integers(0, 9))
+def test_returns_early_half_the_time(n):
+    example("half")
+    if n < 5:
+        return
+    reached("half", "n >= 5")
+    assert n >= 5
+"""
+
+
+def test_a_property_test_that_mostly_skips_its_assertions_fails_the_run(tmp_path):
+    done = _pytest(tmp_path, ci=False, probe=HALF_REACHED)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    [share] = [line for line in lines if line.startswith("  half: ")]
+    reached, _, runs = share.removeprefix("  half: ").partition(" (")[0].partition(" of ")
+    assert int(reached) < 0.8 * int(runs) and share.endswith("BELOW THE MINIMUM")
+    assert "the run FAILS: a property test reached its assertions in less than 80% of examples" in lines
+    assert "1 passed" in lines[-1]
