@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import ADMIN, commit_all, edit, fleet_repo
+from tests.test_plan import BUNDLED_SUMMARY
 
 TIFPA = "domains/tifpa.example.org.yaml"
 BOT = "mailgw publish <publish@gw.example.org>"
@@ -95,10 +96,8 @@ def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
     commit_all(repo, "declarations only")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0
-    from tests.gitrepo import bundled_summary
-
     assert repo.head.commit.message.startswith(
-        f"publish out/: {bundled_summary()}\n\nmailgw plan: the working tree against nothing (no declarations yet)\n"
+        f"publish out/: {BUNDLED_SUMMARY}\n\nmailgw plan: the working tree against nothing (no declarations yet)\n"
     )
 
 
