@@ -14,11 +14,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, program
 
 PROBE = """\
 import pytest
+import yaml
 
 
 @pytest.mark.needs("slapd", "ldapadd")
@@ -139,3 +141,11 @@ def test_a_property_test_that_mostly_skips_its_assertions_fails_the_run(tmp_path
     assert int(reached) < 0.8 * int(runs) and share.endswith("BELOW THE MINIMUM")
     assert "the run FAILS: a property test reached its assertions in less than 80% of examples" in lines
     assert "1 passed" in lines[-1]
+
+
+def test_ci_runs_the_tests_with_ci_set():
+    """.ci/run sets CI, and the workflow passes it through sudo (which would drop it): skips fail there."""
+    assert 'export CI="${CI:-1}"' in (REPO / ".ci" / "run").read_text().splitlines()
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "pull-request.yml").read_text())
+    runs = [step["run"] for step in workflow["jobs"]["test"]["steps"] if "make" in step.get("run", "")]
+    assert runs == ["sudo --preserve-env=CI make build test"]
