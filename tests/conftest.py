@@ -67,6 +67,7 @@ _skipped_root: Counter[str] = Counter()  # why a test needs root -> the tests sk
 _skipped_other: dict[str, str] = {}  # a test that needs a program or root, skipped for another reason -> why
 _examples: Counter[str] = Counter()  # property test -> examples run
 _reached: Counter[str] = Counter()  # property test -> examples that reached the assertions
+_COUNTED = pytest.StashKey[bool]()  # the test was skipped, and counted, by pytest_runtest_setup
 
 
 def program(name: str) -> str | None:
@@ -115,9 +116,6 @@ def pytest_runtest_setup(item):
         _skipped_for.update(absent)
         item.stash[_COUNTED] = True
         pytest.skip(f"needs {', '.join(absent)} (Debian: {' '.join(PACKAGES.get(n, n) for n in absent)})")
-
-
-_COUNTED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
