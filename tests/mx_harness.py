@@ -229,28 +229,27 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
     for name in MAPS:
         done = instance.run(program("postmap"), "-c", str(instance.conf), f"lmdb:{maps / name}")
         assert done.returncode == 0 and done.stderr == "", done.stderr
-    if program("openssl"):
-        # The node's key and certificate, which Puppet installs in production.
-        (instance.conf / "tls").mkdir()
-        key, cert = instance.base / "key.pem", instance.base / "cert.pem"
-        done = instance.run(
-            program("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mx1.gw.example.org",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        )
-        assert done.returncode == 0, done.stderr
-        (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
+    # The node's key and certificate, which Puppet installs in production (main.cf names tls/mx.pem).
+    (instance.conf / "tls").mkdir()
+    key, cert = instance.base / "key.pem", instance.base / "cert.pem"
+    done = instance.run(
+        program("openssl"),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mx1.gw.example.org",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
+    assert done.returncode == 0, done.stderr
+    (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
 
 
 def smtp_session(port: int, client_ip: str, helo: str = "client.example.net") -> smtplib.SMTP:
