@@ -38,7 +38,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 class PublishError(UserError):
-    """Publishing here would commit the wrong thing, or git refused; out/ and the history are as they were."""
+    """Publishing here would commit the wrong thing (nothing is written), or git refused the commit."""
 
 
 def parse_author(text: str) -> git.Actor:
