@@ -20,6 +20,7 @@ from compiler.errors import UserError, file_error
 from compiler.findings import FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, load_declarations
+from compiler.sync.synced import SOURCES_DIR
 
 MAIN_BRANCHES = ("main", "origin/main")
 OUT_DIR = "out"
@@ -118,8 +119,9 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
         with tempfile.TemporaryDirectory(prefix="mailgw-base-") as tmp:
             root = Path(tmp)
             _materialise(root / GATEWAY_FILE, gateway)
-            for rel, blob in _blobs(commit, checkout.path(DOMAINS_DIR)):
-                _materialise(root / DOMAINS_DIR / rel, blob)
+            for directory in (DOMAINS_DIR, SOURCES_DIR):
+                for rel, blob in _blobs(commit, checkout.path(directory)):
+                    _materialise(root / directory / rel, blob)
             try:
                 declarations = load_declarations(root, cross_checked=False)
             except FindingsError as err:

@@ -52,6 +52,9 @@ PACKAGES = {
     "unshare": "util-linux",
     "setpriv": "util-linux",
     "mount": "mount",
+    "pg_ctlcluster": "postgresql",
+    "chromium": "chromium",
+    "systemd-analyze": "systemd",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8

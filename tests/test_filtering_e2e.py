@@ -147,6 +147,8 @@ def _fleet_files(root: Path, sites: Sink, gateway_services: dict, map_directory:
     gateway.update(gateway_services)
     gateway["postfix"] = {"map_directory": str(map_directory)}
     gateway["postscreen"].pop("dnsbl_sites")  # their queries would leave loopback
+    # The portal's release service would listen on a fixed port; tests/test_portal_e2e.py runs it on a free one.
+    gateway.pop("portal", None)
     (root / "domains").mkdir(parents=True)
     (root / "gateway.yaml").write_text(yaml.safe_dump(gateway, allow_unicode=True))
     for path in sorted((REPO / "domains").glob("*.yaml")):

@@ -20,6 +20,7 @@ from compiler.commands.plan import render_text
 from compiler.errors import UserError, file_error
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, compile_repository
 from compiler.plan import Plan, make_plan
+from compiler.sync.synced import SOURCES_DIR
 from compiler.write import exclusive, write_tree
 
 AUTHOR_ENV = "MAILGW_AUTHOR"
@@ -100,7 +101,7 @@ def commit_message(plan: Plan) -> str:
 def _refuse_unclean(checkout: history.Checkout) -> None:
     """out/ must be built from committed declarations, and the commit must hold out/ only."""
     repo = checkout.repo
-    paths = [checkout.path(GATEWAY_FILE), checkout.path(DOMAINS_DIR)]
+    paths = [checkout.path(GATEWAY_FILE), checkout.path(DOMAINS_DIR), checkout.path(SOURCES_DIR)]
     dirty = repo.git.status("--porcelain", "--untracked-files=all", "--", *paths)
     if dirty:
         names = ", ".join(line[3:] for line in dirty.splitlines())
