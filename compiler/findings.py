@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import TextIO
 
+from compiler.errors import EXIT_FINDINGS, UserError
+
 
 @dataclass(frozen=True, order=True)
 class Finding:
@@ -24,12 +26,17 @@ class Finding:
         return f"::error file={self.path},line={self.line},col={self.col},title={self.code}::{message}"
 
 
-class FindingsError(Exception):
+class FindingsError(UserError):
     """The user's input is wrong; carries every finding of the run."""
+
+    exit_code = EXIT_FINDINGS
 
     def __init__(self, findings: list[Finding]):
         super().__init__(f"{len(findings)} finding(s)")
         self.findings = sorted(set(findings))
+
+    def show(self, stream: TextIO) -> None:
+        report(self.findings, stream)
 
 
 def report(findings: list[Finding], stream: TextIO) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compiler import check, fastpath, targets
 from compiler.declarations import Address, Declarations, DomainSource, addresses_of
+from compiler.errors import file_error
 from compiler.findings import Finding, FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.load import ADDRESS_SECTIONS, Document, document, load_file, load_yaml, read_document
@@ -36,7 +37,11 @@ def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
         )
     paths = [GATEWAY_FILE]
     domains = root / DOMAINS_DIR
-    for path in sorted(domains.iterdir()) if domains.is_dir() else []:
+    try:
+        entries = sorted(domains.iterdir()) if domains.is_dir() else []
+    except OSError as err:  # the directory itself cannot be listed (each file's own failure is a finding)
+        raise file_error("list the domain files in", err, domains) from None
+    for path in entries:
         rel = f"{DOMAINS_DIR}/{path.name}"
         if path.name.startswith("."):
             continue

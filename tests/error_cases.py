@@ -898,7 +898,28 @@ def markdown() -> str:
             f"| `{sync_case.code}` | {sync_case.format} | {sync_case.summary} | `{shown}` | "
             f"`{expected.replace('|', chr(92) + '|')}` |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + EXIT_CODES) + "\n"
+
+
+# The exit codes of every verb (compiler/errors.py); tests/test_cli.py, test_build_io.py, test_build_concurrent.py
+# and test_publish.py assert the lines shown.
+EXIT_CODES = [
+    "",
+    "## Exit codes",
+    "",
+    "| code | meaning | what is printed (on standard error) |",
+    "|---|---|---|",
+    "| 0 | done | what was written or found, if anything |",
+    "| 1 | the input is wrong: findings, a stale `out/`, `schema/` or CODEOWNERS (`--check`), an unsafe plan, "
+    "a recipient `explain` refuses | every finding, or the diff, the plan's reasons, the refusal |",
+    "| 2 | the command could not do what was asked; nothing was written, unless the line says otherwise | "
+    "one line: `mailgw: unknown revision 'x'`, `mailgw: another mailgw is writing /srv/gw/out (...)`, "
+    "`mailgw: cannot write /srv/gw/out: No space left on device (at /srv/gw/.out.staging-…/ldap/directory.ldif); "
+    "/srv/gw/out is unchanged`, `mailgw: cannot write the output to /dev/full: No space left on device`, "
+    "`mailgw: git could not stage out/: fatal: ...` |",
+    "| 2 | a bug of mailgw | `mailgw: internal error: ...`: please report it, with the output of the command run "
+    "again with `MAILGW_DEBUG=1` |",
+]
 
 
 if __name__ == "__main__":

@@ -244,10 +244,6 @@ READER_PASSWORD = "reader test password"
 NEEDS_ROOT = "the generated configuration's only writer is root on the node (SASL EXTERNAL over the local socket)"
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

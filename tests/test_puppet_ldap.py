@@ -37,7 +37,6 @@ from tests.slapd import (
     GatewaySlapd,
     free_port,
     gateway_yaml,
-    is_root,
     make_tls,
     normalise,
     parse_entries,
@@ -60,7 +59,7 @@ pytestmark = [
         "ldapmodify",
         "openssl",
     ),
-    pytest.mark.skipif(not is_root(), reason=NEEDS_ROOT),
+    pytest.mark.needs_root(NEEDS_ROOT),
 ]
 
 MODULE_PATH = REPO / "deploy" / "puppet"

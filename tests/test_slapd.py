@@ -31,7 +31,6 @@ from tests.slapd import (
     GatewaySlapd,
     free_port,
     gateway_yaml,
-    is_root,
     make_tls,
     normalise,
     parse_entries,
@@ -44,7 +43,7 @@ SIZE_LIMIT = 30  # below the bundled directory's 38 entries
 LDAP_SUCCESS, SIZE_LIMIT_EXCEEDED, CONFIDENTIALITY_REQUIRED, NO_SUCH_OBJECT = 0, 4, 13, 32
 INAPPROPRIATE_AUTHENTICATION, INVALID_CREDENTIALS, INSUFFICIENT_ACCESS, UNWILLING = 48, 49, 50, 53
 
-pytestmark = [pytest.mark.needs(*PROGRAMS), pytest.mark.skipif(not is_root(), reason=NEEDS_ROOT)]
+pytestmark = [pytest.mark.needs(*PROGRAMS), pytest.mark.needs_root(NEEDS_ROOT)]
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.slapd import NEEDS_ROOT, is_root
+from tests.slapd import NEEDS_ROOT
 
 
 @pytest.mark.needs("slapd", "slapadd", "slapcat", "ldapsearch", "ldapmodify", "openssl")
-@pytest.mark.skipif(not is_root(), reason=NEEDS_ROOT)
+@pytest.mark.needs_root(NEEDS_ROOT)
 def test_the_ldap_bench_runs_and_prints_its_table(tmp_path):
     done = subprocess.run(
         [sys.executable, str(REPO / "bench/ldap.py"), "--addresses", "3000", "--runs", "1"]

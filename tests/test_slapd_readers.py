@@ -25,7 +25,6 @@ from tests.slapd import (
     GatewaySlapd,
     free_port,
     gateway_yaml,
-    is_root,
     make_tls,
     normalise,
     parse_entries,
@@ -35,7 +34,7 @@ from tests.slapd import (
 
 pytestmark = [
     pytest.mark.needs("slapd", "slapadd", "slapcat", "slappasswd", "ldapsearch", "ldapadd", "ldapmodify", "openssl"),
-    pytest.mark.skipif(not is_root(), reason=NEEDS_ROOT),
+    pytest.mark.needs_root(NEEDS_ROOT),
 ]
 
 # How many times each of the reader's processes looks up every address; how many times, at least, the change
