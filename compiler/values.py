@@ -367,9 +367,9 @@ def dnsbl_threshold(value: int) -> int:
 
 # A spam score threshold: what Rspamd compares a message's score with.
 MAX_THRESHOLD = 100
-# A subject tag: printable ASCII; no '"', '\' or '$' (UCL string syntax and
-# variables) and no '%' but the one '%s' Rspamd replaces with the subject.
-_SUBJECT_CHARS = re.compile(r"[ !#&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*")
+# A subject tag: printable ASCII; no '"', '\' or '$' (UCL string syntax and variables), no '{' or '}'
+# (Rspamd's template markers '{=', '{%', '{#') and no '%' but the one '%s' Rspamd replaces with the subject.
+_SUBJECT_CHARS = re.compile(r"[ !#&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z|~]*")
 _URL = re.compile(r"https://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~/-]*)?")
 # Shorter prefixes than these would let one list entry cover a large part of the Internet.
 MIN_PREFIX = {4: 8, 6: 16}
@@ -408,7 +408,7 @@ def subject_template(value: str) -> str:
         why = "may contain '%' only in the one '%s'"
     elif not _SUBJECT_CHARS.fullmatch(value.replace("%s", "", 1)):
         bad = next(c for c in value.replace("%s", "", 1) if not _SUBJECT_CHARS.fullmatch(c))
-        why = f"contains '{bad}'; use printable ASCII without '\"', '\\' and '$'"
+        why = f"contains '{bad}'; use printable ASCII without '\"', '\\', '$', '{{' and '}}'"
     elif not value.replace("%s", "").strip():
         why = "adds nothing to the subject"
     else:

@@ -420,6 +420,16 @@ CASES = [
         ],
     ),
     Case(
+        "bad-subject",
+        "model",
+        "a subject template with Rspamd's template markers ('{=', '{%', '{#')",
+        _domain(VALID + "filters:\n  inbound:\n    spam: {subject: '[{= 7*7 =}] %s'}\n"),
+        [
+            f"{DOMAIN}:10:21: error[bad-subject]: filters.inbound.spam.subject: subject template '[{{= 7*7 =}}] "
+            f"%s' contains '{{'; use printable ASCII without '\"', '\\', '$', '{{' and '}}' (like '[SPAM] %s')"
+        ],
+    ),
+    Case(
         "bad-retention",
         "model",
         "a quarantine retention that is not 1 to 3650 days",
