@@ -6,16 +6,19 @@ finding stands at one and its message names the other.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import idna
 
+from compiler import values
 from compiler.declarations import Declarations, DomainSource
 from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
 from compiler.load import Document
+from compiler.targets.ldap import escape_dn_value
 
 
 def check(declarations: Declarations) -> list[Finding]:
@@ -254,6 +257,57 @@ def relay_networks_belong_to_one_site(decls: Declarations) -> list[Finding]:
     return findings
 
 
+def relays_are_not_the_gateway(decls: Declarations) -> list[Finding]:
+    """A relay network holding one of the MX hosts (given as an address) would let the node relay as a site."""
+    own = [ipaddress.IPv4Address(host) for host in decls.gateway.mx_hosts if values.host_is_address(host)]
+    return [
+        source.doc.finding(
+            ("outbound_relays", i),
+            "relay-network-is-gateway",
+            f"relay network {net} holds {host}, one of the gateway's own MX hosts; a site relay is a host of its site",
+        )
+        for source in decls.domains
+        for i, net in enumerate(source.decl.outbound_relays)
+        for host in own
+        if net.version == 4 and host in net
+    ]
+
+
+def addresses_fit_the_directory(decls: Declarations) -> list[Finding]:
+    """What the LDAP directory names an entry by (docs/ldap.md) must fit OpenLDAP's mdb (values.DIRECTORY_MAX_RDN).
+
+    A domain's entry is 'associatedDomain=DOMAIN'; a list, role or external alias address has an entry
+    'cn=ADDRESS' of its own (a person's addresses are values of the uid's entry, not names).
+    """
+    limit = values.DIRECTORY_MAX_RDN
+    findings = []
+    for source in decls.domains:
+        domain = source.decl.domain
+        if len(f"associatedDomain={domain}") > limit:
+            findings.append(
+                source.doc.finding(
+                    ("domain",),
+                    "directory-limit",
+                    f"domain '{domain}' has {len(domain)} characters; the LDAP directory names a domain's entry "
+                    f"'associatedDomain=DOMAIN', at most {limit} characters, so the domain may have at most "
+                    f"{limit - len('associatedDomain=')}",
+                )
+            )
+            continue
+        for entry in source.addresses:
+            if entry.kind in ("list", "role", "external") and len(f"cn={escape_dn_value(entry.address)}") > limit:
+                findings.append(
+                    source.doc.finding(
+                        (entry.section, entry.key),
+                        "directory-limit",
+                        f"address '{entry.address}' is too long for the LDAP directory, which names a "
+                        f"{entry.kind} address's entry 'cn=ADDRESS' in at most {limit} characters",
+                        at_key=True,
+                    )
+                )
+    return findings
+
+
 # --- the filter policy's rules (docs/filtering.md) ---------------------------------------
 
 
@@ -425,6 +479,8 @@ RULES = (
     alias_chains_end,
     subdomains_stay_with_their_site,
     relay_networks_belong_to_one_site,
+    relays_are_not_the_gateway,
+    addresses_fit_the_directory,
     thresholds_rise,
     quarantine_is_on_where_used,
     outbound_refusals_reach_someone,
