@@ -17,6 +17,7 @@ from compiler import values
 from compiler.declarations import Declarations, DomainSource
 from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
+from compiler.fleet import RESERVED_LOCAL_PARTS, gateway_postmaster
 from compiler.load import Document
 from compiler.targets.ldap import escape_dn_value
 
@@ -141,46 +142,114 @@ def owners_are_known_uids(decls: Declarations) -> list[Finding]:
 
 
 def _accepted(decls: Declarations) -> dict[str, set[str]]:
-    """Served domain -> the lower-case local parts it accepts."""
-    return {source.decl.domain: {entry.key.lower() for entry in source.addresses} for source in decls.domains}
+    """Served domain -> the lower-case local parts it accepts: its addresses, postmaster and abuse."""
+    return {
+        source.decl.domain: {entry.key.lower() for entry in source.addresses} | set(RESERVED_LOCAL_PARTS)
+        for source in decls.domains
+    }
+
+
+def _postmaster_where(decls: Declarations) -> tuple[Document, tuple[str | int, ...], str]:
+    """Where the gateway's postmaster is set: its own field, or the MX host its default comes from."""
+    if decls.gateway.postmaster is not None:
+        return decls.gateway_doc, ("postmaster",), "postmaster"
+    return decls.gateway_doc, ("mx_hosts",), "postmaster (the default, from mx_hosts)"
+
+
+def _targets(decls: Declarations) -> list[tuple[str, Document, tuple[str | int, ...], str]]:
+    """Every address the MX forwards mail to itself: (target, file, where, what it is), for the rules below."""
+    found: list[tuple[str, Document, tuple[str | int, ...], str]] = []
+    for source in decls.domains:
+        for entry in source.addresses:
+            if not entry.targets:
+                continue
+            node, _, _ = source.doc.walk(("external_aliases", entry.key))
+            written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
+            for target in entry.targets:
+                index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
+                found.append((target, source.doc, ("external_aliases", entry.key, index), f"target '{target}'"))
+    postmaster = gateway_postmaster(decls.gateway)
+    if postmaster is not None:
+        doc, loc, what = _postmaster_where(decls)
+        found.append((postmaster, doc, loc, f"{what} '{postmaster}'"))
+    return found
 
 
 def alias_targets_exist(decls: Declarations) -> list[Finding]:
-    """A target in a domain this gateway serves by list must be declared there, or the MX bounces it."""
+    """A target in a domain this gateway serves by list must be declared there, or the MX bounces it.
+
+    A target at one of the gateway's own MX hosts never arrives: no node receives mail for their names.
+    """
     listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    own = set(decls.gateway.mx_hosts)
     accepted = None
     findings = []
-    for source in decls.domains:
-        for entry in source.addresses:
-            for target in entry.targets:
-                target_local, _, target_domain = target.lower().partition("@")
-                if target_domain not in listed:
-                    continue
-                accepted = accepted if accepted is not None else _accepted(decls)
-                if target_local not in accepted[target_domain]:
-                    node, _, _ = source.doc.walk(("external_aliases", entry.key))
-                    written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
-                    index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
-                    findings.append(
-                        source.doc.finding(
-                            ("external_aliases", entry.key, index),
-                            "undeclared-alias-target",
-                            f"target '{target}' is in '{target_domain}', which this gateway serves, "
-                            f"but is not declared there",
-                        )
-                    )
+    for target, doc, loc, what in _targets(decls):
+        target_local, _, target_domain = target.lower().partition("@")
+        if target_domain in own:
+            findings.append(
+                doc.finding(
+                    loc,
+                    "alias-to-mx-host",
+                    f"{what} is at '{target_domain}', one of the gateway's own MX hosts, which receive no mail; "
+                    "name a mailbox elsewhere",
+                )
+            )
+            continue
+        if target_domain not in listed:
+            continue
+        accepted = accepted if accepted is not None else _accepted(decls)
+        if target_local not in accepted[target_domain]:
+            findings.append(
+                doc.finding(
+                    loc,
+                    "undeclared-alias-target",
+                    f"{what} is in '{target_domain}', which this gateway serves, but is not declared there",
+                )
+            )
     return findings
 
 
+def gateway_has_a_postmaster(decls: Declarations) -> list[Finding]:
+    """The nodes' own postmaster (and the LMTP domains' postmaster@ and abuse@) must reach a mailbox."""
+    if gateway_postmaster(decls.gateway) is not None:
+        return []
+    return [
+        decls.gateway_doc.finding(
+            ("mx_hosts",),
+            "missing-postmaster",
+            "no MX host is a host name to take the default postmaster from; declare postmaster: "
+            "the gateway team's mailbox (like 'mail-gateway@example.org')",
+            at_key=True,
+        )
+    ]
+
+
 def alias_chains_end(decls: Declarations) -> list[Finding]:
-    """External aliases that lead back to themselves would loop on the MX until the hop limit."""
+    """External aliases that lead back to themselves would loop on the MX until the hop limit.
+
+    The MX's own aliases count too: postmaster@ and abuse@ of an LMTP domain that declares neither go to
+    the gateway's postmaster.
+    """
     graph: dict[str, list[str]] = {}
-    where: dict[str, tuple[DomainSource, str]] = {}
+    where: dict[str, tuple[Document, tuple[str | int, ...], bool]] = {}
     for source in decls.domains:
         for entry in source.addresses:
             if entry.targets:
                 graph[entry.address] = sorted({t.lower() for t in entry.targets})
-                where[entry.address] = (source, entry.key)
+                where[entry.address] = (source.doc, ("external_aliases", entry.key), True)
+    postmaster = gateway_postmaster(decls.gateway)
+    if postmaster is not None:
+        doc, loc, _ = _postmaster_where(decls)
+        for source in decls.domains:
+            if source.decl.delivery.nexthop[0].transport != "lmtp":
+                continue
+            declared = {entry.address for entry in source.addresses}
+            for local in RESERVED_LOCAL_PARTS:
+                address = f"{local}@{source.decl.domain}"
+                if address not in declared:
+                    graph[address] = [postmaster.lower()]
+                    where[address] = (doc, loc, False)
     # One depth-first walk; every cycle shows up as at least one back edge.
     findings, done, reported = [], set(), set()
     for start in sorted(graph):
@@ -199,14 +268,9 @@ def alias_chains_end(decls: Declarations) -> list[Finding]:
                     reported.add(frozenset(cycle))
                     turn = cycle.index(first)
                     shown = cycle[turn:] + cycle[:turn] + [first]
-                    source, local = where[first]
+                    doc, loc, at_key = where[first]
                     findings.append(
-                        source.doc.finding(
-                            ("external_aliases", local),
-                            "alias-loop",
-                            "external aliases loop: " + " -> ".join(shown),
-                            at_key=True,
-                        )
+                        doc.finding(loc, "alias-loop", "external aliases loop: " + " -> ".join(shown), at_key=at_key)
                     )
             elif child in graph and child not in done:
                 path.append(child)
@@ -475,6 +539,7 @@ RULES = (
     list_domains_accept_someone,
     nexthop_is_not_the_gateway,
     owners_are_known_uids,
+    gateway_has_a_postmaster,
     alias_targets_exist,
     alias_chains_end,
     subdomains_stay_with_their_site,

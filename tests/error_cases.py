@@ -579,6 +579,17 @@ CASES = [
         ],
     ),
     Case(
+        "missing-postmaster",
+        "check",
+        "no postmaster in gateway.yaml, and no MX host name to take the default from",
+        _domain(VALID),
+        [
+            "gateway.yaml:1:1: error[missing-postmaster]: no MX host is a host name to take the default "
+            "postmaster from; declare postmaster: the gateway team's mailbox (like 'mail-gateway@example.org')"
+        ],
+        gateway="mx_hosts: [192.0.2.25]\nldap: {base_dn: 'dc=org'}\n",
+    ),
+    Case(
         "unknown-owner",
         "check",
         "a list owner that is nobody's uid",
@@ -599,6 +610,28 @@ CASES = [
         ],
     ),
     Case(
+        "undeclared-alias-target",
+        "check",
+        "the gateway's postmaster in a served domain, not declared there",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:13: error[undeclared-alias-target]: postmaster 'mail-team@tifpa.example.org' is in "
+            "'tifpa.example.org', which this gateway serves, but is not declared there"
+        ],
+        gateway=GATEWAY_HEAD + "postmaster: mail-team@tifpa.example.org\n",
+    ),
+    Case(
+        "alias-to-mx-host",
+        "check",
+        "an alias target at one of the gateway's own MX hosts, which receive no mail",
+        _domain(VALID + "external_aliases:\n  g.verdi: [root@mx1.gw.example.org]\n"),
+        [
+            f"{DOMAIN}:9:13: error[alias-to-mx-host]: target 'root@mx1.gw.example.org' is at "
+            "'mx1.gw.example.org', one of the gateway's own MX hosts, which receive no mail; name a mailbox "
+            "elsewhere"
+        ],
+    ),
+    Case(
         "alias-loop",
         "check",
         "external aliases that lead back to themselves",
@@ -610,6 +643,17 @@ CASES = [
             f"{DOMAIN}:9:3: error[alias-loop]: external aliases loop: a@tifpa.example.org -> b@tifpa.example.org "
             "-> c@tifpa.example.org -> a@tifpa.example.org"
         ],
+    ),
+    Case(
+        "alias-loop",
+        "check",
+        "the gateway's postmaster is the postmaster@ an LMTP domain sends to the gateway's postmaster",
+        _domain(HEAD + "delivery:\n  nexthop: 'lmtp:[mbox.tifpa.example.org]'\n" + RECIPIENTS),
+        [
+            "gateway.yaml:3:13: error[alias-loop]: external aliases loop: postmaster@tifpa.example.org -> "
+            "postmaster@tifpa.example.org"
+        ],
+        gateway=GATEWAY_HEAD + "postmaster: postmaster@tifpa.example.org\n",
     ),
     Case(
         "threshold-order",

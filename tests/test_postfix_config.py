@@ -99,8 +99,8 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
         ("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES
     }
     assert references == generated
-    types = subprocess.run([program("postconf"), "-m"], capture_output=True, text=True).stdout.split()
-    assert {"lmdb", "cidr", "inline"} <= set(types)
+    types = subprocess.run([program("postconf"), "-c", str(conf), "-m"], capture_output=True, text=True).stdout.split()
+    assert {"lmdb", "cidr", "inline", "regexp"} <= set(types)
 
 
 @pytest.mark.needs("postconf")
@@ -130,8 +130,8 @@ def test_gateway_postscreen_settings_reach_main_cf(tmp_path):
         "permit_mynetworks, cidr:/etc/postfix/mailgw/postscreen_access.cidr, cidr:/etc/postfix/mailgw/site_relays.cidr"
     )
     assert parameter(conf, "smtpd_helo_restrictions") == (
-        "permit_mynetworks, check_helo_access inline:{ { mx1.gw.example.org = REJECT You are not this mail "
-        "gateway }, { mx2.gw.example.org = REJECT You are not this mail gateway } }"
+        "permit_mynetworks, check_helo_access regexp:{ { /^mx1\\.gw\\.example\\.org\\.*$$/ REJECT You are not "
+        "this mail gateway }, { /^mx2\\.gw\\.example\\.org\\.*$$/ REJECT You are not this mail gateway } }"
     )
 
 
