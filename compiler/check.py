@@ -156,22 +156,38 @@ def _postmaster_where(decls: Declarations) -> tuple[Document, tuple[str | int, .
     return decls.gateway_doc, ("mx_hosts",), "postmaster (the default, from mx_hosts)"
 
 
-def _targets(decls: Declarations) -> list[tuple[str, Document, tuple[str | int, ...], str]]:
-    """Every address the MX forwards mail to itself: (target, file, where, what it is), for the rules below."""
-    found: list[tuple[str, Document, tuple[str | int, ...], str]] = []
-    for source in decls.domains:
-        for entry in source.addresses:
-            if not entry.targets:
-                continue
-            node, _, _ = source.doc.walk(("external_aliases", entry.key))
+@dataclass(frozen=True)
+class _Target:
+    """An address the MX forwards mail to itself, and where it is written (looked up only for a finding)."""
+
+    address: str
+    doc: Document
+    loc: tuple[str | int, ...]  # for an external alias: the alias; the target's index is found on demand
+    what: str
+    in_list: bool = False
+
+    def finding(self, code: str, message: str) -> Finding:
+        loc = self.loc
+        if self.in_list:
+            # Targets are stored sorted and folded: locate the one written in the file.
+            node, _, _ = self.doc.walk(loc)
             written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
-            for target in entry.targets:
-                index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
-                found.append((target, source.doc, ("external_aliases", entry.key, index), f"target '{target}'"))
+            loc += (next((i for i, w in enumerate(written) if w and w.lower() == self.address.lower()), 0),)
+        return self.doc.finding(loc, code, message)
+
+
+def _targets(decls: Declarations) -> list[_Target]:
+    """Every address the MX forwards mail to itself (external alias targets, the gateway's postmaster)."""
+    found = [
+        _Target(target, source.doc, ("external_aliases", entry.key), f"target '{target}'", in_list=True)
+        for source in decls.domains
+        for entry in source.addresses
+        for target in entry.targets
+    ]
     postmaster = gateway_postmaster(decls.gateway)
     if postmaster is not None:
         doc, loc, what = _postmaster_where(decls)
-        found.append((postmaster, doc, loc, f"{what} '{postmaster}'"))
+        found.append(_Target(postmaster, doc, loc, f"{what} '{postmaster}'"))
     return found
 
 
@@ -184,15 +200,14 @@ def alias_targets_exist(decls: Declarations) -> list[Finding]:
     own = set(decls.gateway.mx_hosts)
     accepted = None
     findings = []
-    for target, doc, loc, what in _targets(decls):
-        target_local, _, target_domain = target.lower().partition("@")
+    for target in _targets(decls):
+        target_local, _, target_domain = target.address.lower().partition("@")
         if target_domain in own:
             findings.append(
-                doc.finding(
-                    loc,
+                target.finding(
                     "alias-to-mx-host",
-                    f"{what} is at '{target_domain}', one of the gateway's own MX hosts, which receive no mail; "
-                    "name a mailbox elsewhere",
+                    f"{target.what} is at '{target_domain}', one of the gateway's own MX hosts, which receive no "
+                    "mail; name a mailbox elsewhere",
                 )
             )
             continue
@@ -201,10 +216,9 @@ def alias_targets_exist(decls: Declarations) -> list[Finding]:
         accepted = accepted if accepted is not None else _accepted(decls)
         if target_local not in accepted[target_domain]:
             findings.append(
-                doc.finding(
-                    loc,
+                target.finding(
                     "undeclared-alias-target",
-                    f"{what} is in '{target_domain}', which this gateway serves, but is not declared there",
+                    f"{target.what} is in '{target_domain}', which this gateway serves, but is not declared there",
                 )
             )
     return findings
