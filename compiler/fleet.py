@@ -6,6 +6,7 @@ sorted, so nothing downstream depends on file or key order.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from compiler.declarations import Address, Declarations, DomainSource
@@ -84,7 +85,7 @@ def gateway_postmaster(gateway: GatewayDeclaration) -> str | None:
 
 def _domain(source: DomainSource) -> Domain:
     decl = source.decl
-    declared = {address.address for address in source.addresses}
+    addresses = tuple(sorted(source.addresses))
     return Domain(
         name=decl.domain,
         site=decl.site,
@@ -92,13 +93,21 @@ def _domain(source: DomainSource) -> Domain:
         role=decl.role,
         nexthops=tuple(decl.delivery.nexthop),
         recipient_check=decl.recipient_check,
-        addresses=tuple(sorted(source.addresses)),
+        addresses=addresses,
         source=source.doc.relpath,
         relays=tuple(sorted(set(decl.outbound_relays), key=network_order)),
         reserved=tuple(
-            f"{local}@{decl.domain}" for local in RESERVED_LOCAL_PARTS if f"{local}@{decl.domain}" not in declared
+            f"{local}@{decl.domain}"
+            for local in RESERVED_LOCAL_PARTS
+            if not _declares(addresses, f"{local}@{decl.domain}")
         ),
     )
+
+
+def _declares(addresses: tuple[Address, ...], address: str) -> bool:
+    """Is `address` among `addresses` (sorted by address)? A lookup, not a scan: a domain may hold a million."""
+    at = bisect.bisect_left(addresses, (address,))
+    return at < len(addresses) and addresses[at].address == address
 
 
 def network_order(net: IPNetwork) -> tuple[int, int, int]:
