@@ -151,3 +151,12 @@ def test_a_relay_on_the_node_itself_is_refused(address):
     with pytest.raises(PydanticCustomError) as refused:
         values.relay_network(str(address))
     assert refused.value.type == "bad-network"
+
+
+@pytest.mark.parametrize("written", ["relay.example." + "o" * 64, "Relay.Example." + "O" * 64, "x." + "a" * 64])
+def test_a_label_over_63_characters_is_refused_however_it_is_written(written):
+    """The top-level label too, on the fast path that takes lower-case names as they are (RFC 1035 2.3.4)."""
+    with pytest.raises(PydanticCustomError) as refused:
+        values.domain_name(written)
+    assert refused.value.type == "bad-domain"
+    assert values.domain_name(written[:-1]) == written[:-1].lower(), "63 characters are fine"

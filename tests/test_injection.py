@@ -633,6 +633,8 @@ FOUND = [
     (GATEWAY_FILE, ("ldap", "base_dn"), "ou=" + "m" * 240 + ",dc=org"),
     (DOMAIN_FILE, ("domain",), ".".join(["d" * 61] * 3) + ".d" + "x" * 60),
     (DOMAIN_FILE, ("domain",), ".".join(["d" * 50] * 4) + "." + "x" * 45),
+    (DOMAIN_FILE, ("domain",), "basedomain.example." + "o" * 64),
+    (DOMAIN_FILE, ("delivery", "nexthop", "[]"), "smtp:[relaybase.example." + "n" * 64 + "]:25"),
     (DOMAIN_FILE, ("delivery", "nexthop", "[]"), "[127.0.0.1]:25"),
     (DOMAIN_FILE, ("delivery", "nexthop", "[]"), "[0.0.0.0]:25"),
     (DOMAIN_FILE, ("delivery", "nexthop", "[]"), "[127.0.0.2]:10025"),
