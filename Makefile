@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: build test venv system-packages bench clean
+.PHONY: build test venv system-packages bench clean portal-demo
 
 build: $(BIN)/mailgw
 	$(BIN)/mailgw build
@@ -29,3 +29,7 @@ ADDRESSES ?= 100000
 RUNS ?= 5
 bench: $(BIN)/mailgw
 	$(BIN)/python bench/run.py --addresses $(ADDRESSES) --runs $(RUNS)
+
+# Try the quarantine portal locally (docs/quarantine.md): SQLite, a mock AAI sign-in, out/'s directory.
+portal-demo: $(BIN)/mailgw
+	$(BIN)/python -m tests.portal_demo --out out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -19,6 +20,7 @@ from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
 from compiler.fleet import RESERVED_LOCAL_PARTS, gateway_postmaster
 from compiler.load import Document
+from compiler.sync import synced
 from compiler.targets.ldap import escape_dn_value
 
 
@@ -30,8 +32,7 @@ def check(declarations: Declarations) -> list[Finding]:
 
 
 def _where(source: DomainSource, loc: tuple[str | int, ...], at_key: bool = False) -> str:
-    line, col = source.doc.position(loc, at_key=at_key)
-    return f"{source.doc.relpath}:{line}:{col}"
+    return source.doc.location(loc, at_key=at_key)
 
 
 def file_name_matches_domain(decls: Declarations) -> list[Finding]:
@@ -546,7 +547,7 @@ def lists_do_not_contradict(decls: Declarations) -> list[Finding]:
     return findings
 
 
-RULES = (
+RULES: tuple[Callable[[Declarations], list[Finding]], ...] = (
     file_name_matches_domain,
     one_file_per_domain,
     one_declaration_per_address,
@@ -566,3 +567,24 @@ RULES = (
     quarantine_service_declared,
     lists_do_not_contradict,
 )
+
+
+# --- domains whose addresses mailgw sync writes (docs/sync-format.md) ------------------------
+
+
+def sourced_domains_are_synced(decls: Declarations) -> list[Finding]:
+    """A domain with a source and no synced file yet accepts nobody: the first sync must come first."""
+    return [
+        source.doc.finding(
+            ("source",),
+            "not-synced",
+            f"{source.decl.domain} has a source but {synced.relpath(source.decl.domain)} does not exist yet; "
+            f"run 'mailgw sync {source.decl.domain}' and commit the file with this change",
+            at_key=True,
+        )
+        for source in decls.domains
+        if source.decl.source is not None and source.doc.sections is None and not source.addresses
+    ]
+
+
+RULES += (sourced_domains_are_synced,)

@@ -3,13 +3,15 @@
 GitHub applies the last matching pattern, so the gateway team (gateway.yaml
 'admins') owns everything first and each domain file is then owned by the
 domain's own 'admins' only: a site approves changes to its domains, and to
-nothing else. REFERENCES: GitHub docs, "About code owners" (syntax, last
-match wins, paths anchored with a leading '/').
+nothing else. A domain's synced list (sources/<domain>.yaml) is owned the
+same way. REFERENCES: GitHub docs, "About code owners" (syntax, last match
+wins, paths anchored with a leading '/').
 """
 
 from __future__ import annotations
 
 from compiler.declarations import Declarations
+from compiler.sync import synced
 
 REFERENCES = ("GitHub CODEOWNERS",)
 
@@ -23,5 +25,8 @@ def render(declarations: Declarations) -> bytes:
     if declarations.gateway.admins:
         lines.append(f"* {' '.join(sorted(set(declarations.gateway.admins)))}\n")
     for source in sorted(declarations.domains, key=lambda s: s.doc.relpath):
-        lines.append(f"/{source.doc.relpath} {' '.join(sorted(set(source.decl.admins)))}\n")
+        owners = " ".join(sorted(set(source.decl.admins)))
+        lines.append(f"/{source.doc.relpath} {owners}\n")
+        if source.decl.source is not None:  # the synced list is the domain's too: its admins review each sync
+            lines.append(f"/{synced.relpath(source.decl.domain)} {owners}\n")
     return "".join(lines).encode("utf-8")

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import TextIO
 
+from compiler.errors import EXIT_FINDINGS, UserError
+
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -54,12 +56,17 @@ def _workflow_escape(text: str, also: str) -> str:
     return text
 
 
-class FindingsError(Exception):
+class FindingsError(UserError):
     """The user's input is wrong; carries every finding of the run."""
+
+    exit_code = EXIT_FINDINGS
 
     def __init__(self, findings: list[Finding]):
         super().__init__(f"{len(findings)} finding(s)")
         self.findings = sorted(set(findings))
+
+    def show(self, stream: TextIO) -> None:
+        report(self.findings, stream)
 
 
 def report(findings: list[Finding], stream: TextIO) -> None:

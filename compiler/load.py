@@ -24,6 +24,8 @@ from compiler.findings import Finding, FindingsError
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 BOM = b"\xef\xbb\xbf"
+# The sections of a domain file that list addresses; mailgw sync writes them to a file of their own.
+ADDRESS_SECTIONS = ("recipients", "external_aliases")
 
 
 @dataclass(eq=False)
@@ -35,12 +37,26 @@ class Document:
     text: str
     data: Any
     _root: Node | None = field(default=None, repr=False)
+    # A domain whose addresses mailgw sync writes: the file holding its address sections (sources/<domain>.yaml).
+    sections: Document | None = field(default=None, repr=False)
 
     def finding(
         self, loc: tuple[str | int, ...] = (), code: str = "", message: str = "", *, at_key: bool = False
     ) -> Finding:
-        line, col = self.position(loc, at_key=at_key)
-        return Finding(self.relpath, line, col, code, message)
+        doc = self._holder(loc)
+        line, col = doc.position(loc, at_key=at_key)
+        return Finding(doc.relpath, line, col, code, message)
+
+    def location(self, loc: tuple[str | int, ...], *, at_key: bool = False) -> str:
+        """'path:line:col' of the node at `loc`, in whichever file holds it."""
+        doc = self._holder(loc)
+        line, col = doc.position(loc, at_key=at_key)
+        return f"{doc.relpath}:{line}:{col}"
+
+    def _holder(self, loc: tuple[str | int, ...]) -> Document:
+        if self.sections is not None and loc and loc[0] in ADDRESS_SECTIONS:
+            return self.sections
+        return self
 
     def position(self, loc: tuple[str | int, ...], *, at_key: bool = False) -> tuple[int, int]:
         """1-based line and column of the node at `loc` (a pydantic-style path).
@@ -49,6 +65,8 @@ class Document:
         skipped, so the position is that of the deepest node that exists.
         With at_key, a mapping entry is located at its key, not its value.
         """
+        if self._holder(loc) is not self:
+            return self._holder(loc).position(loc, at_key=at_key)
         node, key_node, _ = self.walk(loc)
         if node is None:
             return 1, 1
@@ -57,6 +75,8 @@ class Document:
 
     def walk(self, loc: tuple[str | int, ...]) -> tuple[Node | None, Node | None, tuple[str | int, ...]]:
         """The node at `loc`, its key node, and the parts of `loc` that exist in the file."""
+        if self._holder(loc) is not self:
+            return self._holder(loc).walk(loc)
         if self._root is None:
             self._root = yaml.compose(self.text, Loader=yaml.CSafeLoader)
         node: Node | None = self._root
@@ -159,6 +179,15 @@ def read_document(path: Path, relpath: str) -> Document:
         raw = path.read_bytes()
     except OSError as err:
         refuse("unreadable-file", f"cannot read the file: {err.strerror}")
+    return document(raw, relpath)
+
+
+def document(raw: bytes, relpath: str) -> Document:
+    """A file's bytes as a Document: refused with a BOM or when not UTF-8 (data not parsed yet)."""
+
+    def refuse(code: str, message: str, line: int = 1, col: int = 1) -> NoReturn:
+        raise FindingsError([Finding(relpath, line, col, code, message)])
+
     if raw.startswith(BOM):
         refuse("byte-order-mark", "file starts with a byte-order mark; save it as UTF-8 without BOM")
     try:

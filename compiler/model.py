@@ -139,6 +139,41 @@ class Delivery(_Strict):
     ]
 
 
+CredentialPath = Annotated[str, AfterValidator(values.credential_path)]
+
+
+class Source(_Strict):
+    """Where mailgw sync fetches the domain's addresses (docs/sync-format.md); credentials are file paths."""
+
+    url: Annotated[str, AfterValidator(values.source_url)]
+    format: Literal["csv", "json"]
+    # A TLS client certificate and its key, a bearer token, or both: a site's address list is never public.
+    client_certificate: CredentialPath | None = None
+    client_key: CredentialPath | None = None
+    token_file: CredentialPath | None = None
+    ca_file: CredentialPath | None = None  # the CA that signs the site's server; default: the system's
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> Source:
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise PydanticCustomError(
+                "bad-source", "a source names client_certificate and client_key together, or neither"
+            )
+        if self.client_certificate is None and self.token_file is None:
+            raise PydanticCustomError(
+                "bad-source",
+                "a source must authenticate: name client_certificate and client_key, or token_file, or both",
+            )
+        return self
+
+
+class SyncedAddresses(_Strict):
+    """sources/<domain>.yaml, written by mailgw sync: the address sections of a domain file."""
+
+    recipients: dict[LocalPart, Recipient] = {}
+    external_aliases: dict[LocalPart, ExternalTargets] = {}
+
+
 class DomainDeclaration(_Strict):
     """domains/<domain>.yaml: one domain, owned by one site."""
 
@@ -153,6 +188,8 @@ class DomainDeclaration(_Strict):
     # The site's relays that may send outbound mail through the MX (to anywhere).
     outbound_relays: Annotated[list[RelayNetwork], BeforeValidator(_one_or_many)] = []
     filters: DomainFilters = DomainFilters()
+    # The site's own list, fetched by mailgw sync into sources/<domain>.yaml instead of recipients here.
+    source: Source | None = None
 
 
 class LdapSettings(_Strict):
@@ -211,6 +248,47 @@ class PostscreenSettings(_Strict):
         return self
 
 
+class PortalSettings(_Strict):
+    """The quarantine portal (docs/portal-operators.md): everything but secrets, which stay files on the node."""
+
+    # Where people reach the portal; digest links point here, and the OIDC redirect is PUBLIC_URL/auth/callback.
+    public_url: Annotated[str, PlainValidator(values.https_url, json_schema_input_type=str)]
+    oidc_issuer: Annotated[str, PlainValidator(values.https_url, json_schema_input_type=str)]
+    oidc_client_id: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)]
+    oidc_client_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/oidc-client.secret"
+    )
+    # The claim of the ID token (or userinfo) that carries the AAI uid of the directory.
+    uid_claim: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)] = "uid"
+    # AAI uids that see and act on every held message.
+    operators: list[Uid] = []
+    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = "ldap://127.0.0.1"
+    ldap_reader_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/ldap-reader.password"
+    )
+    # The MX service released mail is re-injected into: no milter, only release_clients may use it.
+    release_service: Annotated[str, PlainValidator(values.listen_address, json_schema_input_type=str)] = (
+        "127.0.0.1:10026"
+    )
+    release_clients: Annotated[list[Network], Field(min_length=1)] = [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    # Rspamd authenticates its POSTs with HTTP basic auth: this user, the password from files on the node.
+    ingest_user: Uid = "rspamd"
+    ingest_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/quarantine-ingest.password"
+    )
+    ingest_rspamd_include: Annotated[str, AfterValidator(values.absolute_path)] = (
+        "/etc/mailgw/secrets/quarantine-ingest.ucl"
+    )
+    digest_sender: MailAddress
+    max_message_bytes: Annotated[int, Field(ge=65536, le=268435456)] = 33554432
+    store_directory: Annotated[str, AfterValidator(values.absolute_path)] = "/var/lib/mailgw-portal"
+    database_url_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-database.url"
+    session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
@@ -226,6 +304,7 @@ class GatewayDeclaration(_Strict):
     filters: FilterDefaults = FilterDefaults()
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
+    portal: PortalSettings | None = None
 
 
 _MODELS = (
@@ -234,11 +313,14 @@ _MODELS = (
     Role,
     MailingList,
     Delivery,
+    Source,
+    SyncedAddresses,
     DomainDeclaration,
     LdapSettings,
     PostfixSettings,
     DnsblSite,
     PostscreenSettings,
+    PortalSettings,
     GatewayDeclaration,
 )
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})

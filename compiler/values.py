@@ -543,3 +543,110 @@ def retention_days(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
         raise _fail("bad-retention", "{value} is not a whole number of days from 1 to 3650", value=value)
     return value
+
+
+# --- the quarantine portal (gateway.yaml `portal:`) ------------------------------------
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_LDAP_URI = re.compile(
+    r"(?:ldaps?://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?|ldapi://[A-Za-z0-9%._-]*)/?"
+)
+
+
+def listen_address(value: str) -> str:
+    """'IP:port' or '[IPv6]:port': where a Postfix service listens (master(5) service name)."""
+    if isinstance(value, str):
+        address, _, port = value.rpartition(":")
+        try:
+            if address.startswith("[") and address.endswith("]"):
+                parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(address[1:-1])
+            else:
+                parsed = ipaddress.IPv4Address(address)
+            if port.isdigit() and 1 <= int(port) <= 65535:
+                return f"[{parsed}]:{int(port)}" if parsed.version == 6 else f"{parsed}:{int(port)}"
+        except ValueError:
+            pass
+    raise _fail(
+        "bad-listen",
+        "'{value}' is not a listening address like '127.0.0.1:10026' or '[::1]:10026' (an IP address and a port)",
+        value=value,
+    )
+
+
+def client_id(value: str) -> str:
+    """An OpenID Connect client id (or claim name): letters, digits, '.', '_', ':', '-'."""
+    if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
+        raise _fail(
+            "bad-client-id",
+            "'{value}' is not a client id or claim name (letters, digits, '.', '_', ':', '-'; at most 128)",
+            value=value,
+        )
+    return value
+
+
+def ldap_uri(value: str) -> str:
+    """ldap://host[:port], ldaps://host[:port] or ldapi://ENCODED-SOCKET-PATH (RFC 4516, without a DN)."""
+    match = _LDAP_URI.fullmatch(value) if isinstance(value, str) else None
+    if match and (match["port"] is None or 1 <= int(match["port"]) <= 65535):
+        return value
+    raise _fail(
+        "bad-ldap-uri",
+        "'{value}' is not an LDAP server URI like 'ldap://127.0.0.1', 'ldaps://ldap.example.org:636' "
+        "or 'ldapi://%2Frun%2Fslapd%2Fldapi'",
+        value=value,
+    )
+
+
+# --- mailgw sync: where a site's address list comes from (docs/sync-format.md) ---------------
+
+_SOURCE_URL = re.compile(
+    r"https://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~/%-]*)?"
+)
+_CREDENTIAL_PATH = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def source_url(value: str) -> str:
+    """The https:// URL of a site's address list: a host name or an IP address, a port, a plain path."""
+    match = _SOURCE_URL.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        try:
+            name = match["host"]
+            if name.startswith("["):
+                ipaddress.IPv6Address(name[1:-1])
+            elif not _is_ipv4(name):
+                host(name)
+            if match["port"] is None or 1 <= int(match["port"]) <= 65535:
+                return value
+        except (PydanticCustomError, ValueError):
+            pass
+    raise _fail(
+        "bad-url",
+        "'{value}' is not an https URL like 'https://ldap.tifpa.example.org/mailgw/addresses.csv' "
+        "(no spaces, quotes, query, user or fragment)",
+        value=value,
+    )
+
+
+def _is_ipv4(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def credential_path(value: str) -> str:
+    """A file on the machine that runs the sync: absolute, or relative to its credentials directory."""
+    if (
+        not isinstance(value, str)
+        or not _CREDENTIAL_PATH.fullmatch(value)
+        or ".." in value.split("/")
+        or value.endswith("/")
+    ):
+        raise _fail(
+            "bad-path",
+            "'{value}' is not a file path of letters, digits, '.', '_', '-' and '/' "
+            "(like '/etc/mailgw-sync/tifpa.token', or 'tifpa.token' in the credentials directory)",
+            value=value,
+        )
+    return value

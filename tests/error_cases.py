@@ -23,6 +23,25 @@ GATEWAY_HEAD = "mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
 # Valid host names too long for the LDAP directory's entry names (the domain's own, a role address's).
 LONG_DOMAIN = ".".join(["d" * 56] * 4) + ".example.org"
 LONGISH_DOMAIN = ".".join(["d" * 50] * 4) + ".org"
+# The fields a portal: section must have, after the one a case gets wrong.
+_PORTAL_REQUIRED = (
+    "  public_url: https://quarantine.example.org\n  oidc_issuer: https://aai.example.org\n"
+    "  oidc_client_id: mailgw-quarantine\n  digest_sender: quarantine@example.org\n"
+)
+SYNCED = "sources/tifpa.example.org.yaml"
+SOURCE_URL = "https://directory.tifpa.example.org/mailgw/addresses.csv"
+TOKEN = "  token_file: /etc/mailgw-sync/tifpa.token\n"
+SOURCE = f"source:\n  url: {SOURCE_URL}\n  format: csv\n" + TOKEN
+CSV_HEADER = "address,kind,uid,owners\n"
+
+
+def _synced() -> str:
+    """sources/tifpa.example.org.yaml as mailgw sync writes it for a list of one person."""
+    from compiler.declarations import Address
+    from compiler.sync.synced import Validators, render
+
+    person = Address("mario.rossi@tifpa.example.org", "person", "mrossi", (), (), "mario.rossi")
+    return render(SOURCE_URL, [person], Validators())[0]
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,13 @@ CASES = [
         "a domain file ending in .yml",
         {"domains/tifpa.example.org.yml": VALID},
         ["domains/tifpa.example.org.yml:1:1: error[wrong-extension]: domain files end in '.yaml'; rename this one"],
+    ),
+    Case(
+        "hidden-file",
+        "load",
+        "a domain file whose name starts with a dot",
+        {"domains/..yaml": VALID.replace("tifpa.example.org\n", ".\n", 1)},
+        ["domains/..yaml:1:1: error[hidden-file]: a hidden domain file is never read; name it after its domain"],
     ),
     Case(
         "symlink-outside",
@@ -522,6 +548,41 @@ CASES = [
         "quarantine: {url: 'http://quarantine.example.org/api?user=x'}\n",
     ),
     Case(
+        "bad-listen",
+        "model",
+        "a portal release service that is not an IP address and port",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:20: error[bad-listen]: portal.release_service: 'localhost:10026' is not a listening "
+            "address like '127.0.0.1:10026' or '[::1]:10026' (an IP address and a port)"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  release_service: localhost:10026\n" + _PORTAL_REQUIRED,
+    ),
+    Case(
+        "bad-client-id",
+        "model",
+        "an OIDC client id with a character outside the grammar",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:19: error[bad-client-id]: portal.oidc_client_id: 'mailgw quarantine' is not a client "
+            "id or claim name (letters, digits, '.', '_', ':', '-'; at most 128)"
+        ],
+        gateway=GATEWAY_HEAD
+        + "portal:\n  oidc_client_id: mailgw quarantine\n"
+        + _PORTAL_REQUIRED.replace("  oidc_client_id: mailgw-quarantine\n", ""),
+    ),
+    Case(
+        "bad-ldap-uri",
+        "model",
+        "a portal LDAP URI that is not ldap://, ldaps:// or ldapi://",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:13: error[bad-ldap-uri]: portal.ldap_uri: 'http://ldap.example.org' is not an LDAP "
+            "server URI like 'ldap://127.0.0.1', 'ldaps://ldap.example.org:636' or 'ldapi://%2Frun%2Fslapd%2Fldapi'"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  ldap_uri: http://ldap.example.org\n" + _PORTAL_REQUIRED,
+    ),
+    Case(
         "file-name-mismatch",
         "check",
         "the file name is not the domain",
@@ -789,6 +850,119 @@ CASES = [
             "a role address's entry 'cn=ADDRESS' in at most 245 characters"
         ],
     ),
+    # --- domains whose addresses mailgw sync writes -----------------------------------------
+    Case(
+        "bad-source",
+        "model",
+        "a source that names no credentials",
+        _domain(HEAD + DELIVERY + SOURCE.replace(TOKEN, "")),
+        [
+            f"{DOMAIN}:7:3: error[bad-source]: source: a source must authenticate: name client_certificate "
+            "and client_key, or token_file, or both"
+        ],
+    ),
+    Case(
+        "source-owns-recipients",
+        "load",
+        "a domain with a source that also lists recipients",
+        _domain(VALID + SOURCE),
+        [
+            f"{DOMAIN}:6:1: error[source-owns-recipients]: tifpa.example.org has a source: its recipients are "
+            "written by 'mailgw sync' into sources/tifpa.example.org.yaml; remove this section, or remove 'source'"
+        ],
+    ),
+    Case(
+        "not-synced",
+        "check",
+        "a domain with a source that was never synced",
+        _domain(HEAD + DELIVERY + "recipient_check: verify\n" + SOURCE),
+        [
+            f"{DOMAIN}:7:1: error[not-synced]: tifpa.example.org has a source but "
+            "sources/tifpa.example.org.yaml does not exist yet; run 'mailgw sync tifpa.example.org' and commit "
+            "the file with this change"
+        ],
+    ),
+    Case(
+        "synced-file-edited",
+        "load",
+        "a synced list edited by hand",
+        {DOMAIN: HEAD + DELIVERY + SOURCE, SYNCED: _synced().replace("mario.rossi: mrossi", "mario.rossi: mrossi2")},
+        [
+            f"{SYNCED}:1:1: error[synced-file-edited]: {SYNCED} is not as 'mailgw sync' wrote it (its sha256 does "
+            f"not match its content): change the list at its source ({SOURCE_URL}) and run 'mailgw sync "
+            "tifpa.example.org'; a hand edit would be lost at the next sync"
+        ],
+    ),
+    Case(
+        "unclaimed-synced-file",
+        "load",
+        "a synced list whose domain has no source",
+        {DOMAIN: VALID, SYNCED: _synced()},
+        [
+            f"{SYNCED}:1:1: error[unclaimed-synced-file]: no domain declares a source that 'mailgw sync' writes "
+            f"into {SYNCED}; delete the file, or add the source back to its domain"
+        ],
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SyncCase:
+    """A site's list that mailgw sync refuses, and the finding it prints for the row."""
+
+    code: str
+    summary: str
+    format: str
+    body: str
+    expected: str  # '{url}' stands for the list's URL
+
+
+SYNC_CASES = [
+    SyncCase(
+        "wrong-domain",
+        "a row for an address of another domain",
+        "csv",
+        CSV_HEADER + "mario.rossi@tifpa.example.org,person,mrossi,\ng.neri@lnf.example.org,person,gneri,\n",
+        "{url}:3: error[wrong-domain]: address 'g.neri@lnf.example.org' is not in tifpa.example.org; this list is "
+        "the source of tifpa.example.org only",
+    ),
+    SyncCase(
+        "bad-row",
+        "a row with a column too many",
+        "csv",
+        CSV_HEADER + "mario.rossi@tifpa.example.org,person,mrossi,,extra\n",
+        "{url}:2: error[bad-row]: 5 column(s); the table 'address,kind,uid,owners' has 4",
+    ),
+    SyncCase(
+        "bad-row",
+        "a JSON entry with a field of another kind",
+        "json",
+        '{"recipients": [\n  {"address": "info@tifpa.example.org", "kind": "role", "uid": "mrossi"}\n]}\n',
+        "{url}:2: error[bad-row]: unknown field 'uid'; an entry of this kind has address, kind, owners",
+    ),
+    SyncCase(
+        "bad-list-format",
+        "a CSV list without its header",
+        "csv",
+        "mario.rossi@tifpa.example.org,person,mrossi,\n",
+        "{url}:1: error[bad-list-format]: expected the header 'address,kind,uid,owners' of a table, got "
+        "'mario.rossi@tifpa.example.org,person,mrossi,'; tables are separated by one empty line "
+        "(docs/sync-format.md)",
+    ),
+    SyncCase(
+        "bad-list-format",
+        "JSON that is cut short",
+        "json",
+        '{"recipients": [\n  {"address": "mario.rossi@tifpa.example.org", "kind": "person", "uid": "mrossi"},\n',
+        "{url}:3: error[bad-list-format]: not JSON: Expecting value",
+    ),
+    SyncCase(
+        "duplicate-address",
+        "one address in two rows (case does not matter)",
+        "csv",
+        CSV_HEADER + "mario.rossi@tifpa.example.org,person,mrossi,\nMario.Rossi@tifpa.example.org,alias,mrossi,\n",
+        "{url}:3: error[duplicate-address]: address 'mario.rossi@tifpa.example.org' is already listed at {url}:2",
+    ),
 ]
 
 
@@ -822,7 +996,48 @@ def markdown() -> str:
         lines.append(
             f"| `{case.code}` | {case.stage} | {case.summary} | {f'`{shown}`' if shown else ''} | `{example}` |"
         )
-    return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        "## mailgw sync: a site's list",
+        "",
+        "`mailgw sync` reads a site's list (docs/sync-format.md) row by row; a row that breaks a rule is named by",
+        "`url:line`, and the domain is not synced. Problems that need the whole fleet (an owner who is nobody, an",
+        "alias loop, ...) get the codes above, located at the row too. Each row is a test against a real HTTPS server.",
+        "",
+        "| code | format | what is wrong | example row | the finding printed |",
+        "|---|---|---|---|---|",
+    ]
+    for sync_case in SYNC_CASES:
+        url = SOURCE_URL.replace(".csv", f".{sync_case.format}")
+        expected = sync_case.expected.format(url=url)
+        row = sync_case.body.splitlines()[int(expected.removeprefix(url + ":").split(":")[0]) - 1 :][:1]
+        shown = (row[0] if row else "(end of the list)").replace("|", "\\|")
+        lines.append(
+            f"| `{sync_case.code}` | {sync_case.format} | {sync_case.summary} | `{shown}` | "
+            f"`{expected.replace('|', chr(92) + '|')}` |"
+        )
+    return "\n".join(lines + EXIT_CODES) + "\n"
+
+
+# The exit codes of every verb (compiler/errors.py); tests/test_cli.py, test_build_io.py, test_build_concurrent.py
+# and test_publish.py assert the lines shown.
+EXIT_CODES = [
+    "",
+    "## Exit codes",
+    "",
+    "| code | meaning | what is printed (on standard error) |",
+    "|---|---|---|",
+    "| 0 | done | what was written or found, if anything |",
+    "| 1 | the input is wrong: findings, a stale `out/`, `schema/` or CODEOWNERS (`--check`), an unsafe plan, "
+    "a recipient `explain` refuses | every finding, or the diff, the plan's reasons, the refusal |",
+    "| 2 | the command could not do what was asked; nothing was written, unless the line says otherwise | "
+    "one line: `mailgw: unknown revision 'x'`, `mailgw: another mailgw is writing /srv/gw/out (...)`, "
+    "`mailgw: cannot write /srv/gw/out: No space left on device (at /srv/gw/.out.staging-…/ldap/directory.ldif); "
+    "/srv/gw/out is unchanged`, `mailgw: cannot write the output to /dev/full: No space left on device`, "
+    "`mailgw: git could not stage out/: fatal: ...` |",
+    "| 2 | a bug of mailgw | `mailgw: internal error: ...`: please report it, with the output of the command run "
+    "again with `MAILGW_DEBUG=1` |",
+]
 
 
 if __name__ == "__main__":

@@ -206,11 +206,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter: str) -> None:
+def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter: str | None) -> None:
     """Copy out/postfix onto the instance as Puppet does on a node, then apply the test-only overrides.
 
     The overrides, and why, are listed in docs/mx.md. `milter` is smtpd_milters
-    for this instance: the test's own Rspamd, or empty for no filtering.
+    for this instance: empty for no filtering, or None to keep the generated
+    one (Rspamd's stock proxy address, which the test's own Rspamd must hold).
     """
     maps = instance.conf / "mailgw"
     maps.mkdir(parents=True)
@@ -237,35 +238,34 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
         "smtpd_peername_lookup = no",
         f"maillog_file = {instance.maillog}",
         f"maillog_file_prefixes = {instance.base}",
-        f"smtpd_milters = {milter}",
+        *([] if milter is None else [f"smtpd_milters = {milter}"]),
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     age(instance.conf / "main.cf", instance.conf / "master.cf")
     for name in MAPS:
         done = instance.run(program("postmap"), "-c", str(instance.conf), f"lmdb:{maps / name}")
         assert done.returncode == 0 and done.stderr == "", done.stderr
-    if program("openssl"):
-        # The node's key and certificate, which Puppet installs in production.
-        (instance.conf / "tls").mkdir()
-        key, cert = instance.base / "key.pem", instance.base / "cert.pem"
-        done = instance.run(
-            program("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mx1.gw.example.org",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        )
-        assert done.returncode == 0, done.stderr
-        (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
+    # The node's key and certificate, which Puppet installs in production (main.cf names tls/mx.pem).
+    (instance.conf / "tls").mkdir()
+    key, cert = instance.base / "key.pem", instance.base / "cert.pem"
+    done = instance.run(
+        program("openssl"),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mx1.gw.example.org",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
+    assert done.returncode == 0, done.stderr
+    (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
 
 
 def smtp_session(port: int, client_ip: str, helo: str = "client.example.net") -> smtplib.SMTP:

@@ -79,6 +79,25 @@ BASE_GATEWAY: dict[str, Any] = {
     },
     "quarantine": {"url": "https://quarantinebase.example.net/api"},
     "clamav": {"socket": "/run/clamav/socketbase.ctl"},
+    "portal": {
+        "public_url": "https://portalbase.example.net",
+        "oidc_issuer": "https://issuerbase.example.net/oidc",
+        "oidc_client_id": "clientbase",
+        "oidc_client_secret_file": "/etc/mailgw/clientsecretbase",
+        "uid_claim": "claimbase",
+        "operators": ["uidowner"],
+        "ldap_uri": "ldap://ldapbase.example.net",
+        "ldap_reader_password_file": "/etc/mailgw/readerbase.password",
+        "release_service": "127.0.0.1:10099",
+        "release_clients": ["127.0.0.1"],
+        "ingest_user": "ingestbase",
+        "ingest_password_file": "/etc/mailgw/ingestbase.password",
+        "ingest_rspamd_include": "/etc/rspamd/ingestbase.inc",
+        "digest_sender": "digestbase@senderbase.example.net",
+        "store_directory": "/var/lib/storebase",
+        "database_url_file": "/etc/mailgw/databasebase.url",
+        "session_secret_file": "/etc/mailgw/sessionbase.key",
+    },
     "filters": {
         "inbound": {
             "spam": {"add_header": 5, "rewrite_subject": 7, "subject": "[GWINBASE] %s", "reject": 15},
@@ -113,6 +132,45 @@ BASE_DOMAIN: dict[str, Any] = {
         "outbound": {"spam": {"subject": "[DOMOUTBASE] %s"}},
     },
 }
+
+# A second domain, whose addresses `mailgw sync` writes into sources/: the home of the `source` fields.
+SYNCED_DOMAIN = "syncbase.example.org"
+BASE_SYNCED: dict[str, Any] = {
+    "domain": SYNCED_DOMAIN,
+    "site": "SITESYNC",
+    "admins": ["@orgsync/mail"],
+    "delivery": {"nexthop": ["smtp:[relaysync.example.net]:25"]},
+    "source": {
+        "url": "https://listbase.example.net/mailgw/list.csv",
+        "format": "csv",
+        "client_certificate": "/etc/mailgw-sync/certbase.pem",
+        "client_key": "/etc/mailgw-sync/keybase.pem",
+        "token_file": "/etc/mailgw-sync/tokenbase",
+        "ca_file": "/etc/mailgw-sync/cabase.pem",
+    },
+}
+
+
+def synced_file() -> str:
+    """sources/syncbase.example.org.yaml as mailgw sync writes it: one person."""
+    from compiler.declarations import Address
+    from compiler.sync.synced import Validators, render
+
+    person = Address(f"syncperson@{SYNCED_DOMAIN}", "person", "uidsynced", (), (), "syncperson")
+    return render("https://listbase.example.net/mailgw/list.csv", [person], Validators())[0]
+
+
+def base_document(field: Field) -> dict[str, Any]:
+    """The declaration a field is tried in: gateway.yaml, the synced domain for `source`, else the base domain."""
+    if field.file == GATEWAY_FILE:
+        return BASE_GATEWAY
+    return BASE_SYNCED if field.path[:1] == ("source",) else BASE_DOMAIN
+
+
+def declarations(field: Field, changed: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """(gateway, domain, synced domain) with `changed` in the place of the field's own declaration."""
+    document = base_document(field)
+    return tuple(changed if base is document else base for base in (BASE_GATEWAY, BASE_DOMAIN, BASE_SYNCED))
 
 
 # --- the fields, from the schemas -------------------------------------------------------------
@@ -308,13 +366,21 @@ def domain_file(domain: dict) -> str:
     return DOMAIN_FILE
 
 
-def build(work: Path, gateway: dict, domain: dict) -> Build:
-    """`mailgw build --out` on a fresh repository holding these two declarations, under GitHub Actions."""
+def synced_domain_file(domain: dict) -> str:
+    name = domain.get("domain")
+    return f"domains/{name}.yaml" if name == SYNCED_DOMAIN else f"domains/{SYNCED_DOMAIN}.yaml"
+
+
+def build(work: Path, gateway: dict, domain: dict, synced: dict | None = None) -> Build:
+    """`mailgw build --out` on a fresh repository holding these declarations, under GitHub Actions."""
     if work.exists():
         shutil.rmtree(work)
     root, out_dir = work / "repo", work / "out"
     (root / "domains").mkdir(parents=True)
-    for rel, data in ((GATEWAY_FILE, gateway), (domain_file(domain), domain)):
+    (root / "sources").mkdir()
+    (root / "sources" / f"{SYNCED_DOMAIN}.yaml").write_text(synced_file())
+    synced = BASE_SYNCED if synced is None else synced
+    for rel, data in ((GATEWAY_FILE, gateway), (domain_file(domain), domain), (synced_domain_file(synced), synced)):
         text = yaml.dump(data, Dumper=yaml.CSafeDumper, allow_unicode=True, sort_keys=False, width=1 << 20)
         (root / rel).write_text(text)
     out, err = io.StringIO(), io.StringIO()
@@ -325,6 +391,13 @@ def build(work: Path, gateway: dict, domain: dict) -> Build:
     ):
         code = main(["--root", str(root), "build", "--out", str(out_dir)])
     return Build(code, out.getvalue(), err.getvalue(), root, out_dir)
+
+
+def finding_file(field: Field, domain: dict, synced: dict) -> str:
+    """The file a refusal of `field` must point at."""
+    if field.file == GATEWAY_FILE:
+        return GATEWAY_FILE
+    return synced_domain_file(synced) if base_document(field) is BASE_SYNCED else domain_file(domain)
 
 
 FINDING = re.compile(r":(?P<line>[0-9]+):(?P<col>[0-9]+): error\[[a-z0-9-]+\]: .+")
@@ -572,7 +645,7 @@ def test_the_schemas_name_every_field_of_the_base_fleet():
     ):
         assert expected in names
     for field in FIELDS:
-        put(BASE_GATEWAY if field.file == GATEWAY_FILE else BASE_DOMAIN, field.path, "x")
+        put(base_document(field), field.path, "x")
 
 
 # Examples per field (a third of it for a fixed choice); MAILGW_INJECTION_EXAMPLES=1000 for a long run.
@@ -585,7 +658,7 @@ READ_BACKS = 3
 def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(field, base, tmp_path_factory):
     base_build, base_read = base
     work = tmp_path_factory.mktemp("injection")
-    document = BASE_GATEWAY if field.file == GATEWAY_FILE else BASE_DOMAIN
+    document = base_document(field)
     _, base_value = put(document, field.path, "")
     accepted: dict[str, tuple[str, Build]] = {}
 
@@ -600,12 +673,12 @@ def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(f
     def example(value: str) -> None:
         assume(value != base_value)
         changed, _ = put(document, field.path, value)
-        gateway, domain = (changed, BASE_DOMAIN) if field.file == GATEWAY_FILE else (BASE_GATEWAY, changed)
+        gateway, domain, synced = declarations(field, changed)
         # A domain that no file can be named after is also a wrong file name: two findings, by design.
         assume(field.path != ("domain",) or domain_file(domain) != DOMAIN_FILE or value == DOMAIN)
-        result = build(work / f"e{len(accepted)}", gateway, domain)
+        result = build(work / f"e{len(accepted)}", gateway, domain, synced)
         if result.code != 0:
-            assert_refused_cleanly(result, field, GATEWAY_FILE if field.file == GATEWAY_FILE else domain_file(domain))
+            assert_refused_cleanly(result, field, finding_file(field, domain, synced))
             return
         assert result.err.startswith(f"wrote {result.out_dir}: "), result.err
         digest = _digest(result.out_dir)
@@ -645,12 +718,11 @@ FOUND = [
 @pytest.mark.parametrize("file, path, value", FOUND, ids=[repr(value)[:40] for _, _, value in FOUND])
 def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
     field = next(f for f in FIELDS if f.file == file and f.path == path)
-    document = BASE_GATEWAY if file == GATEWAY_FILE else BASE_DOMAIN
-    changed, old = put(document, path, value)
-    gateway, domain = (changed, BASE_DOMAIN) if file == GATEWAY_FILE else (BASE_GATEWAY, changed)
-    result = build(tmp_path / "build", gateway, domain)
+    changed, old = put(base_document(field), path, value)
+    gateway, domain, synced = declarations(field, changed)
+    result = build(tmp_path / "build", gateway, domain, synced)
     if result.code != 0:
-        assert_refused_cleanly(result, field, GATEWAY_FILE if file == GATEWAY_FILE else domain_file(domain))
+        assert_refused_cleanly(result, field, finding_file(field, domain, synced))
     else:
         base_build, base_read = base
         (tmp_path / "read").mkdir()

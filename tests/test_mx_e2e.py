@@ -30,7 +30,6 @@ loopback; the postscreen access list is exercised instead.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import smtplib
 import ssl
@@ -58,8 +57,8 @@ from tests.mx_harness import (
 )
 
 pytestmark = [
-    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starting Postfix needs root (CI runs 'sudo make test')"),
+    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue", "openssl"),
+    pytest.mark.needs_root("starting Postfix"),
 ]
 
 SITE_RELAY, STRANGER, ALLOWLISTED, DENYLISTED = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -324,7 +323,6 @@ def test_a_client_greeting_with_the_gateway_s_own_name_is_refused(mx):
     assert reply == "554 5.7.1 <MX1.gw.example.org>: Helo command rejected: You are not this mail gateway"
 
 
-@pytest.mark.needs("openssl")
 def test_starttls_is_offered_with_the_node_certificate(mx):
     session = smtp_session(mx.port, STRANGER)
     try:

@@ -66,7 +66,7 @@ _ENV = jinja2.Environment(
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
     return {
         "postfix/main.cf": render("main.cf.j2", main_cf_context(fleet)),
-        "postfix/master.cf": render("master.cf.j2", {"header": HEADER.rstrip("\n")}),
+        "postfix/master.cf": render("master.cf.j2", {"header": HEADER.rstrip("\n"), "release": release_service(fleet)}),
         "postfix/site_relays.cidr": render_cidr(site_relays(fleet)),
         "postfix/site_relay_senders.cidr": render_cidr(site_relay_senders(fleet)),
         "postfix/postscreen_access.cidr": render_cidr(postscreen_access(fleet)),
@@ -100,6 +100,25 @@ def forged_helo_pattern(host: str) -> str:
     """The regexp(5) body matching an MX host as a client may write it: dots literal, an address also in brackets."""
     escaped = host.replace(".", "\\.")
     return f"\\[?{escaped}\\]?" if host.replace(".", "").isdigit() else escaped
+
+
+@dataclass(frozen=True)
+class ReleaseService:
+    """The smtpd the quarantine portal re-injects released mail into (gateway.yaml portal.release_service)."""
+
+    service: str  # master.cf service name: 'IP:port'
+    clients: tuple[str, ...]  # mynetworks of the service: the portal's hosts ('[ipv6]/len' as Postfix writes it)
+
+
+def release_service(fleet: Fleet) -> ReleaseService | None:
+    portal = fleet.gateway.portal
+    if portal is None:
+        return None
+    clients = sorted(set(portal.release_clients), key=network_order)
+    return ReleaseService(
+        portal.release_service,
+        tuple(str(net) if net.version == 4 else f"[{net.network_address}]/{net.prefixlen}" for net in clients),
+    )
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
         "defaults": defaults.inbound,
         "default_actions": action_thresholds(defaults.inbound),
         "quarantine_url": service.url if service else None,
+        "portal": fleet.gateway.portal,
         "clamav_socket": fleet.gateway.clamav.socket,
         "clamav_max_size": CLAMAV_MAX_SIZE,
         "outbound_daemon": OUTBOUND_DAEMON,

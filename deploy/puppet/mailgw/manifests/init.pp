@@ -13,7 +13,9 @@
 #   (MAIL_CONFIG: the staged copy) and copied into the Postfix config directory
 #   after every table they may name is in place;
 # * out/rspamd/maps.d/* and out/rspamd/local.d/*: Rspamd's maps and overrides;
-# * out/ldap/*.ldif: the gateway's directory, for the LDAP loader.
+# * out/ldap/*.ldif: the gateway's directory, for the LDAP loader;
+# * out/portal/*.json: the quarantine portal's configuration, deployed by
+#   mailgw::portal on the nodes that include it (staged only elsewhere).
 #
 # Postfix is reloaded once when anything it reads changed, Rspamd likewise;
 # a run that changes nothing runs neither. Files an earlier run deployed and
@@ -55,6 +57,8 @@
 #   Run once when a file in local.d or maps.d changed; the same for Rspamd.
 # @param ldap_load_command
 #   Run once when an LDIF file changed, if given.
+# @param portal_config_dir
+#   Where mailgw::portal puts out/portal/*.json (the portal reads portal.json there).
 class mailgw (
   String[1] $source,
   Mailgw::Absolutepath $state_dir = '/var/lib/mailgw',
@@ -68,6 +72,7 @@ class mailgw (
   Mailgw::Command $postfix_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'postfix'],
   Mailgw::Command $rspamd_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'rspamd'],
   Optional[Mailgw::Command] $ldap_load_command = undef,
+  Mailgw::Absolutepath $portal_config_dir = '/etc/mailgw/portal',
 ) {
   # Fails the catalog, listing every mismatch, unless out/ is exactly what MANIFEST.json says.
   $artifacts = mailgw::verified_artifacts($source)
@@ -81,9 +86,10 @@ class mailgw (
   $rspamd_maps = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/maps\.d\/[^\/]+\z/ }
   $rspamd_configs = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/local\.d\/[^\/]+\z/ }
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
+  $portal_configs = $artifacts.filter |$path, $_| { $path =~ /\Aportal\/[^\/]+\.json\z/ }
 
-  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs
-  $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap)\// and !($path in $placed) }
+  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $portal_configs
+  $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap|portal)\// and !($path in $placed) }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
   }
