@@ -293,6 +293,9 @@ class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
+    # The gateway team's mailbox: the MX nodes' own postmaster (RFC 5321 4.5.1) and the postmaster@ and
+    # abuse@ of domains delivered over LMTP that declare none. Default: postmaster@ the first MX host's domain.
+    postmaster: MailAddress | None = None
     # The gateway team: default reviewers of everything but the domain files (.github/CODEOWNERS).
     admins: list[Annotated[str, AfterValidator(values.admin)]] = []
     ldap: LdapSettings
