@@ -299,7 +299,9 @@ class PortalSettings(_Strict):
     uid_claim: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)] = "uid"
     # AAI uids that see and act on every held message.
     operators: list[Uid] = []
-    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = "ldap://127.0.0.1"
+    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = (
+        "ldapi://%2Frun%2Fslapd%2Fldapi"
+    )
     ldap_reader_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
         "/etc/mailgw/secrets/ldap-reader.password"
     )
@@ -330,6 +332,9 @@ class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
+    # The gateway team's mailbox: the MX nodes' own postmaster (RFC 5321 4.5.1) and the postmaster@ and
+    # abuse@ of domains delivered over LMTP that declare none. Default: postmaster@ the first MX host's domain.
+    postmaster: MailAddress | None = None
     # The gateway team: default reviewers of everything but the domain files (.github/CODEOWNERS).
     admins: list[Annotated[str, AfterValidator(values.admin)]] = []
     ldap: LdapSettings

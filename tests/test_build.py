@@ -212,6 +212,8 @@ def test_build_into_another_directory(tmp_path, make_repo, mailgw):
     result = mailgw(root, "build", "--out", str(tmp_path / "elsewhere" / "out"))
     assert result.code == 0
     assert (tmp_path / "elsewhere/out/postfix/relay_recipients").read_text().splitlines()[1:] == [
+        "abuse@tifpa.example.org\treserved",
         "info@tifpa.example.org\trole",
         "mario.rossi@tifpa.example.org\tperson",
+        "postmaster@tifpa.example.org\treserved",
     ]

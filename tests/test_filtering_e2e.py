@@ -44,7 +44,7 @@ from compiler.pipeline import compile_repository, load_declarations
 from tests import filter_table as table
 from tests import rspamd_env as env
 from tests.conftest import REPO, program
-from tests.mx_harness import PostfixInstance, Sink, install, rmtree, smtp_session, wait_for
+from tests.mx_harness import PostfixInstance, Sink, install, rmtree, sites_on_loopback, smtp_session, wait_for
 
 pytestmark = [
     pytest.mark.needs("postfix", "postconf", "postmap", "rspamd", "clamd", "openssl"),
@@ -174,7 +174,8 @@ def gw(clamd, hs_cache, tmp_path_factory):
             quarantine = env.QuarantineSink(tmp_path_factory.mktemp("quarantine")).__enter__()
             services = {"quarantine": {"url": quarantine.url}, "clamav": {"socket": str(clamd.socket)}}
             _fleet_files(base / "repo", sites, services, postfix.conf / "mailgw")
-            compiled = compile_repository(base / "repo")
+            with sites_on_loopback():
+                compiled = compile_repository(base / "repo")
             for rel, data in compiled.artifacts.items():
                 (base / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
                 (base / "out" / rel).write_bytes(data)

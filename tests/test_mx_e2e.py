@@ -39,10 +39,22 @@ from pathlib import Path
 
 import pytest
 
+from compiler.main import main
 from compiler.mx import REJECTED, SITE_DECIDES, Tables, explain
 from compiler.pipeline import compile_repository
-from tests.conftest import program, run_mailgw_process
-from tests.mx_harness import PostfixInstance, Sink, free_port, install, rcpt_reply, rmtree, send, smtp_session, wait_for
+from tests.conftest import program
+from tests.mx_harness import (
+    PostfixInstance,
+    Sink,
+    free_port,
+    install,
+    rcpt_reply,
+    rmtree,
+    send,
+    sites_on_loopback,
+    smtp_session,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.needs("postfix", "postconf", "postmap", "postqueue", "openssl"),
@@ -150,12 +162,13 @@ def mx():
     try:
         root = base / "repo"
         _fleet(root, sinks, instance.conf / "mailgw")
-        built = run_mailgw_process("build", "--out", str(base / "out"), cwd=root)
-        assert built.returncode == 0, built.stderr
+        with sites_on_loopback():
+            assert main(["--root", str(root), "build", "--out", str(base / "out")]) == 0
+            compiled = compile_repository(root)
         # No milter: the filtering has its own suite (test_filtering_e2e.py).
         install(instance, base / "out", internet_port=sinks["internet"].port, milter="")
         instance.start()
-        yield MX(instance.port, instance, sinks, root, compile_repository(root))
+        yield MX(instance.port, instance, sinks, root, compiled)
     finally:
         instance.stop()
         for sink in sinks.values():
@@ -346,7 +359,7 @@ EXPLAINED = [
 
 
 @pytest.mark.parametrize("address,client", EXPLAINED)
-def test_explain_agrees_with_postfix(mx, address, client):
+def test_explain_agrees_with_postfix(mx, mailgw, address, client):
     explanation = explain(mx.compiled.fleet, Tables(mx.compiled.artifacts), address, client)
     if explanation.stage == "connect":
         with pytest.raises(smtplib.SMTPConnectError) as refused:
@@ -363,6 +376,7 @@ def test_explain_agrees_with_postfix(mx, address, client):
             assert reply == (explanation.reply if site_knows else explanation.reply_if_site_rejects)
         else:
             assert reply == explanation.reply
-    cli = run_mailgw_process("explain", address, "--client", client, cwd=mx.root)
-    assert cli.returncode == (1 if explanation.verdict == REJECTED else 0), cli.stderr
-    assert explanation.reply in cli.stdout
+    with sites_on_loopback():
+        cli = mailgw(mx.root, "explain", address, "--client", client)
+    assert cli.code == (1 if explanation.verdict == REJECTED else 0), cli.err
+    assert explanation.reply in cli.out

@@ -100,7 +100,7 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
     }
     assert references == generated
     types = subprocess.run([program("postconf"), "-c", str(conf), "-m"], capture_output=True, text=True).stdout.split()
-    assert {"lmdb", "cidr", "inline"} <= set(types)
+    assert {"lmdb", "cidr", "inline", "regexp"} <= set(types)
 
 
 @pytest.mark.needs("postconf")
@@ -139,8 +139,8 @@ def test_gateway_postscreen_settings_reach_main_cf(tmp_path):
         "permit_mynetworks, cidr:/etc/postfix/mailgw/postscreen_access.cidr, cidr:/etc/postfix/mailgw/site_relays.cidr"
     )
     assert parameter(conf, "smtpd_helo_restrictions") == (
-        "permit_mynetworks, check_helo_access inline:{ { mx1.gw.example.org = REJECT You are not this mail "
-        "gateway }, { mx2.gw.example.org = REJECT You are not this mail gateway } }"
+        "permit_mynetworks, check_helo_access regexp:{ { /^mx1\\.gw\\.example\\.org\\.*$$/ REJECT You are not "
+        "this mail gateway }, { /^mx2\\.gw\\.example\\.org\\.*$$/ REJECT You are not this mail gateway } }"
     )
 
 
@@ -309,13 +309,16 @@ def test_generated_files_start_with_the_regeneration_header():
 # without host bits); the standard library's ipaddress writes and classifies them, never the compiler.
 _V4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
 _V6 = st.integers(0x2000 << 112, (0x4000 << 112) - 1).map(ipaddress.IPv6Address)  # 2000::/3, global unicast
-# Multicast, reserved (240/4), link-local: no relay sends from there.
+# Multicast, reserved (240/4), link-local: no relay sends from there; loopback and 0.0.0.0/8 are the node
+# itself (docs/declarations.md, "site relay network").
 _NOT_UNICAST = ["224.0.0.0/4", "240.0.0.0/5", "169.254.0.0/16", "ff00::/8", "fe80::/10"]
+_THE_NODE = ["127.0.0.0/8", "0.0.0.0/8", "::1/128"]
 
 
 def _unicast(net) -> bool:
     mapped = isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None
-    return not (net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved or mapped)
+    node = any(net.version == n.version and net.overlaps(n) for n in map(ipaddress.ip_network, _THE_NODE))
+    return not (net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved or mapped or node)
 
 
 _small_networks = st.one_of(st.tuples(_V4, st.integers(24, 32)), st.tuples(_V6, st.integers(64, 128))).map(
@@ -347,7 +350,7 @@ _refused_networks = st.one_of(
     st.tuples(_V4, st.integers(24, 31))
     .filter(lambda ap: int(ap[0]) % 2 ** (32 - ap[1]))
     .map(lambda ap: (f"{ap[0]}/{ap[1]}", "host-bits")),
-    st.tuples(st.sampled_from(_NOT_UNICAST), st.integers(0, 2**64 - 1))
+    st.tuples(st.sampled_from(_NOT_UNICAST + _THE_NODE[:2]), st.integers(0, 2**64 - 1))
     .map(_inside)
     .map(lambda net: (str(net), "not-unicast")),
     st.tuples(_small_networks, st.sampled_from([" ", ",", "#", "%eth0", ";", "\t"])).map(

@@ -34,6 +34,14 @@ class Declared:
     kinds: dict[str, str] = field(default_factory=dict)
     targets: dict[str, list[str]] = field(default_factory=dict)
 
+    @property
+    def reserved(self) -> list[str]:
+        """postmaster@ and abuse@ where the domain does not declare them and the MX itself accepts them
+        (docs/mx.md, "The reserved mailboxes"): a list domain, or any domain delivered over LMTP."""
+        if self.recipient_check == "verify" and not self.transport.startswith("lmtp:"):
+            return []  # the site is asked, as for every address
+        return [a for a in (f"postmaster@{self.name}", f"abuse@{self.name}") if a not in self.kinds]
+
 
 def _alabel(domain: str) -> str:
     return domain.lower().encode("idna").decode("ascii")
@@ -71,6 +79,8 @@ def declared_domains() -> list[Declared]:
 
 
 DECLARED = declared_domains()
+# The gateway team's mailbox (gateway.yaml `postmaster`): the node's own postmaster, and an LMTP domain's reserved ones.
+GATEWAY_POSTMASTER = yaml.safe_load((REPO / "gateway.yaml").read_text())["postmaster"]
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +127,7 @@ def test_the_bundled_fleet_is_what_this_test_reads():
 def test_every_declared_address_is_found_with_its_kind_and_nothing_else(indexed):
     expected = {address: kind for d in DECLARED for address, kind in d.kinds.items()}
     expected |= {f"@{d.name}": "verify" for d in DECLARED if d.recipient_check == "verify"}
+    expected |= {address: "reserved" for d in DECLARED for address in d.reserved}
     assert keys(indexed, "relay_recipients") == set(expected)
     for address, kind in expected.items():
         assert query(indexed, "relay_recipients", address) == kind, address
@@ -161,6 +172,8 @@ def test_lmtp_and_several_hops_are_in_the_transport(indexed):
 def test_external_aliases_resolve_to_their_targets(indexed):
     expected = {address: ", ".join(targets) for d in DECLARED for address, targets in d.targets.items()}
     assert expected
+    expected["postmaster"] = GATEWAY_POSTMASTER
+    expected |= {a: GATEWAY_POSTMASTER for d in DECLARED if d.transport.startswith("lmtp:") for a in d.reserved}
     assert keys(indexed, "virtual_alias") == set(expected)
     for address, targets in expected.items():
         assert query(indexed, "virtual_alias", address) == targets

@@ -45,6 +45,7 @@ DOMAINS = {
 }
 # Alias targets' domains (never served ones: a target there must be declared), folded to A-labels.
 ELSEWHERE = {"example.net": "example.net", "Ex.COM": "ex.com", "bücher.example": "xn--bcher-kva.example"}
+GATEWAY_POSTMASTER = "postmaster@gw.example.org"  # GATEWAY's first MX host is mx1.gw.example.org
 NEXTHOPS = {"smtp:[relay.example.net]:25": "smtp:[relay.example.net]:25", "lmtp:[192.0.2.1]": "lmtp:[192.0.2.1]:24"}
 OWNER = "owner0"  # a person of every domain, so that every role and list has a known owner
 
@@ -125,6 +126,18 @@ def expected_maps(fleet: tuple) -> dict[str, dict[str, str]]:
                 maps["virtual_alias"][address] = ", ".join(targets)
                 if verify:
                     maps["recipient_verification"][address] = "DUNNO"
+        # docs/mx.md, "The reserved mailboxes": postmaster@ and abuse@ when the file does not declare them.
+        lmtp = NEXTHOPS[data["delivery"]["nexthop"]].startswith("lmtp:")
+        for address in (f"{local}@{alabel}" for local in ("postmaster", "abuse")):
+            if address in addresses or (verify and not lmtp):
+                continue  # declared, or a verify domain's site is asked about it like any address
+            maps["relay_recipients"][address] = "reserved"
+            if lmtp:  # a mailbox server has no postmaster: the gateway team's mailbox, never probed
+                maps["virtual_alias"][address] = GATEWAY_POSTMASTER
+                if verify:
+                    maps["recipient_verification"][address] = "DUNNO"
+    # The node's own postmaster; gateway.yaml names none here: postmaster@ the first MX host's domain.
+    maps["virtual_alias"]["postmaster"] = GATEWAY_POSTMASTER
     return maps
 
 
