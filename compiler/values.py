@@ -650,3 +650,53 @@ def credential_path(value: str) -> str:
             value=value,
         )
     return value
+
+
+# --- the gateway's own LDAP server (docs/ldap.md) ------------------------------------
+
+
+def ldap_listen_address(value: str) -> str:
+    """An MX node's own address that its LDAP server listens on: one unicast IP address, never loopback (always on)."""
+    address = _ip_address(value) if isinstance(value, str) and "%" not in value else None
+    if (
+        address is None
+        or address.is_multicast
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None)
+    ):
+        raise _fail(
+            "bad-listen-address",
+            "listen address '{value}' is not one unicast IP address of the node (like '192.0.2.11' or "
+            "'2001:db8::11'); 127.0.0.1 and the local socket are always listened on",
+            value=value,
+        )
+    return str(address)
+
+
+def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def tcp_port(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _fail("bad-ldap-setting", "port {value} is not a TCP port from 1 to 65535", value=value)
+    return value
+
+
+def ldap_size_limit(value: int) -> int:
+    """How many entries one search may return (slapd-config(5) olcSizeLimit); the deployment itself has none."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise _fail("bad-ldap-setting", "size limit {value} is not a number of entries from 1 to 1000000", value=value)
+    return value
+
+
+def ldap_time_limit(value: int) -> int:
+    """How many seconds slapd spends on one search (slapd-config(5) olcTimeLimit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
+        raise _fail("bad-ldap-setting", "time limit {value} is not a number of seconds from 1 to 3600", value=value)
+    return value

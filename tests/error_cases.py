@@ -470,6 +470,43 @@ CASES = [
         ],
         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\npostfix: {map_directory: etc/postfix}\n",
     ),
+    # --- the gateway's own LDAP server (docs/ldap.md) -----------------------------------
+    Case(
+        "bad-listen-address",
+        "model",
+        "an LDAP listen address that is every address of the node",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:57: error[bad-listen-address]: ldap.listen['mx1.gw.example.org'][0]: listen address "
+            "'0.0.0.0' is not one unicast IP address of the node (like '192.0.2.11' or '2001:db8::11'); 127.0.0.1 "
+            "and the local socket are always listened on"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\n"
+        "ldap: {base_dn: 'dc=org', listen: {mx1.gw.example.org: ['0.0.0.0']}}\n",
+    ),
+    Case(
+        "bad-ldap-setting",
+        "model",
+        "an LDAP size limit of no entries",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:39: error[bad-ldap-setting]: ldap.size_limit: size limit 0 is not a number of entries "
+            "from 1 to 1000000"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org', size_limit: 0}\n",
+    ),
+    Case(
+        "unknown-mx-host",
+        "model",
+        "LDAP listen addresses for a host that is not an MX host",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:7: error[unknown-mx-host]: ldap: listen names 'mx2.gw.example.org', which is not one "
+            "of mx_hosts (mx1.gw.example.org)"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\n"
+        "ldap: {base_dn: 'dc=org', listen: {mx2.gw.example.org: [192.0.2.12]}}\n",
+    ),
     # --- check: rules across values, files and domains -------------------------------
     # --- the filter policy (docs/filtering.md) ---------------------------------------
     Case(

@@ -68,7 +68,15 @@ BASE_GATEWAY: dict[str, Any] = {
     "mx_hosts": ["mxbase.gw.example.org"],
     "admins": ["@gwbase/gateway"],
     "postmaster": "gwteam@postmasterbase.example.net",
-    "ldap": {"base_dn": "ou=dirbase,dc=example,dc=org"},
+    "ldap": {
+        "base_dn": "ou=dirbase,dc=example,dc=org",
+        "listen": {"mxbase.gw.example.org": ["192.0.2.77"]},
+        "config_directory": "/etc/ldap/configbase.d",
+        "database_directory": "/var/lib/ldap/databasebase",
+        "run_directory": "/run/runbase",
+        "tls_certificate": "/etc/ldap/tls/certbase.pem",
+        "tls_key": "/etc/ldap/tls/keybase.pem",
+    },
     "postfix": {"map_directory": "/etc/postfix/mapsbase"},
     "postscreen": {
         "dnsbl_sites": [{"domain": "dnsblbase.example.net", "filter": "127.0.0.2", "weight": 2}],

@@ -26,12 +26,14 @@ LNF_ADDRESSES = 5  # francesca.bruni, f.bruni, carlo.esposito, direzione, accele
 TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # The whole bundled fleet planned against nothing: 31 addresses (cnaf 6, ge 2, lab.tifpa 3, lnf 5, tifpa 13,
 # città 2); 38 directory entries (the base and its 5 containers, 10 people, 5 lists, 8 roles, 3 external
-# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 49 gateway settings (the
-# fields of gateway.yaml's model, set or left at their defaults: 31, and the 18 of its portal section); 25 out/
-# files beside MANIFEST.json (24, and out/portal/portal.json).
+# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 59 gateway settings (the
+# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, and 10 more of
+# its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory,
+# database_directory, run_directory, tls_certificate, tls_key); 27 out/ files beside MANIFEST.json (24,
+# out/portal/portal.json, out/ldap/slapd-config and out/ldap/slapd.yaml).
 BUNDLED_SUMMARY = (
-    "6 domains (6 added): +31 -0 ~0 addresses, 38 directory entries, 12 policy files, 49 gateway settings, "
-    "25 out/ files"
+    "6 domains (6 added): +31 -0 ~0 addresses, 38 directory entries, 12 policy files, 59 gateway settings, "
+    "27 out/ files"
 )
 HINT = (
     "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "

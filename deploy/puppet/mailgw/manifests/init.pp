@@ -14,6 +14,8 @@
 #   after every table they may name is in place;
 # * out/rspamd/maps.d/* and out/rspamd/local.d/*: Rspamd's maps and overrides;
 # * out/ldap/*.ldif: the gateway's directory, for the LDAP loader;
+# * out/ldap/slapd-config and out/ldap/slapd.yaml: the gateway's own LDAP server,
+#   staged only: the class mailgw::slapd runs it from them when the node declares it.
 # * out/portal/*.json: the quarantine portal's configuration, deployed by
 #   mailgw::portal on the nodes that include it (staged only elsewhere).
 #
@@ -86,9 +88,11 @@ class mailgw (
   $rspamd_maps = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/maps\.d\/[^\/]+\z/ }
   $rspamd_configs = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/local\.d\/[^\/]+\z/ }
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
+  $slapd_files = $artifacts.filter |$path, $_| { $path in ['ldap/slapd-config', 'ldap/slapd.yaml'] }
   $portal_configs = $artifacts.filter |$path, $_| { $path =~ /\Aportal\/[^\/]+\.json\z/ }
 
-  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $portal_configs
+  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $slapd_files
+    + $portal_configs
   $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap|portal)\// and !($path in $placed) }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
