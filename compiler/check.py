@@ -6,6 +6,7 @@ finding stands at one and its message names the other.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +14,14 @@ from pathlib import PurePosixPath
 
 import idna
 
+from compiler import values
 from compiler.declarations import Declarations, DomainSource
 from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
+from compiler.fleet import RESERVED_LOCAL_PARTS, gateway_postmaster
 from compiler.load import Document
 from compiler.sync import synced
+from compiler.targets.ldap import escape_dn_value
 
 
 def check(declarations: Declarations) -> list[Finding]:
@@ -139,46 +143,128 @@ def owners_are_known_uids(decls: Declarations) -> list[Finding]:
 
 
 def _accepted(decls: Declarations) -> dict[str, set[str]]:
-    """Served domain -> the lower-case local parts it accepts."""
-    return {source.decl.domain: {entry.key.lower() for entry in source.addresses} for source in decls.domains}
+    """Served domain -> the lower-case local parts it accepts: its addresses, postmaster and abuse."""
+    return {
+        source.decl.domain: {entry.key.lower() for entry in source.addresses} | set(RESERVED_LOCAL_PARTS)
+        for source in decls.domains
+    }
+
+
+def _postmaster_where(decls: Declarations) -> tuple[Document, tuple[str | int, ...], str]:
+    """Where the gateway's postmaster is set: its own field, or the MX host its default comes from."""
+    if decls.gateway.postmaster is not None:
+        return decls.gateway_doc, ("postmaster",), "postmaster"
+    return decls.gateway_doc, ("mx_hosts",), "postmaster (the default, from mx_hosts)"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """An address the MX forwards mail to itself, and where it is written (looked up only for a finding)."""
+
+    address: str
+    doc: Document
+    loc: tuple[str | int, ...]  # for an external alias: the alias; the target's index is found on demand
+    what: str
+    in_list: bool = False
+
+    def finding(self, code: str, message: str) -> Finding:
+        loc = self.loc
+        if self.in_list:
+            # Targets are stored sorted and folded: locate the one written in the file.
+            node, _, _ = self.doc.walk(loc)
+            written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
+            loc += (next((i for i, w in enumerate(written) if w and w.lower() == self.address.lower()), 0),)
+        return self.doc.finding(loc, code, message)
+
+
+def _targets(decls: Declarations) -> list[_Target]:
+    """Every address the MX forwards mail to itself (external alias targets, the gateway's postmaster)."""
+    found = [
+        _Target(target, source.doc, ("external_aliases", entry.key), f"target '{target}'", in_list=True)
+        for source in decls.domains
+        for entry in source.addresses
+        for target in entry.targets
+    ]
+    postmaster = gateway_postmaster(decls.gateway)
+    if postmaster is not None:
+        doc, loc, what = _postmaster_where(decls)
+        found.append(_Target(postmaster, doc, loc, f"{what} '{postmaster}'"))
+    return found
 
 
 def alias_targets_exist(decls: Declarations) -> list[Finding]:
-    """A target in a domain this gateway serves by list must be declared there, or the MX bounces it."""
+    """A target in a domain this gateway serves by list must be declared there, or the MX bounces it.
+
+    A target at one of the gateway's own MX hosts never arrives: no node receives mail for their names.
+    """
     listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    own = set(decls.gateway.mx_hosts)
     accepted = None
     findings = []
-    for source in decls.domains:
-        for entry in source.addresses:
-            for target in entry.targets:
-                target_local, _, target_domain = target.lower().partition("@")
-                if target_domain not in listed:
-                    continue
-                accepted = accepted if accepted is not None else _accepted(decls)
-                if target_local not in accepted[target_domain]:
-                    node, _, _ = source.doc.walk(("external_aliases", entry.key))
-                    written = [getattr(item, "value", None) for item in getattr(node, "value", [])]
-                    index = next((i for i, w in enumerate(written) if w and w.lower() == target.lower()), 0)
-                    findings.append(
-                        source.doc.finding(
-                            ("external_aliases", entry.key, index),
-                            "undeclared-alias-target",
-                            f"target '{target}' is in '{target_domain}', which this gateway serves, "
-                            f"but is not declared there",
-                        )
-                    )
+    for target in _targets(decls):
+        target_local, _, target_domain = target.address.lower().partition("@")
+        if target_domain in own:
+            findings.append(
+                target.finding(
+                    "alias-to-mx-host",
+                    f"{target.what} is at '{target_domain}', one of the gateway's own MX hosts, which receive no "
+                    "mail; name a mailbox elsewhere",
+                )
+            )
+            continue
+        if target_domain not in listed:
+            continue
+        accepted = accepted if accepted is not None else _accepted(decls)
+        if target_local not in accepted[target_domain]:
+            findings.append(
+                target.finding(
+                    "undeclared-alias-target",
+                    f"{target.what} is in '{target_domain}', which this gateway serves, but is not declared there",
+                )
+            )
     return findings
 
 
+def gateway_has_a_postmaster(decls: Declarations) -> list[Finding]:
+    """The nodes' own postmaster (and the LMTP domains' postmaster@ and abuse@) must reach a mailbox."""
+    if gateway_postmaster(decls.gateway) is not None:
+        return []
+    return [
+        decls.gateway_doc.finding(
+            ("mx_hosts",),
+            "missing-postmaster",
+            "no MX host is a host name to take the default postmaster from; declare postmaster: "
+            "the gateway team's mailbox (like 'mail-gateway@example.org')",
+            at_key=True,
+        )
+    ]
+
+
 def alias_chains_end(decls: Declarations) -> list[Finding]:
-    """External aliases that lead back to themselves would loop on the MX until the hop limit."""
+    """External aliases that lead back to themselves would loop on the MX until the hop limit.
+
+    The MX's own aliases count too: postmaster@ and abuse@ of an LMTP domain that declares neither go to
+    the gateway's postmaster.
+    """
     graph: dict[str, list[str]] = {}
-    where: dict[str, tuple[DomainSource, str]] = {}
+    where: dict[str, tuple[Document, tuple[str | int, ...], bool]] = {}
     for source in decls.domains:
         for entry in source.addresses:
             if entry.targets:
                 graph[entry.address] = sorted({t.lower() for t in entry.targets})
-                where[entry.address] = (source, entry.key)
+                where[entry.address] = (source.doc, ("external_aliases", entry.key), True)
+    postmaster = gateway_postmaster(decls.gateway)
+    if postmaster is not None:
+        doc, loc, _ = _postmaster_where(decls)
+        for source in decls.domains:
+            if source.decl.delivery.nexthop[0].transport != "lmtp":
+                continue
+            declared = {entry.address for entry in source.addresses}
+            for local in RESERVED_LOCAL_PARTS:
+                address = f"{local}@{source.decl.domain}"
+                if address not in declared:
+                    graph[address] = [postmaster.lower()]
+                    where[address] = (doc, loc, False)
     # One depth-first walk; every cycle shows up as at least one back edge.
     findings, done, reported = [], set(), set()
     for start in sorted(graph):
@@ -197,14 +283,9 @@ def alias_chains_end(decls: Declarations) -> list[Finding]:
                     reported.add(frozenset(cycle))
                     turn = cycle.index(first)
                     shown = cycle[turn:] + cycle[:turn] + [first]
-                    source, local = where[first]
+                    doc, loc, at_key = where[first]
                     findings.append(
-                        source.doc.finding(
-                            ("external_aliases", local),
-                            "alias-loop",
-                            "external aliases loop: " + " -> ".join(shown),
-                            at_key=True,
-                        )
+                        doc.finding(loc, "alias-loop", "external aliases loop: " + " -> ".join(shown), at_key=at_key)
                     )
             elif child in graph and child not in done:
                 path.append(child)
@@ -252,6 +333,57 @@ def relay_networks_belong_to_one_site(decls: Declarations) -> list[Finding]:
                     )
                 )
                 break
+    return findings
+
+
+def relays_are_not_the_gateway(decls: Declarations) -> list[Finding]:
+    """A relay network holding one of the MX hosts (given as an address) would let the node relay as a site."""
+    own = [ipaddress.IPv4Address(host) for host in decls.gateway.mx_hosts if values.host_is_address(host)]
+    return [
+        source.doc.finding(
+            ("outbound_relays", i),
+            "relay-network-is-gateway",
+            f"relay network {net} holds {host}, one of the gateway's own MX hosts; a site relay is a host of its site",
+        )
+        for source in decls.domains
+        for i, net in enumerate(source.decl.outbound_relays)
+        for host in own
+        if net.version == 4 and host in net
+    ]
+
+
+def addresses_fit_the_directory(decls: Declarations) -> list[Finding]:
+    """What the LDAP directory names an entry by (docs/ldap.md) must fit OpenLDAP's mdb (values.DIRECTORY_MAX_RDN).
+
+    A domain's entry is 'associatedDomain=DOMAIN'; a list, role or external alias address has an entry
+    'cn=ADDRESS' of its own (a person's addresses are values of the uid's entry, not names).
+    """
+    limit = values.DIRECTORY_MAX_RDN
+    findings = []
+    for source in decls.domains:
+        domain = source.decl.domain
+        if len(f"associatedDomain={domain}") > limit:
+            findings.append(
+                source.doc.finding(
+                    ("domain",),
+                    "directory-limit",
+                    f"domain '{domain}' has {len(domain)} characters; the LDAP directory names a domain's entry "
+                    f"'associatedDomain=DOMAIN', at most {limit} characters, so the domain may have at most "
+                    f"{limit - len('associatedDomain=')}",
+                )
+            )
+            continue
+        for entry in source.addresses:
+            if entry.kind in ("list", "role", "external") and len(f"cn={escape_dn_value(entry.address)}") > limit:
+                findings.append(
+                    source.doc.finding(
+                        (entry.section, entry.key),
+                        "directory-limit",
+                        f"address '{entry.address}' is too long for the LDAP directory, which names a "
+                        f"{entry.kind} address's entry 'cn=ADDRESS' in at most {limit} characters",
+                        at_key=True,
+                    )
+                )
     return findings
 
 
@@ -422,10 +554,13 @@ RULES: tuple[Callable[[Declarations], list[Finding]], ...] = (
     list_domains_accept_someone,
     nexthop_is_not_the_gateway,
     owners_are_known_uids,
+    gateway_has_a_postmaster,
     alias_targets_exist,
     alias_chains_end,
     subdomains_stay_with_their_site,
     relay_networks_belong_to_one_site,
+    relays_are_not_the_gateway,
+    addresses_fit_the_directory,
     thresholds_rise,
     quarantine_is_on_where_used,
     outbound_refusals_reach_someone,

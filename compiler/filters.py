@@ -160,15 +160,6 @@ class DirectionPolicy:
         limits = [t for t in (self.spam.quarantine, self.spam.reject) if t is not None]
         return min(limits) if limits else None
 
-    def strongest_spam_action(self) -> str:
-        """What happens to a message above every threshold (GTUBE): the action with the highest one."""
-        if self.spam.reject is not None:
-            return "reject" if self.notify_sender else "quarantine"
-        for action in ("quarantine", "rewrite_subject", "add_header"):
-            if getattr(self.spam, action) is not None:
-                return action
-        return "deliver"
-
 
 @dataclass(frozen=True)
 class SenderLists:

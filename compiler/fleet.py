@@ -6,6 +6,7 @@ sorted, so nothing downstream depends on file or key order.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from compiler.declarations import Address, Declarations, DomainSource
@@ -24,16 +25,29 @@ class Domain:
     addresses: tuple[Address, ...]
     source: str
     relays: tuple[IPNetwork, ...] = ()  # the site's relays allowed to send outbound through the MX
+    # postmaster@ and abuse@ of the domain when it declares neither as an address: accepted all the same.
+    reserved: tuple[str, ...] = ()
 
     @property
     def transport(self) -> str:
         return self.nexthops[0].transport
+
+    @property
+    def reserved_to_gateway(self) -> bool:
+        """An LMTP next hop is a mailbox server, with no postmaster of its own: the gateway team takes them."""
+        return self.transport == "lmtp"
+
+
+# RFC 5321 4.5.1 (postmaster) and RFC 2142 (abuse): every domain that receives mail receives these.
+RESERVED_LOCAL_PARTS = ("abuse", "postmaster")
 
 
 @dataclass(frozen=True)
 class Fleet:
     gateway: GatewayDeclaration
     domains: tuple[Domain, ...]
+    # The gateway team's mailbox (gateway.yaml postmaster, or its default); "" when there is none to take.
+    postmaster: str = ""
     # Domain name -> its resolved filter policy; default_filters: the gateway's own (docs/filtering.md).
     filters: dict[str, FilterPolicy] = field(default_factory=dict)
     default_filters: FilterPolicy | None = None
@@ -55,13 +69,23 @@ def build_fleet(declarations: Declarations) -> Fleet:
     return Fleet(
         gateway=declarations.gateway,
         domains=domains,
+        postmaster=gateway_postmaster(declarations.gateway) or "",
         filters={s.decl.domain: resolve(declarations.gateway.filters, s.decl.filters) for s in declarations.domains},
         default_filters=resolve(declarations.gateway.filters),
     )
 
 
+def gateway_postmaster(gateway: GatewayDeclaration) -> str | None:
+    """gateway.yaml's postmaster, else postmaster@ the domain of the first MX host named by a host name."""
+    if gateway.postmaster is not None:
+        return gateway.postmaster
+    named = [host for host in gateway.mx_hosts if host.count(".") >= 2 and not host.replace(".", "").isdigit()]
+    return f"postmaster@{named[0].partition('.')[2]}" if named else None
+
+
 def _domain(source: DomainSource) -> Domain:
     decl = source.decl
+    addresses = tuple(sorted(source.addresses))
     return Domain(
         name=decl.domain,
         site=decl.site,
@@ -69,10 +93,21 @@ def _domain(source: DomainSource) -> Domain:
         role=decl.role,
         nexthops=tuple(decl.delivery.nexthop),
         recipient_check=decl.recipient_check,
-        addresses=tuple(sorted(source.addresses)),
+        addresses=addresses,
         source=source.doc.relpath,
         relays=tuple(sorted(set(decl.outbound_relays), key=network_order)),
+        reserved=tuple(
+            f"{local}@{decl.domain}"
+            for local in RESERVED_LOCAL_PARTS
+            if not _declares(addresses, f"{local}@{decl.domain}")
+        ),
     )
+
+
+def _declares(addresses: tuple[Address, ...], address: str) -> bool:
+    """Is `address` among `addresses` (sorted by address)? A lookup, not a scan: a domain may hold a million."""
+    at = bisect.bisect_left(addresses, (address,))
+    return at < len(addresses) and addresses[at].address == address
 
 
 def network_order(net: IPNetwork) -> tuple[int, int, int]:

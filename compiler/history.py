@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import git
 from gitdb.exc import BadName, BadObject  # type: ignore[import-untyped]
 
+from compiler.errors import UserError, file_error
 from compiler.findings import FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, load_declarations
@@ -26,7 +27,7 @@ OUT_DIR = "out"
 _SYMLINK_MODE = 0o120000
 
 
-class HistoryError(Exception):
+class HistoryError(UserError):
     """The revision asked for cannot be read (a usage problem, exit 2)."""
 
 
@@ -61,7 +62,7 @@ def open_checkout(root: Path) -> Checkout:
     try:
         repo = git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise HistoryError(f"{root} is not inside a git repository") from None
+        raise HistoryError(f"{root.absolute()} is not inside a git repository") from None
     if repo.bare or repo.working_tree_dir is None:
         raise HistoryError(f"{root} is in a bare git repository; run mailgw in a checkout")
     prefix = root.resolve().relative_to(Path(repo.working_tree_dir).resolve()).as_posix()
@@ -114,20 +115,24 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
         gateway = commit.tree / checkout.path(GATEWAY_FILE)
     except KeyError:
         return Revision(label, None, artifacts)
-    with tempfile.TemporaryDirectory(prefix="mailgw-base-") as tmp:
-        root = Path(tmp)
-        _materialise(root / GATEWAY_FILE, gateway)
-        for directory in (DOMAINS_DIR, SOURCES_DIR):
-            for rel, blob in _blobs(commit, checkout.path(directory)):
-                _materialise(root / directory / rel, blob)
-        try:
-            declarations = load_declarations(root, cross_checked=False)
-        except FindingsError as err:
-            raise HistoryError(
-                f"the declarations at {label} do not load with this compiler "
-                f"({len(err.findings)} finding(s); first: {err.findings[0]}); "
-                "compare with another --base"
-            ) from None
+    try:
+        with tempfile.TemporaryDirectory(prefix="mailgw-base-") as tmp:
+            root = Path(tmp)
+            _materialise(root / GATEWAY_FILE, gateway)
+            for directory in (DOMAINS_DIR, SOURCES_DIR):
+                for rel, blob in _blobs(commit, checkout.path(directory)):
+                    _materialise(root / directory / rel, blob)
+            try:
+                declarations = load_declarations(root, cross_checked=False)
+            except FindingsError as err:
+                raise HistoryError(
+                    f"the declarations at {label} do not load with this compiler "
+                    f"({len(err.findings)} finding(s); first: {err.findings[0]}); "
+                    "compare with another --base"
+                ) from None
+    except OSError as err:  # the temporary directory (TMPDIR): full, read-only, not ours
+        where = tempfile.gettempdir()
+        raise HistoryError(str(file_error(f"read the declarations at {label} into", err, where))) from None
     return Revision(label, build_fleet(declarations), artifacts)
 
 

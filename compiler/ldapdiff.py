@@ -1,16 +1,24 @@
 """The changes that turn one directory LDIF into another, as change records for ldapmodify.
 
 A live LDAP server takes them as ordinary operations, so an update never
-needs a reload. The order keeps the tree valid at every step, and a DN in
-a value (owner, member) never names an entry that is not there yet or no
-longer there, outside a re-created subtree:
+needs a reload. The order keeps the tree valid at every step, never lets a
+value that is in both directories go missing from it, and a DN in a value
+(owner, member) never names an entry that is not there yet or no longer
+there, outside a re-created subtree:
 
 1. entries whose objectClass changes are deleted with their subtree (LDAP
    cannot change an entry's structural class, and deletes only leaves);
 2. new entries (and those re-created) are added, parents first;
-3. entries present in both are modified: removed values deleted, new ones
-   added, vanished attributes deleted;
-4. entries gone from the new directory are deleted, children first.
+3. entries present in both get their new values, parents first: values
+   added, attributes that came added (a value that only changes case, and
+   any value of a single-valued attribute, is replaced in the same
+   operation, as the server would refuse to hold both);
+4. the same entries lose the values that went, and attributes that went;
+5. entries gone from the new directory are deleted, children first.
+
+So a value that moves from one entry to another (an address given to
+another uid) is on the new entry before it leaves the old one: a reader
+searching for it at any moment finds at least one of them.
 
 Operational attributes (entryUUID, timestamps, ...) are left out, so OLD
 may be the live server's own dump (slapcat). DNs are compared by meaning
@@ -154,18 +162,46 @@ def _quick_records(data: bytes) -> Iterator[ParsedRecord]:
             yield from _block_records(block)
 
 
-# What sends a block to the `ldif` parser: folding, comments, base64 or URL values, CR.
-_NOT_PLAIN = (b"\n ", b"\n#", b"::", b":<", b"\r")
-
-
 def _block_records(block: bytes) -> list[ParsedRecord]:
     if block.startswith(b" "):
         raise _Unusual()  # a continuation of a blank line: only the parser knows what it makes of it
-    if not block.startswith(b"dn: ") or any(mark in block for mark in _NOT_PLAIN):
+    # What sends a block to the `ldif` parser: folding, comments, base64 or URL values, CR.
+    if (
+        not block.startswith(b"dn: ")
+        or b"\n " in block
+        or b"\n#" in block
+        or b"::" in block
+        or b":<" in block
+        or b"\r" in block
+    ):
         try:
             return list(ldif.LDIFParser(io.BytesIO(block), strict=True).parse())
         except (ValueError, binascii.Error):
             raise _Unusual() from None
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _bytes_block_records(block)
+    # Nearly every block: all of it UTF-8, so every value is text (as the parser makes it).
+    lines = text.split("\n")
+    dn = lines[0][3:].strip(_ASCII_WHITESPACE)
+    entry: dict[str, list[Value]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or name == "dn" or not name.isascii():
+            raise _Unusual()
+        entry.setdefault(name, []).append(value.strip(_ASCII_WHITESPACE))
+    if not ldif.is_dn(dn):
+        raise _Unusual()
+    return [(dn, entry)]
+
+
+# What bytes.strip() strips, and so the parser: ASCII whitespace only (str.strip() would take more).
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def _bytes_block_records(block: bytes) -> list[ParsedRecord]:
+    """A plain block that is not all UTF-8: a value that is not stays bytes, as the parser keeps it."""
     lines = block.split(b"\n")
     try:
         dn = lines[0][3:].strip().decode("utf-8")
@@ -242,30 +278,90 @@ def diff(old: dict[DnKey, Record], new: dict[DnKey, Record]) -> list[Change]:
     modified = {
         key: modifications(old[key], new[key]) for key in kept - recreated if old[key].attributes != new[key].attributes
     }
-    changes += [Change(new[key].dn, "modify", modified[key]) for key in _parents_first(modified) if modified[key]]
+    order = _parents_first(modified)
+    changes += [Change(new[key].dn, "modify", modified[key][0]) for key in order if modified[key][0]]
+    changes += [Change(new[key].dn, "modify", modified[key][1]) for key in order if modified[key][1]]
     changes += [Change(old[key].dn, "delete", ()) for key in _children_first(old.keys() - new.keys() - recreated)]
     return changes
 
 
-def modifications(old: Record, new: Record) -> tuple[ModifyItem, ...]:
-    """Per attribute: delete what went, add what came; an attribute that went is deleted whole."""
-    items: list[ModifyItem] = []
+# Attributes the schemas OpenLDAP ships (core, cosine, inetorgperson, misc, nis) declare SINGLE-VALUE, by every
+# name: a new value can only replace the old one in one operation. The gateway's own directory uses none of them.
+SINGLE_VALUED = frozenset(
+    {
+        "c",
+        "countryname",
+        "dc",
+        "domaincomponent",
+        "preferreddeliverymethod",
+        "presentationaddress",
+        "dsaquality",
+        "singlelevelquality",
+        "subtreeminimumquality",
+        "subtreemaximumquality",
+        "mailhost",
+        "mailroutingaddress",
+        "displayname",
+        "employeenumber",
+        "preferredlanguage",
+        "gecos",
+        "homedirectory",
+        "loginshell",
+        "shadowlastchange",
+        "shadowmin",
+        "shadowmax",
+        "shadowwarning",
+        "shadowinactive",
+        "shadowexpire",
+        "shadowflag",
+        "ipserviceport",
+        "ipprotocolnumber",
+        "oncrpcnumber",
+        "ipnetworknumber",
+        "ipnetmasknumber",
+        "nismapentry",
+    }
+)
+
+
+def modifications(old: Record, new: Record) -> tuple[tuple[ModifyItem, ...], tuple[ModifyItem, ...]]:
+    """What an entry gains (applied first) and what it loses (applied once every entry has gained), per attribute.
+
+    A value whose case alone changes is deleted and added in the first part:
+    most naming and mail attributes match case-insensitively, so the server
+    would refuse the new spelling next to the old one. A single-valued
+    attribute is replaced there too. An attribute that went is deleted whole.
+    """
+    gained: list[ModifyItem] = []
+    lost: list[ModifyItem] = []
     for name in sorted((old.attributes.keys() | new.attributes.keys()) - {"objectclass"}):
         written, before = old.attributes.get(name, ("", ()))  # "": not in old, so new names it
         written, after = new.attributes.get(name, (written, ()))
         if set(before) == set(after):
             continue
         if not after:
-            items.append(("delete", written, ()))
+            lost.append(("delete", written, ()))
             continue
         kept_before, kept_after = set(before), set(after)
         removed = tuple(v for v in before if v not in kept_after)
         added = tuple(v for v in after if v not in kept_before)
-        if removed:
-            items.append(("delete", written, removed))
+        if name in SINGLE_VALUED:
+            replaced = removed
+        else:
+            respelt = {_folded(v) for v in added}
+            replaced = tuple(v for v in removed if _folded(v) in respelt)
+        if replaced:
+            gained.append(("delete", written, replaced))
         if added:
-            items.append(("add", written, added))
-    return tuple(items)
+            gained.append(("add", written, added))
+        went = tuple(v for v in removed if v not in replaced)
+        if went:
+            lost.append(("delete", written, went))
+    return tuple(gained), tuple(lost)
+
+
+def _folded(value: Value) -> Value:
+    return value.lower()
 
 
 def render(changes: list[Change]) -> bytes:
@@ -290,7 +386,10 @@ def render(changes: list[Change]) -> bytes:
 
 
 def summary(changes: list[Change]) -> str:
-    counts = {kind: sum(c.changetype == kind for c in changes) for kind in ("add", "modify", "delete")}
+    """How many entries are added, modified and deleted (an entry's gains and losses are one modify)."""
+    counts = {
+        kind: len({dn_key(c.dn) for c in changes if c.changetype == kind}) for kind in ("add", "modify", "delete")
+    }
     return f"{counts['add']} to add, {counts['modify']} to modify, {counts['delete']} to delete"
 
 

@@ -1,4 +1,8 @@
-"""The mailgw command line: parse arguments, dispatch to a verb, map errors to exit codes."""
+"""The mailgw command line: parse arguments, dispatch to a verb, map errors to exit codes.
+
+Every expected failure is a UserError (compiler/errors.py), printed as its
+own line(s) with its exit code; whatever else escapes a verb is a bug.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,7 @@ from pathlib import Path
 
 from compiler import __version__
 from compiler.commands import build, codeowners, explain, ldap_diff, plan, publish, schema, sync, validate
-from compiler.findings import FindingsError, report
-from compiler.write import OutputError
-
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+from compiler.errors import EXIT_USAGE, UserError, flush_output
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
 COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners, sync)
@@ -42,13 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         exit_code: int = args.run(args)
+        flush_output()
         return exit_code
-    except FindingsError as err:
-        report(err.findings, sys.stderr)
-        return EXIT_FINDINGS
-    except OutputError as err:
-        print(f"mailgw: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except UserError as err:
+        err.show(sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug of ours: one line, the traceback only on request

@@ -20,6 +20,8 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -192,8 +194,43 @@ class DomainDeclaration(_Strict):
     source: Source | None = None
 
 
+LdapListenAddress = Annotated[str, AfterValidator(values.ldap_listen_address)]
+NodePath = Annotated[str, AfterValidator(values.absolute_path)]
+# A unix socket's path must fit in sockaddr_un's sun_path (108 bytes on Linux, with the final NUL).
+MAX_SOCKET_PATH = 107
+LDAP_SOCKET = "ldapi"
+
+
 class LdapSettings(_Strict):
+    """The gateway's own LDAP server on every MX node (docs/ldap.md): its directory, where it listens, its limits,
+    and the files the configuration names on the node (Puppet installs the secrets among them)."""
+
     base_dn: Annotated[str, AfterValidator(values.ldap_base_dn)]
+    # Each MX node's own addresses, besides 127.0.0.1 and the local socket; TLS is required on all of them.
+    listen: dict[HostName, list[LdapListenAddress]] = {}
+    port: Annotated[int, AfterValidator(values.tcp_port)] = 389
+    size_limit: Annotated[int, AfterValidator(values.ldap_size_limit)] = 1000
+    time_limit: Annotated[int, AfterValidator(values.ldap_time_limit)] = 10
+    config_directory: NodePath = "/etc/ldap/mailgw.d"
+    database_directory: NodePath = "/var/lib/ldap/mailgw"
+    # The local socket (RUN/ldapi: the default ldapi:/// of the Debian clients), the pid and args files.
+    run_directory: NodePath = "/run/slapd"
+    tls_certificate: NodePath = "/etc/mailgw/tls/ldap.crt"
+    tls_key: NodePath = "/etc/mailgw/secrets/ldap-tls.key"
+
+    @property
+    def socket(self) -> str:
+        return f"{self.run_directory.rstrip('/')}/{LDAP_SOCKET}"
+
+    @model_validator(mode="after")
+    def _socket_fits(self) -> LdapSettings:
+        if len(self.socket.encode()) > MAX_SOCKET_PATH:
+            raise PydanticCustomError(
+                "bad-path",
+                "run_directory '{path}' is too long: the socket '{socket}' must fit in {limit} bytes",
+                {"path": self.run_directory, "socket": self.socket, "limit": MAX_SOCKET_PATH},
+            )
+        return self
 
 
 class PostfixSettings(_Strict):
@@ -262,7 +299,9 @@ class PortalSettings(_Strict):
     uid_claim: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)] = "uid"
     # AAI uids that see and act on every held message.
     operators: list[Uid] = []
-    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = "ldap://127.0.0.1"
+    ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = (
+        "ldapi://%2Frun%2Fslapd%2Fldapi"
+    )
     ldap_reader_password_file: Annotated[str, AfterValidator(values.absolute_path)] = (
         "/etc/mailgw/secrets/ldap-reader.password"
     )
@@ -293,6 +332,9 @@ class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
     mx_hosts: Annotated[list[HostName], Field(min_length=1)]
+    # The gateway team's mailbox: the MX nodes' own postmaster (RFC 5321 4.5.1) and the postmaster@ and
+    # abuse@ of domains delivered over LMTP that declare none. Default: postmaster@ the first MX host's domain.
+    postmaster: MailAddress | None = None
     # The gateway team: default reviewers of everything but the domain files (.github/CODEOWNERS).
     admins: list[Annotated[str, AfterValidator(values.admin)]] = []
     ldap: LdapSettings
@@ -302,6 +344,20 @@ class GatewayDeclaration(_Strict):
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
     portal: PortalSettings | None = None
+
+    @field_validator("ldap")
+    @classmethod
+    def _listen_on_mx_hosts(cls, ldap: LdapSettings, info: ValidationInfo) -> LdapSettings:
+        # Each node picks its own addresses by its name: one that is no MX host would never be listened on.
+        mx_hosts: list[str] | None = info.data.get("mx_hosts")  # None: mx_hosts itself is wrong, and reported
+        unknown = sorted(set(ldap.listen) - set(mx_hosts)) if mx_hosts is not None else []
+        if mx_hosts is not None and unknown:
+            raise PydanticCustomError(
+                "unknown-mx-host",
+                "listen names '{host}', which is not one of mx_hosts ({mx_hosts})",
+                {"host": unknown[0], "mx_hosts": ", ".join(mx_hosts)},
+            )
+        return ldap
 
 
 _MODELS = (

@@ -35,6 +35,8 @@ REFERENCES = (
 )
 
 ACCEPTED, REJECTED, SITE_DECIDES = "accepted", "rejected", "decided by the site"
+# relay_recipients' value for postmaster@ and abuse@ of a domain that does not declare them (targets/postfix).
+RESERVED = "reserved"
 OK_REPLY = "250 2.1.5 Ok"
 # split_addr(3): these local parts are never split at the delimiter.
 _NEVER_SPLIT = ("postmaster", "mailer-daemon", "double-bounce")
@@ -221,17 +223,7 @@ def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = Non
             steps.append(Step(title, tuple(lookups), "unknown: refused"))
             reply = f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in relay recipient table"
             return _verdict(address, REJECTED, ("RCPT TO", reply), steps)
-        steps.append(
-            Step(
-                title,
-                tuple(lookups),
-                "an external alias of the gateway"
-                if aliased
-                else "a domain whose site decides"
-                if kind == "verify"
-                else f"declared: {kind}",
-            )
-        )
+        steps.append(Step(title, tuple(lookups), _listed(tables, aliased, kind, address_keys(local, domain))))
         owner = _owner(fleet, domain, listed_key or f"{split_extension(local)[0]}@{domain}")
     else:
         steps.append(
@@ -246,6 +238,20 @@ def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = Non
         )
         return Explanation(address, SITE_DECIDES, "RCPT TO", OK_REPLY, rejected, owner, deliveries, tuple(steps))
     return Explanation(address, ACCEPTED, "RCPT TO", OK_REPLY, None, owner, deliveries, tuple(steps))
+
+
+def _listed(tables: Tables, aliased: str | None, kind: str | None, keys: list[str]) -> str:
+    """Why the unknown recipient check lets the address through."""
+    if aliased is not None:
+        _, listed, _ = tables.find("relay_recipients", keys)
+        if listed == RESERVED:
+            return "postmaster@ or abuse@, not declared by the domain: the gateway team's (gateway.yaml postmaster)"
+        return "an external alias of the gateway"
+    if kind == "verify":
+        return "a domain whose site decides"
+    if kind == RESERVED:
+        return "postmaster@ or abuse@, not declared by the domain: relayed to its site like any recipient"
+    return f"declared: {kind}"
 
 
 def _verdict(address: str, verdict: str, refusal: tuple[str, str], steps: list[Step]) -> Explanation:
@@ -362,7 +368,7 @@ def render(explanation: Explanation) -> str:
         lines.append(
             f"  verdict: decided by the site at RCPT TO: '{e.reply}' if the site's relay accepts the "
             f"address, '{e.reply_if_site_rejects}' if it says the address does not exist (the status "
-            "code is the site's), 450 while it cannot be asked"
+            "code is always 5.1.1, whatever the site's), 450 while it cannot be asked"
         )
     else:
         lines.append(f"  verdict: {e.verdict} at {e.stage}: {e.reply}")

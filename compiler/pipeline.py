@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compiler import check, fastpath, targets
 from compiler.declarations import Address, Declarations, DomainSource, addresses_of
+from compiler.errors import file_error
 from compiler.findings import Finding, FindingsError
 from compiler.fleet import Fleet, build_fleet
 from compiler.load import ADDRESS_SECTIONS, Document, document, load_file, load_yaml, read_document
@@ -36,9 +37,18 @@ def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
         )
     paths = [GATEWAY_FILE]
     domains = root / DOMAINS_DIR
-    for path in sorted(domains.iterdir()) if domains.is_dir() else []:
+    try:
+        entries = sorted(domains.iterdir()) if domains.is_dir() else []
+    except OSError as err:  # the directory itself cannot be listed (each file's own failure is a finding)
+        raise file_error("list the domain files in", err, domains) from None
+    for path in entries:
         rel = f"{DOMAINS_DIR}/{path.name}"
         if path.name.startswith("."):
+            # An editor's lock link or swap file is no declaration; a hidden domain file would vanish silently.
+            if path.suffix in (".yaml", ".yml") and path.is_file() and not path.is_symlink():
+                findings.append(
+                    Finding(rel, 1, 1, "hidden-file", "a hidden domain file is never read; name it after its domain")
+                )
             continue
         if path.suffix == ".yml":
             findings.append(Finding(rel, 1, 1, "wrong-extension", "domain files end in '.yaml'; rename this one"))
@@ -87,7 +97,10 @@ def load_declarations(
             findings += found
         if source is not None:
             domains.append(source)
-    findings += unclaimed_synced_files(root, domains)
+    # Like the cross-file rules: only once every domain file is valid, so a broken file's source never
+    # leaves its synced file looking unclaimed.
+    if not findings:
+        findings += unclaimed_synced_files(root, domains)
     if findings or gateway is None or gateway_doc is None:  # a gateway is only parsed from its document
         raise FindingsError(findings)
     declarations = Declarations(gateway_doc, gateway, tuple(domains))

@@ -47,8 +47,8 @@ FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""
 DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 # How a directory entry says which domains it serves (RFC 4524 domainRelatedObject; misc.schema).
 DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
-# Domain fields that have their own section of the plan (or none: where the file is).
-_OWN_SECTIONS = {"name", "addresses", "nexthops", "source"}
+# The fields shown in sections of their own; `reserved` follows from the addresses (docs/mx.md), never a setting.
+_OWN_SECTIONS = {"name", "addresses", "nexthops", "source", "reserved"}
 
 T = TypeVar("T")
 

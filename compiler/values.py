@@ -38,11 +38,13 @@ REFERENCES = (
 # Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
 # consumer would read as syntax. '+' stays: Postfix tries 'a+b' before 'a'.
 LOCAL_PART_PATTERN = r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*"
-_LOCAL_PART = re.compile(LOCAL_PART_PATTERN)
+# Matched against the value as written, not its lower-case form: str.lower() turns some
+# non-ASCII letters into ASCII ones (KELVIN SIGN into 'k'), and the value written is the one checked.
+_LOCAL_PART = re.compile(LOCAL_PART_PATTERN.replace("a-z", "A-Za-z"))
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-# Lower-case ASCII labels, no A-label, a TLD that is not all digits: nothing to map or check further.
+# Lower-case ASCII labels of at most 63, no A-label, a TLD that is not all digits: nothing to map or check further.
 _PLAIN_DOMAIN = re.compile(
-    r"(?=.{1,253}$)(?:(?!-)(?!xn--)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)(?!xn--)[a-z0-9-]*[a-z][a-z0-9-]*(?<!-)"
+    r"(?=.{1,253}$)(?:(?!-)(?!xn--)[a-z0-9-]{1,63}(?<!-)\.)+(?=[a-z0-9-]{1,63}$)(?!-)(?!xn--)[a-z0-9-]*[a-z][a-z0-9-]*(?<!-)"
 )
 UID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _UID = re.compile(UID_PATTERN)
@@ -76,6 +78,12 @@ def _describe_bad_text(value: str) -> str | None:
     return None
 
 
+def _describe_non_ascii(value: str) -> str | None:
+    """Name the first character outside ASCII (a look-alike of an ASCII letter is the usual case)."""
+    char = next((c for c in value if not c.isascii()), None)
+    return None if char is None else f"contains '{char}' (U+{ord(char):04X}), which is not ASCII"
+
+
 def local_part(value: str) -> str:
     """A recipient's local part as written (case kept, checked case-insensitively)."""
     if not isinstance(value, str):
@@ -86,9 +94,8 @@ def local_part(value: str) -> str:
             "'{value}' contains '@'; write only the part before '@' (the domain is the file's)",
             value=value,
         )
-    folded = value.lower()
-    if len(value) > 64 or not _LOCAL_PART.fullmatch(folded):
-        why = _describe_bad_text(value) or "is not a plain local part"
+    if len(value) > 64 or not _LOCAL_PART.fullmatch(value):
+        why = _describe_bad_text(value) or _describe_non_ascii(value) or "is not a plain local part"
         raise _fail(
             "bad-local-part",
             "local part '{value}' {why}; use letters, digits, '.', '_', '-' or '+', "
@@ -196,6 +203,31 @@ def host(value: str) -> str:
         return domain_name(value)
 
 
+# Addresses that are the MX node itself, or no single host at all (RFC 6890): a next hop there
+# loops into the node or reaches a service behind its filters, and a relay there opens the relay.
+NODE_NETWORKS: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {
+    "loopback": (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+    "unspecified": (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128")),
+    "link-local": (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")),
+    "multicast": (ipaddress.ip_network("224.0.0.0/4"), ipaddress.ip_network("ff00::/8")),
+    "reserved": (ipaddress.ip_network("240.0.0.0/4"),),
+}
+
+
+def node_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
+    """'loopback (127.0.0.0/8)' when `net` overlaps one of NODE_NETWORKS, else None."""
+    for kind, networks in NODE_NETWORKS.items():
+        for node in networks:
+            if node.version == net.version and node.overlaps(net):
+                return f"{kind} ({node})"
+    return None
+
+
+def _loopback_name(name: str) -> bool:
+    """'localhost' names resolve to the node itself (RFC 6761 6.3)."""
+    return name == "localhost" or name.endswith(".localhost")
+
+
 def nexthop(value: str) -> tuple[str, str, int]:
     """'[host]:port' with an optional 'smtp:' or 'lmtp:' in front -> (transport, host, port).
 
@@ -225,7 +257,28 @@ def nexthop(value: str) -> tuple[str, str, int]:
         name = host(match["host"])
     except PydanticCustomError as err:
         raise _fail("bad-nexthop", "next hop '{value}': {why}", value=value, why=err.message()) from None
+    if host_is_address(name):
+        node = node_network(ipaddress.ip_network(name))
+    else:
+        node = "loopback (a localhost name, RFC 6761)" if _loopback_name(name) else None
+    if node:
+        raise _fail(
+            "bad-nexthop",
+            "next hop '{value}' is {node}: that is the MX node itself or no host at all; "
+            "name the site's relay or mailbox server",
+            value=value,
+            node=node,
+        )
     return transport, name, port
+
+
+def host_is_address(name: str) -> bool:
+    """Is this host (as host() returns it) an IPv4 address rather than a name?"""
+    try:
+        ipaddress.IPv4Address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def distinguished_name(value: str) -> str:
@@ -239,9 +292,22 @@ def distinguished_name(value: str) -> str:
 BASE_DN_NAMING = ("dc", "o", "ou")
 
 
+# The longest RDN OpenLDAP's mdb backend stores (a longer one fails slapadd with MDB_BAD_VALSIZE); the
+# directory's root entry is stored under its whole DN, so the base DN is bounded by it too.
+DIRECTORY_MAX_RDN = 245
+
+
 def ldap_base_dn(value: str) -> str:
     """The gateway directory's base DN: a plain DN whose first part names a container (ou=, o= or dc=)."""
     dn = distinguished_name(value)
+    if len(dn) > DIRECTORY_MAX_RDN:
+        raise _fail(
+            "bad-dn",
+            "base DN '{value}' has {length} characters; the directory stores at most {limit}",
+            value=value,
+            length=len(dn),
+            limit=DIRECTORY_MAX_RDN,
+        )
     naming = dn.partition("=")[0].lower()
     if naming not in BASE_DN_NAMING:
         raise _fail(
@@ -316,6 +382,14 @@ def relay_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
             count=f"{net.num_addresses:,}",
             smallest=smallest,
         )
+    node = node_network(net)
+    if node:
+        raise _fail(
+            "bad-network",
+            "relay network '{value}' is {node}: that is the MX node itself or no host at all, never a site's relay",
+            value=value,
+            node=node,
+        )
     if net.is_multicast or net.is_unspecified or net.is_link_local or net.is_reserved:
         raise _fail(
             "bad-network",
@@ -367,9 +441,9 @@ def dnsbl_threshold(value: int) -> int:
 
 # A spam score threshold: what Rspamd compares a message's score with.
 MAX_THRESHOLD = 100
-# A subject tag: printable ASCII; no '"', '\' or '$' (UCL string syntax and
-# variables) and no '%' but the one '%s' Rspamd replaces with the subject.
-_SUBJECT_CHARS = re.compile(r"[ !#&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*")
+# A subject tag: printable ASCII; no '"', '\' or '$' (UCL string syntax and variables), no '{' or '}'
+# (Rspamd's template markers '{=', '{%', '{#') and no '%' but the one '%s' Rspamd replaces with the subject.
+_SUBJECT_CHARS = re.compile(r"[ !#&'()*+,\-./0-9:;<=>?@A-Z\[\]^_`a-z|~]*")
 _URL = re.compile(r"https://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9._~/-]*)?")
 # Shorter prefixes than these would let one list entry cover a large part of the Internet.
 MIN_PREFIX = {4: 8, 6: 16}
@@ -408,7 +482,7 @@ def subject_template(value: str) -> str:
         why = "may contain '%' only in the one '%s'"
     elif not _SUBJECT_CHARS.fullmatch(value.replace("%s", "", 1)):
         bad = next(c for c in value.replace("%s", "", 1) if not _SUBJECT_CHARS.fullmatch(c))
-        why = f"contains '{bad}'; use printable ASCII without '\"', '\\' and '$'"
+        why = f"contains '{bad}'; use printable ASCII without '\"', '\\', '$', '{{' and '}}'"
     elif not value.replace("%s", "").strip():
         why = "adds nothing to the subject"
     else:
@@ -575,4 +649,54 @@ def credential_path(value: str) -> str:
             "(like '/etc/mailgw-sync/tifpa.token', or 'tifpa.token' in the credentials directory)",
             value=value,
         )
+    return value
+
+
+# --- the gateway's own LDAP server (docs/ldap.md) ------------------------------------
+
+
+def ldap_listen_address(value: str) -> str:
+    """An MX node's own address that its LDAP server listens on: one unicast IP address, never loopback (always on)."""
+    address = _ip_address(value) if isinstance(value, str) and "%" not in value else None
+    if (
+        address is None
+        or address.is_multicast
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None)
+    ):
+        raise _fail(
+            "bad-listen-address",
+            "listen address '{value}' is not one unicast IP address of the node (like '192.0.2.11' or "
+            "'2001:db8::11'); 127.0.0.1 and the local socket are always listened on",
+            value=value,
+        )
+    return str(address)
+
+
+def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def tcp_port(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _fail("bad-ldap-setting", "port {value} is not a TCP port from 1 to 65535", value=value)
+    return value
+
+
+def ldap_size_limit(value: int) -> int:
+    """How many entries one search may return (slapd-config(5) olcSizeLimit); the deployment itself has none."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise _fail("bad-ldap-setting", "size limit {value} is not a number of entries from 1 to 1000000", value=value)
+    return value
+
+
+def ldap_time_limit(value: int) -> int:
+    """How many seconds slapd spends on one search (slapd-config(5) olcTimeLimit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
+        raise _fail("bad-ldap-setting", "time limit {value} is not a number of seconds from 1 to 3600", value=value)
     return value

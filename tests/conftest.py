@@ -1,4 +1,16 @@
-"""Shared fixtures: tiny gateway repositories, the CLI, and the real programs the tests run."""
+"""Shared fixtures: tiny gateway repositories, the CLI, and the real programs the tests run.
+
+A test that runs a real program says so with `@pytest.mark.needs("prog", ...)`;
+one that must run as root (starting Postfix, mounting a file system) with
+`@pytest.mark.needs_root("why")`. When one of them cannot run it is skipped,
+counted and listed in a banner at the end of the run; under CI (the `CI`
+variable set) such a skip fails the run. `--hide-program NAME` runs the
+tests as if NAME were not installed (tests/test_conftest.py proves the banner).
+
+Property tests count the examples that reach their assertions
+(`reached(...)`); the share of each is shown at the end of the run, and one
+under MIN_REACHED fails it.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +18,169 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import event
 
 from compiler.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-# Which Debian package brings each program, for the message when it is missing.
+# Which Debian package brings each program, for the message when it is missing (scripts/system-packages).
 PACKAGES = {
     "postmap": "postfix postfix-lmdb",
     "postconf": "postfix postfix-lmdb",
     "postfix": "postfix postfix-lmdb",
+    "postqueue": "postfix",
     "slapd": "slapd",
     "slapadd": "slapd",
+    "slapcat": "slapd",
     "ldapadd": "ldap-utils",
     "ldapsearch": "ldap-utils",
     "ldapmodify": "ldap-utils",
+    "ldapdelete": "ldap-utils",
     "rspamd": "rspamd",
     "rspamadm": "rspamd",
     "clamd": "clamav-daemon",
     "puppet": "puppet",
-    "slapcat": "slapd",
+    "openssl": "openssl",
+    "unshare": "util-linux",
+    "setpriv": "util-linux",
+    "mount": "mount",
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
-    "ldapdelete": "ldap-utils",
 }
+# Examples of a property test that must reach its assertions (the rest are counted as discarded).
+MIN_REACHED = 0.8
 
 GATEWAY = """\
 mx_hosts: [mx1.gw.example.org, mx2.gw.example.org]
 ldap: {base_dn: "ou=mailgw,dc=example,dc=org"}
 """
 
-_skipped_for: dict[str, int] = {}
+_hidden: set[str] = set()
+_skipped_for: Counter[str] = Counter()  # a missing program -> the tests skipped for it
+_skipped_root: Counter[str] = Counter()  # why a test needs root -> the tests skipped
+_skipped_other: dict[str, str] = {}  # a test that needs a program or root, skipped for another reason -> why
+_examples: Counter[str] = Counter()  # property test -> examples run
+_reached: Counter[str] = Counter()  # property test -> examples that reached the assertions
+_COUNTED = pytest.StashKey[bool]()  # the test was skipped, and counted, by pytest_runtest_setup
 
 
 def program(name: str) -> str | None:
+    if name in _hidden:
+        return None
     return shutil.which(name, path=SBIN_PATH)
 
 
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--hide-program",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run as if this program were not installed (its tests are skipped, and fail the run under CI)",
+    )
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "needs(*programs): runs these real programs")
+    _hidden.update(config.getoption("--hide-program"))
+    # A Postfix command given no -c of its own finds no configuration, on every machine: without this it
+    # would read /etc/postfix/main.cf where Debian's installer wrote one, and fail only where it did not.
+    config._mailgw_no_postfix_config = tempfile.TemporaryDirectory(prefix="mailgw-tests-")
+    os.environ["MAIL_CONFIG"] = os.path.join(config._mailgw_no_postfix_config.name, "no-postfix-config-here")
+
+
+def pytest_unconfigure(config):
+    holder = getattr(config, "_mailgw_no_postfix_config", None)
+    if holder is not None:
+        holder.cleanup()
 
 
 def pytest_runtest_setup(item):
-    for marker in item.iter_markers("needs"):
-        absent = [name for name in marker.args if program(name) is None]
-        if absent:
-            for name in absent:
-                _skipped_for[name] = _skipped_for.get(name, 0) + 1
-            pytest.skip(f"needs {', '.join(absent)} (Debian: {' '.join(PACKAGES.get(n, n) for n in absent)})")
+    for marker in item.iter_markers("needs_root"):
+        if os.geteuid() != 0:
+            why = marker.args[0] if marker.args else "it runs as root"
+            _skipped_root[why] += 1
+            item.stash[_COUNTED] = True
+            pytest.skip(f"needs root: {why}")
+    absent = sorted({name for marker in item.iter_markers("needs") for name in marker.args if program(name) is None})
+    if absent:
+        _skipped_for.update(absent)
+        item.stash[_COUNTED] = True
+        pytest.skip(f"needs {', '.join(absent)} (Debian: {' '.join(PACKAGES.get(n, n) for n in absent)})")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that needs a real program or root and was skipped some other way counts as skipped too."""
+    report = yield
+    needy = item.get_closest_marker("needs") or item.get_closest_marker("needs_root")
+    if report.skipped and needy and not hasattr(report, "wasxfail") and not item.stash.get(_COUNTED, False):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped_other[item.nodeid] = reason
+    return report
+
+
+def reached(test: str, what: str) -> None:
+    """Count an example of a property test that reached its assertions, and tell hypothesis's statistics."""
+    _reached[test] += 1
+    event(f"reached the assertions: {what}")
+
+
+def example(test: str) -> None:
+    """Count an example of a property test (call first thing in the test)."""
+    _examples[test] += 1
+
+
+def _low_reach() -> list[str]:
+    return [test for test, runs in _examples.items() if runs and _reached[test] / runs < MIN_REACHED]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    failing = under_ci() and (_skipped_for or _skipped_root or _skipped_other)
+    if (failing or _low_reach()) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _skipped_for:
-        return
     write = terminalreporter.write_line
+    if _examples:
+        write("property tests: examples that reached their assertions")
+        for test, runs in sorted(_examples.items()):
+            low = "   BELOW THE MINIMUM" if _reached[test] / runs < MIN_REACHED else ""
+            write(f"  {test}: {_reached[test]} of {runs} ({_reached[test] / runs:.0%}){low}", red=bool(low))
+        if _low_reach():
+            write(f"the run FAILS: a property test reached its assertions in less than {MIN_REACHED:.0%} of examples")
+    if not (_skipped_for or _skipped_root or _skipped_other):
+        return
     write("*" * 72, red=True, bold=True)
-    write("REAL-PROGRAM TESTS WERE SKIPPED: these programs are not installed:", red=True, bold=True)
-    for name, count in sorted(_skipped_for.items()):
-        write(f"  {name}: {count} test(s) skipped; install Debian package(s): {PACKAGES.get(name, name)}", red=True)
-    write("Run 'make test' as root on Debian to install them, or apt-get install them yourself.", red=True)
+    if _skipped_for:
+        write("REAL-PROGRAM TESTS WERE SKIPPED: these programs are not installed:", red=True, bold=True)
+        for name, count in sorted(_skipped_for.items()):
+            write(f"  {name}: {count} test(s) skipped; install Debian package(s): {PACKAGES.get(name, name)}", red=True)
+        write("Run 'make test' as root on Debian to install them, or apt-get install them yourself.", red=True)
+    if _skipped_root:
+        write("ROOT-ONLY TESTS WERE SKIPPED: this run is not root:", red=True, bold=True)
+        for why, count in sorted(_skipped_root.items()):
+            write(f"  {count} test(s) skipped: {why}", red=True)
+        write("Run 'sudo make test' (as CI does) to run them.", red=True)
+    if _skipped_other:
+        write("TESTS OF REAL PROGRAMS SKIPPED FOR ANOTHER REASON:", red=True, bold=True)
+        for nodeid, why in sorted(_skipped_other.items()):
+            write(f"  {nodeid}: {why}", red=True)
+    if under_ci():
+        write("CI is set: a skipped real-program or root-only test FAILS the run.", red=True, bold=True)
     write("*" * 72, red=True, bold=True)
 
 

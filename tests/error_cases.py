@@ -20,6 +20,9 @@ DELIVERY = "delivery:\n  nexthop: smtp:[smtp.tifpa.example.org]:25\n"
 RECIPIENTS = "recipients:\n  mario.rossi: mrossi\n"
 VALID = HEAD + DELIVERY + RECIPIENTS
 GATEWAY_HEAD = "mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\n"
+# Valid host names too long for the LDAP directory's entry names (the domain's own, a role address's).
+LONG_DOMAIN = ".".join(["d" * 56] * 4) + ".example.org"
+LONGISH_DOMAIN = ".".join(["d" * 50] * 4) + ".org"
 # The fields a portal: section must have, after the one a case gets wrong.
 _PORTAL_REQUIRED = (
     "  public_url: https://quarantine.example.org\n  oidc_issuer: https://aai.example.org\n"
@@ -153,6 +156,13 @@ CASES = [
         ["domains/tifpa.example.org.yml:1:1: error[wrong-extension]: domain files end in '.yaml'; rename this one"],
     ),
     Case(
+        "hidden-file",
+        "load",
+        "a domain file whose name starts with a dot",
+        {"domains/..yaml": VALID.replace("tifpa.example.org\n", ".\n", 1)},
+        ["domains/..yaml:1:1: error[hidden-file]: a hidden domain file is never read; name it after its domain"],
+    ),
+    Case(
         "symlink-outside",
         "load",
         "a domain file that links outside the repository",
@@ -238,6 +248,17 @@ CASES = [
         ],
     ),
     Case(
+        "bad-address",
+        "model",
+        "a target whose local part only lower-cases to ASCII (KELVIN SIGN, U+212A)",
+        _domain(VALID + "external_aliases:\n  g.verdi: [\u212aelvin@example.net]\n"),
+        [
+            f"{DOMAIN}:9:13: error[bad-address]: external_aliases['g.verdi'][0]: '\u212aelvin@example.net' is "
+            "not a usable mail address: local part '\u212aelvin' contains '\u212a' (U+212A), which is not ASCII; "
+            "use letters, digits, '.', '_', '-' or '+', dots only between characters, at most 64 (like 'mario.rossi')"
+        ],
+    ),
+    Case(
         "bad-uid",
         "model",
         "a uid with a space",
@@ -299,6 +320,16 @@ CASES = [
         ],
     ),
     Case(
+        "bad-nexthop",
+        "model",
+        "a next hop into the node itself (loopback, unspecified, link-local, multicast)",
+        _domain(HEAD + "delivery:\n  nexthop: '[127.0.0.2]:10025'\n" + RECIPIENTS),
+        [
+            f"{DOMAIN}:5:12: error[bad-nexthop]: delivery.nexthop: next hop '[127.0.0.2]:10025' is loopback "
+            "(127.0.0.0/8): that is the MX node itself or no host at all; name the site's relay or mailbox server"
+        ],
+    ),
+    Case(
         "mixed-transports",
         "model",
         "next hops of different transports",
@@ -333,6 +364,16 @@ CASES = [
         [
             f"{DOMAIN}:8:19: error[bad-network]: outbound_relays[0]: network '::/0' is every address; list the "
             "networks you mean"
+        ],
+    ),
+    Case(
+        "bad-network",
+        "model",
+        "a loopback address as a site relay (also unspecified, link-local, multicast)",
+        _domain(VALID + "outbound_relays: [127.0.0.3]\n"),
+        [
+            f"{DOMAIN}:8:19: error[bad-network]: outbound_relays[0]: relay network '127.0.0.3' is loopback "
+            "(127.0.0.0/8): that is the MX node itself or no host at all, never a site's relay"
         ],
     ),
     Case(
@@ -405,6 +446,20 @@ CASES = [
         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'CN=mailgw,dc=org'}\n",
     ),
     Case(
+        "bad-dn",
+        "model",
+        "an LDAP base DN longer than the directory stores",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:17: error[bad-dn]: ldap.base_dn: base DN "
+            "'ou=mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+            "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"
+            "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm,dc=org' has 250 characters; the directory stores at "
+            "most 245"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'ou=" + "m" * 240 + ",dc=org'}\n",
+    ),
+    Case(
         "bad-path",
         "model",
         "a map directory that is not an absolute path",
@@ -414,6 +469,43 @@ CASES = [
             "letters, digits, '.', '_', '-' and '/' (like '/etc/postfix/mailgw')"
         ],
         gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org'}\npostfix: {map_directory: etc/postfix}\n",
+    ),
+    # --- the gateway's own LDAP server (docs/ldap.md) -----------------------------------
+    Case(
+        "bad-listen-address",
+        "model",
+        "an LDAP listen address that is every address of the node",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:57: error[bad-listen-address]: ldap.listen['mx1.gw.example.org'][0]: listen address "
+            "'0.0.0.0' is not one unicast IP address of the node (like '192.0.2.11' or '2001:db8::11'); 127.0.0.1 "
+            "and the local socket are always listened on"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\n"
+        "ldap: {base_dn: 'dc=org', listen: {mx1.gw.example.org: ['0.0.0.0']}}\n",
+    ),
+    Case(
+        "bad-ldap-setting",
+        "model",
+        "an LDAP size limit of no entries",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:39: error[bad-ldap-setting]: ldap.size_limit: size limit 0 is not a number of entries "
+            "from 1 to 1000000"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\nldap: {base_dn: 'dc=org', size_limit: 0}\n",
+    ),
+    Case(
+        "unknown-mx-host",
+        "model",
+        "LDAP listen addresses for a host that is not an MX host",
+        _domain(VALID),
+        [
+            "gateway.yaml:2:7: error[unknown-mx-host]: ldap: listen names 'mx2.gw.example.org', which is not one "
+            "of mx_hosts (mx1.gw.example.org)"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org]\n"
+        "ldap: {base_dn: 'dc=org', listen: {mx2.gw.example.org: [192.0.2.12]}}\n",
     ),
     # --- check: rules across values, files and domains -------------------------------
     # --- the filter policy (docs/filtering.md) ---------------------------------------
@@ -436,6 +528,16 @@ CASES = [
         [
             f"{DOMAIN}:10:21: error[bad-subject]: filters.inbound.spam.subject: subject template '[SPAM]' "
             "must contain '%s' (the original subject) exactly once (like '[SPAM] %s')"
+        ],
+    ),
+    Case(
+        "bad-subject",
+        "model",
+        "a subject template with Rspamd's template markers ('{=', '{%', '{#')",
+        _domain(VALID + "filters:\n  inbound:\n    spam: {subject: '[{= 7*7 =}] %s'}\n"),
+        [
+            f"{DOMAIN}:10:21: error[bad-subject]: filters.inbound.spam.subject: subject template '[{{= 7*7 =}}] "
+            f"%s' contains '{{'; use printable ASCII without '\"', '\\', '$', '{{' and '}}' (like '[SPAM] %s')"
         ],
     ),
     Case(
@@ -575,6 +677,17 @@ CASES = [
         ],
     ),
     Case(
+        "missing-postmaster",
+        "check",
+        "no postmaster in gateway.yaml, and no MX host name to take the default from",
+        _domain(VALID),
+        [
+            "gateway.yaml:1:1: error[missing-postmaster]: no MX host is a host name to take the default "
+            "postmaster from; declare postmaster: the gateway team's mailbox (like 'mail-gateway@example.org')"
+        ],
+        gateway="mx_hosts: [192.0.2.25]\nldap: {base_dn: 'dc=org'}\n",
+    ),
+    Case(
         "unknown-owner",
         "check",
         "a list owner that is nobody's uid",
@@ -595,6 +708,28 @@ CASES = [
         ],
     ),
     Case(
+        "undeclared-alias-target",
+        "check",
+        "the gateway's postmaster in a served domain, not declared there",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:13: error[undeclared-alias-target]: postmaster 'mail-team@tifpa.example.org' is in "
+            "'tifpa.example.org', which this gateway serves, but is not declared there"
+        ],
+        gateway=GATEWAY_HEAD + "postmaster: mail-team@tifpa.example.org\n",
+    ),
+    Case(
+        "alias-to-mx-host",
+        "check",
+        "an alias target at one of the gateway's own MX hosts, which receive no mail",
+        _domain(VALID + "external_aliases:\n  g.verdi: [root@mx1.gw.example.org]\n"),
+        [
+            f"{DOMAIN}:9:13: error[alias-to-mx-host]: target 'root@mx1.gw.example.org' is at "
+            "'mx1.gw.example.org', one of the gateway's own MX hosts, which receive no mail; name a mailbox "
+            "elsewhere"
+        ],
+    ),
+    Case(
         "alias-loop",
         "check",
         "external aliases that lead back to themselves",
@@ -606,6 +741,17 @@ CASES = [
             f"{DOMAIN}:9:3: error[alias-loop]: external aliases loop: a@tifpa.example.org -> b@tifpa.example.org "
             "-> c@tifpa.example.org -> a@tifpa.example.org"
         ],
+    ),
+    Case(
+        "alias-loop",
+        "check",
+        "the gateway's postmaster is the postmaster@ an LMTP domain sends to the gateway's postmaster",
+        _domain(HEAD + "delivery:\n  nexthop: 'lmtp:[mbox.tifpa.example.org]'\n" + RECIPIENTS),
+        [
+            "gateway.yaml:3:13: error[alias-loop]: external aliases loop: postmaster@tifpa.example.org -> "
+            "postmaster@tifpa.example.org"
+        ],
+        gateway=GATEWAY_HEAD + "postmaster: postmaster@tifpa.example.org\n",
     ),
     Case(
         "threshold-order",
@@ -693,6 +839,52 @@ CASES = [
             "domains/tifpa.example.org.yaml:8:19: error[relay-network-claimed]: relay network 198.51.100.0/28 of "
             "site TIFPA overlaps 198.51.100.10/32, claimed by site LNF at domains/lnf.example.org.yaml:8:19; a "
             "relay belongs to one site"
+        ],
+    ),
+    Case(
+        "relay-network-is-gateway",
+        "check",
+        "a relay network holding one of the gateway's own MX hosts",
+        _domain(VALID + "outbound_relays: [192.0.2.0/28]\n"),
+        [
+            f"{DOMAIN}:8:19: error[relay-network-is-gateway]: relay network 192.0.2.0/28 holds 192.0.2.2, one of "
+            "the gateway's own MX hosts; a site relay is a host of its site"
+        ],
+        gateway="mx_hosts: [mx1.gw.example.org, 192.0.2.2]\nldap: {base_dn: 'dc=org'}\n",
+    ),
+    Case(
+        "directory-limit",
+        "check",
+        "a domain longer than the LDAP directory can name an entry by",
+        {f"domains/{LONG_DOMAIN}.yaml": VALID.replace("tifpa.example.org\n", f"{LONG_DOMAIN}\n", 1)},
+        [
+            "domains/dddddddddddddddddddddddddddddddddddddddddddddddddddddddd.ddddddddddddddddddddddddddddddddddd"
+            "ddddddddddddddddddddd.dddddddddddddddddddddddddddddddddddddddddddddddddddddddd.ddddddddddddddddddddd"
+            "ddddddddddddddddddddddddddddddddddd.example.org.yaml:1:9: error[directory-limit]: domain "
+            "'dddddddddddddddddddddddddddddddddddddddddddddddddddddddd.dddddddddddddddddddddddddddddddddddddddddd"
+            "dddddddddddddd.dddddddddddddddddddddddddddddddddddddddddddddddddddddddd.dddddddddddddddddddddddddddd"
+            "dddddddddddddddddddddddddddd.example.org' has 239 characters; the LDAP directory names a domain's "
+            "entry 'associatedDomain=DOMAIN', at most 245 characters, so the domain may have at most 228"
+        ],
+    ),
+    Case(
+        "directory-limit",
+        "check",
+        "a list, role or external alias address longer than the LDAP directory can name an entry by",
+        {
+            f"domains/{LONGISH_DOMAIN}.yaml": VALID.replace("tifpa.example.org\n", f"{LONGISH_DOMAIN}\n", 1)
+            + "  "
+            + "r" * 40
+            + ": {kind: role, owners: [mrossi]}\n"
+        },
+        [
+            "domains/dddddddddddddddddddddddddddddddddddddddddddddddddd.ddddddddddddddddddddddddddddddddddddddddd"
+            "ddddddddd.dddddddddddddddddddddddddddddddddddddddddddddddddd.ddddddddddddddddddddddddddddddddddddddd"
+            "ddddddddddd.org.yaml:8:3: error[directory-limit]: address "
+            "'rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr@dddddddddddddddddddddddddddddddddddddddddddddddddd.ddddddd"
+            "ddddddddddddddddddddddddddddddddddddddddddd.dddddddddddddddddddddddddddddddddddddddddddddddddd.ddddd"
+            "ddddddddddddddddddddddddddddddddddddddddddddd.org' is too long for the LDAP directory, which names "
+            "a role address's entry 'cn=ADDRESS' in at most 245 characters"
         ],
     ),
     # --- domains whose addresses mailgw sync writes -----------------------------------------
@@ -861,7 +1053,28 @@ def markdown() -> str:
             f"| `{sync_case.code}` | {sync_case.format} | {sync_case.summary} | `{shown}` | "
             f"`{expected.replace('|', chr(92) + '|')}` |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + EXIT_CODES) + "\n"
+
+
+# The exit codes of every verb (compiler/errors.py); tests/test_cli.py, test_build_io.py, test_build_concurrent.py
+# and test_publish.py assert the lines shown.
+EXIT_CODES = [
+    "",
+    "## Exit codes",
+    "",
+    "| code | meaning | what is printed (on standard error) |",
+    "|---|---|---|",
+    "| 0 | done | what was written or found, if anything |",
+    "| 1 | the input is wrong: findings, a stale `out/`, `schema/` or CODEOWNERS (`--check`), an unsafe plan, "
+    "a recipient `explain` refuses | every finding, or the diff, the plan's reasons, the refusal |",
+    "| 2 | the command could not do what was asked; nothing was written, unless the line says otherwise | "
+    "one line: `mailgw: unknown revision 'x'`, `mailgw: another mailgw is writing /srv/gw/out (...)`, "
+    "`mailgw: cannot write /srv/gw/out: No space left on device (at /srv/gw/.out.staging-…/ldap/directory.ldif); "
+    "/srv/gw/out is unchanged`, `mailgw: cannot write the output to /dev/full: No space left on device`, "
+    "`mailgw: git could not stage out/: fatal: ...` |",
+    "| 2 | a bug of mailgw | `mailgw: internal error: ...`: please report it, with the output of the command run "
+    "again with `MAILGW_DEBUG=1` |",
+]
 
 
 if __name__ == "__main__":

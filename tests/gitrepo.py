@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import functools
 import io
 import os
 import shutil
@@ -69,13 +67,6 @@ def edit(root: Path, rel: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-@functools.cache
-def bundled_fleet():
-    from compiler.pipeline import compile_repository
-
-    return compile_repository(REPO).fleet
-
-
 def bundled_out() -> dict[str, bytes]:
     """The committed out/ of the bundled fleet, MANIFEST.json aside (tests/test_build.py keeps it fresh)."""
     out = REPO / "out"
@@ -84,11 +75,6 @@ def bundled_out() -> dict[str, bytes]:
         for path in sorted(out.rglob("*"))
         if path.is_file() and path.name != "MANIFEST.json"
     }
-
-
-def bundled_addresses(domain: str) -> int:
-    """How many addresses (recipients and external aliases) a bundled domain declares."""
-    return next(len(d.addresses) for d in bundled_fleet().domains if d.name == domain)
 
 
 def bundled_dns() -> list[str]:
@@ -100,30 +86,6 @@ def bundled_dns() -> list[str]:
         for dn, _ in ldif.LDIFParser(io.BytesIO(data)).parse()
         if dn
     ]
-
-
-def bundled_summary() -> str:
-    """The plan summary of the whole bundled fleet planned against nothing, counted from the repository."""
-    from compiler.plan import _flatten
-
-    fleet, out = bundled_fleet(), bundled_out()
-    domains = len(fleet.domains)
-    addresses = sum(len(d.addresses) for d in fleet.domains)
-    policy = sum(1 for rel in out if rel.startswith("rspamd/"))
-    settings = len(_flatten(fleet.gateway))
-    return (
-        f"{domains} domains ({domains} added): +{addresses} -0 ~0 addresses, {len(bundled_dns())} directory "
-        f"entries, {policy} policy files, {settings} gateway settings, {len(out)} out/ files"
-    )
-
-
-def lines_changed(root: Path, rel: str) -> str:
-    """'+A -B lines': the lines out/REL gains and loses (as multisets) when the working tree is built."""
-    from compiler.pipeline import compile_repository
-
-    before = collections.Counter((root / "out" / rel).read_bytes().splitlines())
-    after = collections.Counter(compile_repository(root).artifacts[rel].splitlines())
-    return f"+{(after - before).total()} -{(before - after).total()} lines"
 
 
 def line_of(relpath: str, text: str) -> int:

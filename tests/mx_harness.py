@@ -7,6 +7,7 @@ fixture through stop().
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -18,15 +19,30 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from compiler import values
 from compiler.targets.postfix import MAPS
 from compiler.targets.postfix_config import CIDR_TABLES
 from tests.conftest import program
 
 LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def sites_on_loopback():
+    """While compiling a test fleet: its sites' next hops and relays may be this machine's loopback.
+
+    A real fleet never may (values.NODE_NETWORKS: loopback is the MX node itself); a test fleet's
+    sites are sinks and clients on 127.0.0.x. Only the grammar's refusal changes: every artifact is
+    what the compiler writes for these declarations.
+    """
+    kept = {kind: tuple(net for net in nets if not net.is_loopback) for kind, nets in values.NODE_NETWORKS.items()}
+    with mock.patch.dict(values.NODE_NETWORKS, kept):
+        yield
 
 
 def free_port() -> int:
@@ -190,11 +206,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter: str) -> None:
+def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter: str | None) -> None:
     """Copy out/postfix onto the instance as Puppet does on a node, then apply the test-only overrides.
 
     The overrides, and why, are listed in docs/mx.md. `milter` is smtpd_milters
-    for this instance: the test's own Rspamd, or empty for no filtering.
+    for this instance: empty for no filtering, or None to keep the generated
+    one (Rspamd's stock proxy address, which the test's own Rspamd must hold).
     """
     maps = instance.conf / "mailgw"
     maps.mkdir(parents=True)
@@ -221,35 +238,34 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
         "smtpd_peername_lookup = no",
         f"maillog_file = {instance.maillog}",
         f"maillog_file_prefixes = {instance.base}",
-        f"smtpd_milters = {milter}",
+        *([] if milter is None else [f"smtpd_milters = {milter}"]),
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     age(instance.conf / "main.cf", instance.conf / "master.cf")
     for name in MAPS:
         done = instance.run(program("postmap"), "-c", str(instance.conf), f"lmdb:{maps / name}")
         assert done.returncode == 0 and done.stderr == "", done.stderr
-    if program("openssl"):
-        # The node's key and certificate, which Puppet installs in production.
-        (instance.conf / "tls").mkdir()
-        key, cert = instance.base / "key.pem", instance.base / "cert.pem"
-        done = instance.run(
-            program("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mx1.gw.example.org",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        )
-        assert done.returncode == 0, done.stderr
-        (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
+    # The node's key and certificate, which Puppet installs in production (main.cf names tls/mx.pem).
+    (instance.conf / "tls").mkdir()
+    key, cert = instance.base / "key.pem", instance.base / "cert.pem"
+    done = instance.run(
+        program("openssl"),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mx1.gw.example.org",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
+    assert done.returncode == 0, done.stderr
+    (instance.conf / "tls" / "mx.pem").write_bytes(key.read_bytes() + cert.read_bytes())
 
 
 def smtp_session(port: int, client_ip: str, helo: str = "client.example.net") -> smtplib.SMTP:

@@ -10,7 +10,10 @@ and the workers listen on free ports. Nothing else of the stock setup changes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import email.utils
+import fcntl
 import http.client
 import http.server
 import json
@@ -25,6 +28,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +74,37 @@ def _stop(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+# --- a private network: loopback of our own ----------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+@contextlib.contextmanager
+def private_network() -> Iterator[None]:
+    """Move the calling thread into a new network namespace (root only) with its own loopback, and back.
+
+    Processes and threads started meanwhile stay in it: daemons there may use
+    fixed ports (Rspamd's stock 11332-11334) that nothing outside can hold or
+    reach, neither another test run nor a system Rspamd.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # ip link set lo up
+                flags = struct.unpack("16sh22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0)))[1]
+                fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+            yield
+        finally:
+            if libc.setns(original, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the test run's network namespace")
+    finally:
+        os.close(original)
 
 
 # --- the configuration tree ---------------------------------------------------------
@@ -188,13 +223,26 @@ def _start(command: list[str], root: Path, pong, name: str, log: Path) -> subpro
     return process
 
 
-class Rspamd:
-    """rspamd -f on free loopback ports (normal worker, controller, milter proxy)."""
+# Where Debian's stock rspamd.conf binds the workers (localhost): the milter proxy, the normal worker it
+# passes mail to, and the controller.
+STOCK_PORTS = {"proxy": 11332, "normal": 11333, "controller": 11334}
 
-    def __init__(self, tree: Tree):
+
+class Rspamd:
+    """rspamd -f on free loopback ports (normal worker, controller, milter proxy).
+
+    stock_ports: keep the stock workers as they are (STOCK_PORTS), as on an MX
+    node; only inside private_network(), where nothing else can hold them.
+    """
+
+    def __init__(self, tree: Tree, *, stock_ports: bool = False):
         self.tree = tree
-        self.port, self.controller_port, self.proxy_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen | None = None
+        if stock_ports:
+            self.port, self.controller_port = STOCK_PORTS["normal"], STOCK_PORTS["controller"]
+            self.proxy_port = STOCK_PORTS["proxy"]
+            return
+        self.port, self.controller_port, self.proxy_port = free_port(), free_port(), free_port()
         for worker, port in (("normal", self.port), ("controller", self.controller_port), ("proxy", self.proxy_port)):
             (tree.conf / "override.d" / f"worker-{worker}.inc").write_text(f'bind_socket = "127.0.0.1:{port}";\n')
         # The stock milter proxy passes mail to a normal worker on localhost:11333; this one scans itself.

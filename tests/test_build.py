@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 from compiler import write
-from tests.conftest import REPO, domain_yaml
+from tests.conftest import REPO, domain_yaml, run_mailgw_process
 
 
 def _copy_fleet(dest: Path) -> Path:
@@ -57,6 +60,58 @@ def test_shuffled_keys_and_file_order_give_identical_bytes(tmp_path, mailgw):
         assert artifacts_a == artifacts_b
         for name in artifacts_a:
             assert (first / "out" / name).read_bytes() == (other / "out" / name).read_bytes()
+
+
+def test_two_processes_with_other_hash_seeds_and_file_orders_write_the_same_bytes(tmp_path):
+    """Determinism across processes: str hashes (set and dict order) differ with PYTHONHASHSEED, and so may
+    the order in which the file system lists domains/ when the files were created in another order."""
+    outs = []
+    for seed, order in (("1", sorted), ("2", lambda paths: sorted(paths, reverse=True)), ("3", _shuffled_order)):
+        root = tmp_path / f"seed-{seed}"
+        (root / "domains").mkdir(parents=True)
+        shutil.copy(REPO / "gateway.yaml", root / "gateway.yaml")
+        rng = random.Random(int(seed))
+        for path in order(list((REPO / "domains").glob("*.yaml"))):
+            text = (
+                path.read_text()
+                if seed == "1"
+                else yaml.safe_dump(
+                    _shuffled(yaml.safe_load(path.read_text()), rng), sort_keys=False, allow_unicode=True
+                )
+            )
+            (root / "domains" / path.name).write_text(text)
+        done = run_mailgw_process("build", cwd=root, env={"PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+        outs.append(
+            {p.relative_to(root / "out").as_posix(): p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()}
+        )
+    first = outs[0]
+    assert len(first) > 15
+    # The seeds do change what an unsorted set of the domain names would put first.
+    names = sorted(p.stem for p in (REPO / "domains").glob("*.yaml"))
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", f"print(list(set({names!r})))"],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(orders) > 1
+    for other in outs[1:]:
+        assert other.keys() == first.keys()
+        for rel, data in first.items():
+            # MANIFEST.json lists the inputs' hashes too: reordered keys are other input bytes.
+            if rel != "MANIFEST.json":
+                assert other[rel] == data, rel
+        assert json.loads(other["MANIFEST.json"])["artifacts"] == json.loads(first["MANIFEST.json"])["artifacts"]
+
+
+def _shuffled_order(paths: list[Path]) -> list[Path]:
+    order = sorted(paths)
+    random.Random(7).shuffle(order)
+    return order
 
 
 def test_manifest_lists_every_artifact_and_input(tmp_path, mailgw):
@@ -157,6 +212,8 @@ def test_build_into_another_directory(tmp_path, make_repo, mailgw):
     result = mailgw(root, "build", "--out", str(tmp_path / "elsewhere" / "out"))
     assert result.code == 0
     assert (tmp_path / "elsewhere/out/postfix/relay_recipients").read_text().splitlines()[1:] == [
+        "abuse@tifpa.example.org\treserved",
         "info@tifpa.example.org\trole",
         "mario.rossi@tifpa.example.org\tperson",
+        "postmaster@tifpa.example.org\treserved",
     ]

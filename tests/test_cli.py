@@ -76,3 +76,27 @@ def test_console_script_and_module_agree():
     a = subprocess.run([str(script) if script.exists() else "mailgw", "--version"], capture_output=True, text=True)
     b = run_mailgw_process("--version", cwd=REPO)
     assert a.stdout == b.stdout == "mailgw 0.1.0\n"
+
+
+def test_every_expected_failure_is_one_line_with_its_exit_code(make_repo, tmp_path):
+    """What the user can fix is said in one line, exit 2; 'internal error' is kept for bugs."""
+    from tests.gitrepo import commit_all, init
+
+    root = make_repo({"domains/tifpa.example.org.yaml": domain_yaml()})
+    (tmp_path / "a-file").write_text("not a directory\n")
+    missing = tmp_path / "missing.ldif"
+    outside_git = [
+        (["publish"], f"mailgw: {root} is not inside a git repository"),
+        (["explain", "nobody"], "mailgw: explain: 'nobody' is not an address like 'name@example.org'"),
+        (
+            ["ldap-diff", str(missing), str(missing)],
+            f"mailgw: ldap-diff: cannot read {missing}: No such file or directory",
+        ),
+        (["build", "--out", str(tmp_path / "a-file")], f"mailgw: {tmp_path / 'a-file'} exists and is not a directory"),
+    ]
+    for args, line in outside_git:
+        done = run_mailgw_process(*args, cwd=root)
+        assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n"), args
+    commit_all(init(root), "fleet")
+    done = run_mailgw_process("plan", "--base", "no-such-ref", cwd=root)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", "mailgw: unknown revision 'no-such-ref'\n")

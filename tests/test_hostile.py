@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import resource
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic_core import PydanticCustomError
 
+from compiler import values
 from tests.conftest import REPO, domain_yaml, run_mailgw_process
 
 DOMAIN = "domains/tifpa.example.org.yaml"
@@ -117,3 +122,41 @@ def test_truncated_files_never_trace_back(make_repo):
         root = make_repo({DOMAIN: text[:cut]})
         code = main(["--root", str(root), "validate"])
         assert code in (0, 1)
+
+
+# The node itself or no single host (RFC 6890), written out here rather than taken from compiler.values.
+NODE_RANGES_V4 = ("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+NODE_RANGES_V6 = ("::1/128", "::/128", "fe80::/10", "ff00::/8")
+
+
+def _in(ranges: tuple[str, ...]):
+    nets = [ipaddress.ip_network(r) for r in ranges]
+    return st.sampled_from(nets).flatmap(
+        lambda net: st.integers(int(net.network_address), int(net.broadcast_address)).map(
+            lambda n: ipaddress.ip_address(n) if net.version == 4 else ipaddress.IPv6Address(n)
+        )
+    )
+
+
+@given(address=_in(NODE_RANGES_V4), port=st.integers(1, 65535), transport=st.sampled_from(["", "smtp:", "lmtp:"]))
+def test_a_next_hop_into_the_node_itself_is_refused(address, port, transport):
+    with pytest.raises(PydanticCustomError) as refused:
+        values.nexthop(f"{transport}[{address}]:{port}")
+    assert refused.value.type == "bad-nexthop"
+    assert "the MX node itself or no host at all" in refused.value.message()
+
+
+@given(address=st.one_of(_in(NODE_RANGES_V4), _in(NODE_RANGES_V6)))
+def test_a_relay_on_the_node_itself_is_refused(address):
+    with pytest.raises(PydanticCustomError) as refused:
+        values.relay_network(str(address))
+    assert refused.value.type == "bad-network"
+
+
+@pytest.mark.parametrize("written", ["relay.example." + "o" * 64, "Relay.Example." + "O" * 64, "x." + "a" * 64])
+def test_a_label_over_63_characters_is_refused_however_it_is_written(written):
+    """The top-level label too, on the fast path that takes lower-case names as they are (RFC 1035 2.3.4)."""
+    with pytest.raises(PydanticCustomError) as refused:
+        values.domain_name(written)
+    assert refused.value.type == "bad-domain"
+    assert values.domain_name(written[:-1]) == written[:-1].lower(), "63 characters are fine"

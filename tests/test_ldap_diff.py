@@ -286,7 +286,7 @@ def test_the_same_directory_gives_no_change_whatever_its_spelling():
     assert ldapdiff.diff(ldapdiff.read_directory(a), ldapdiff.read_directory(b)) == []
 
 
-def test_value_changes_delete_what_went_and_add_what_came():
+def test_an_entry_gains_its_new_values_first_and_loses_the_old_ones_last():
     old = ldapdiff.read_directory(
         b"dn: o=x\nobjectClass: organization\no: x\ndescription: a\ndescription: b\nl: Rome\n"
     )
@@ -295,23 +295,54 @@ def test_value_changes_delete_what_went_and_add_what_came():
     )
     changes = ldapdiff.diff(old, new)
     assert changes == [
-        ldapdiff.Change(
-            "o=x",
-            "modify",
-            (
-                ("delete", "description", ("a",)),
-                ("add", "description", ("c",)),
-                ("delete", "l", ()),
-                ("add", "st", ("Lazio",)),
-            ),
-        )
+        ldapdiff.Change("o=x", "modify", (("add", "description", ("c",)), ("add", "st", ("Lazio",)))),
+        ldapdiff.Change("o=x", "modify", (("delete", "description", ("a",)), ("delete", "l", ()))),
     ]
+    assert ldapdiff.summary(changes) == "0 to add, 1 to modify, 0 to delete"
     assert ldapdiff.render(changes).decode() == (
         ldapdiff.HEADER + "version: 1\n"
         "dn: o=x\nchangetype: modify\n"
-        "delete: description\ndescription: a\n-\nadd: description\ndescription: c\n-\n"
-        "delete: l\n-\nadd: st\nst: Lazio\n-\n\n"
+        "add: description\ndescription: c\n-\nadd: st\nst: Lazio\n-\n\n"
+        "dn: o=x\nchangetype: modify\n"
+        "delete: description\ndescription: a\n-\ndelete: l\n-\n\n"
     )
+
+
+def test_a_new_spelling_and_a_single_value_replace_the_old_in_one_operation():
+    """The server would refuse 'Lnf' next to 'LNF' (ou matches case-insensitively), or a second 'dc'."""
+    old = ldapdiff.read_directory(b"dn: dc=x\nobjectClass: domain\ndc: x\nou: LNF\nou: Frascati\n")
+    new = ldapdiff.read_directory(b"dn: dc=x\nobjectClass: domain\ndc: X\nou: Lnf\n")
+    assert ldapdiff.diff(old, new) == [
+        ldapdiff.Change(
+            "dc=x",
+            "modify",
+            (("delete", "dc", ("x",)), ("add", "dc", ("X",)), ("delete", "ou", ("LNF",)), ("add", "ou", ("Lnf",))),
+        ),
+        ldapdiff.Change("dc=x", "modify", (("delete", "ou", ("Frascati",)),)),
+    ]
+
+
+def test_an_address_given_to_another_uid_is_added_there_before_it_is_deleted_here(tmp_path):
+    """giulia.neri goes from gneri to mrossi, and gneri gets g.neri: gneri's entry sorts first, yet loses last."""
+    new = copy.deepcopy(FLEET)
+    _tifpa(new).update({"giulia.neri": "mrossi", "g.neri": "gneri"})
+    old_path, new_path = _build(tmp_path / "old", FLEET), _build(tmp_path / "new", new)
+    changes = ldapdiff.diff(
+        ldapdiff.read_directory(old_path.read_bytes()), ldapdiff.read_directory(new_path.read_bytes())
+    )
+    steps = [
+        (c.dn.split(",")[0], operation, value)
+        for c in changes
+        for operation, name, values in c.items
+        if name == "mailLocalAddress"
+        for value in values
+    ]
+    assert steps == [
+        ("uid=gneri", "add", "g.neri@tifpa.example.org"),
+        ("uid=mrossi", "add", "giulia.neri@tifpa.example.org"),
+        ("uid=gneri", "delete", "giulia.neri@tifpa.example.org"),
+    ]
+    assert ldapdiff.summary(changes) == "0 to add, 2 to modify, 0 to delete"
 
 
 def test_values_that_need_it_are_base64_in_the_changes_too():

@@ -30,7 +30,6 @@ loopback; the postscreen access list is exercised instead.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import smtplib
 import ssl
@@ -40,14 +39,26 @@ from pathlib import Path
 
 import pytest
 
+from compiler.main import main
 from compiler.mx import REJECTED, SITE_DECIDES, Tables, explain
 from compiler.pipeline import compile_repository
-from tests.conftest import program, run_mailgw_process
-from tests.mx_harness import PostfixInstance, Sink, free_port, install, rcpt_reply, rmtree, send, smtp_session, wait_for
+from tests.conftest import program
+from tests.mx_harness import (
+    PostfixInstance,
+    Sink,
+    free_port,
+    install,
+    rcpt_reply,
+    rmtree,
+    send,
+    sites_on_loopback,
+    smtp_session,
+    wait_for,
+)
 
 pytestmark = [
-    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starting Postfix needs root (CI runs 'sudo make test')"),
+    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue", "openssl"),
+    pytest.mark.needs_root("starting Postfix"),
 ]
 
 SITE_RELAY, STRANGER, ALLOWLISTED, DENYLISTED = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -151,12 +162,13 @@ def mx():
     try:
         root = base / "repo"
         _fleet(root, sinks, instance.conf / "mailgw")
-        built = run_mailgw_process("build", "--out", str(base / "out"), cwd=root)
-        assert built.returncode == 0, built.stderr
+        with sites_on_loopback():
+            assert main(["--root", str(root), "build", "--out", str(base / "out")]) == 0
+            compiled = compile_repository(root)
         # No milter: the filtering has its own suite (test_filtering_e2e.py).
         install(instance, base / "out", internet_port=sinks["internet"].port, milter="")
         instance.start()
-        yield MX(instance.port, instance, sinks, root, compile_repository(root))
+        yield MX(instance.port, instance, sinks, root, compiled)
     finally:
         instance.stop()
         for sink in sinks.values():
@@ -311,7 +323,6 @@ def test_a_client_greeting_with_the_gateway_s_own_name_is_refused(mx):
     assert reply == "554 5.7.1 <MX1.gw.example.org>: Helo command rejected: You are not this mail gateway"
 
 
-@pytest.mark.needs("openssl")
 def test_starttls_is_offered_with_the_node_certificate(mx):
     session = smtp_session(mx.port, STRANGER)
     try:
@@ -348,7 +359,7 @@ EXPLAINED = [
 
 
 @pytest.mark.parametrize("address,client", EXPLAINED)
-def test_explain_agrees_with_postfix(mx, address, client):
+def test_explain_agrees_with_postfix(mx, mailgw, address, client):
     explanation = explain(mx.compiled.fleet, Tables(mx.compiled.artifacts), address, client)
     if explanation.stage == "connect":
         with pytest.raises(smtplib.SMTPConnectError) as refused:
@@ -365,6 +376,7 @@ def test_explain_agrees_with_postfix(mx, address, client):
             assert reply == (explanation.reply if site_knows else explanation.reply_if_site_rejects)
         else:
             assert reply == explanation.reply
-    cli = run_mailgw_process("explain", address, "--client", client, cwd=mx.root)
-    assert cli.returncode == (1 if explanation.verdict == REJECTED else 0), cli.stderr
-    assert explanation.reply in cli.stdout
+    with sites_on_loopback():
+        cli = mailgw(mx.root, "explain", address, "--client", client)
+    assert cli.code == (1 if explanation.verdict == REJECTED else 0), cli.err
+    assert explanation.reply in cli.out

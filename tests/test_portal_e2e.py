@@ -24,7 +24,7 @@ from compiler.pipeline import compile_repository
 from tests import portal_env as penv
 from tests import rspamd_env as env
 from tests.conftest import REPO, program
-from tests.mx_harness import PostfixInstance, Sink, install, rmtree, smtp_session, wait_for
+from tests.mx_harness import PostfixInstance, Sink, install, rmtree, sites_on_loopback, smtp_session, wait_for
 
 pytestmark = [
     pytest.mark.needs("postfix", "postconf", "postmap", "rspamd", "rspamadm", "clamd", "slapd", "slapadd", "openssl"),
@@ -88,7 +88,8 @@ class Gateway:
         gateway_portal.update(release_service=f"127.0.0.1:{self.release_port}", ingest_rspamd_include=str(include))
         services["portal"] = gateway_portal
         self.declarations = _declarations(base / "repo", self.sites, services, self.postfix.conf / "mailgw")
-        compiled = compile_repository(base / "repo")
+        with sites_on_loopback():  # the sites are sinks on this machine
+            compiled = compile_repository(base / "repo")
         for rel, data in compiled.artifacts.items():
             (base / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
             (base / "out" / rel).write_bytes(data)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.gitrepo import ADMIN, commit_all, edit, fleet_repo
+from tests.test_plan import BUNDLED_SUMMARY
 
 TIFPA = "domains/tifpa.example.org.yaml"
 BOT = "mailgw publish <publish@gw.example.org>"
@@ -93,10 +96,8 @@ def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
     commit_all(repo, "declarations only")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0
-    from tests.gitrepo import bundled_summary
-
     assert repo.head.commit.message.startswith(
-        f"publish out/: {bundled_summary()}\n\nmailgw plan: the working tree against nothing (no declarations yet)\n"
+        f"publish out/: {BUNDLED_SUMMARY}\n\nmailgw plan: the working tree against nothing (no declarations yet)\n"
     )
 
 
@@ -176,3 +177,30 @@ def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
         "mail/out/postfix/relay_recipients",
     ]
     assert not repo.is_dirty(untracked_files=True)
+
+
+def test_git_refusing_the_commit_is_one_line_and_the_next_publish_commits(gateway, mailgw):
+    """Another git command holds the index (index.lock): publish says so; out/ is written, nothing committed."""
+    root, repo = gateway
+    edit(root, TIFPA, "  paolo.conti: pconti\n", "")
+    commit_all(repo, "tifpa: paolo.conti left")
+    head = repo.head.commit
+    lock = Path(repo.git_dir) / "index.lock"
+    lock.write_text("")
+    try:
+        result = mailgw(root, "publish", "--author", BOT)
+    finally:
+        lock.unlink()
+    assert (result.code, result.out) == (2, "")
+    [line] = result.err.splitlines()
+    assert line.startswith(f"mailgw: git could not stage out/: fatal: Unable to create '{lock}': File exists.")
+    assert line.endswith("; out/ is written but not committed (the next publish commits it)")
+    assert repo.head.commit == head
+    assert b"paolo.conti" not in (root / "out/postfix/relay_recipients").read_bytes()
+    again = mailgw(root, "publish", "--author", BOT)
+    assert again.code == 0, again.err
+    assert sorted(repo.head.commit.stats.files) == [
+        "out/MANIFEST.json",
+        "out/ldap/directory.ldif",
+        "out/postfix/relay_recipients",
+    ]

@@ -1,10 +1,16 @@
 """The Puppet module in deploy/puppet, proven by a real `puppet apply` into a temporary root directory.
 
-Every run uses the compiler's real output (`mailgw build --out DIR`). The compiler does not emit
-every category of the out/ contract yet (main.cf, master.cf, cidr tables, Rspamd files, LDIF), so
-the fixture adds stand-ins for those to its copy of out/ and regenerates that copy's MANIFEST.json
-entries for them, exactly as the compiler would list them (`add_artifacts`). The real postmap
-indexes the maps (with a private config directory); postfix/rspamd reloads and the LDAP loader
+Every run uses the compiler's real output (`mailgw build --out DIR`), main.cf and master.cf
+included. A few more stand-in artifacts (a cidr table, an Rspamd override and map, an LDIF file)
+exercise each category of the out/ contract; the fixture adds them to its copy of out/ and
+regenerates that copy's MANIFEST.json entries, exactly as the compiler would list them
+(`add_artifacts`).
+
+The node starts as a fresh Debian one with Postfix installed with "No configuration": its
+etc/postfix has no main.cf. The real postmap indexes the maps with no -c: it reads main.cf from
+MAIL_CONFIG, which the module must set (the test machine has no /etc/postfix/main.cf either). The
+real `postfix check` checks the new main.cf and master.cf from MAIL_CONFIG, with the node's own
+queue and data directories under the temporary root. Postfix/Rspamd reloads and the LDAP loader
 are small scripts that only log their calls, so each test can count them.
 
 Puppet runs are slow (seconds each), so the first deployment is made once per module and every
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import textwrap
@@ -26,7 +33,10 @@ import pytest
 from compiler.write import MANIFEST
 from tests.conftest import REPO, program, run_mailgw_process
 
-pytestmark = pytest.mark.needs("puppet", "postmap")
+pytestmark = [
+    pytest.mark.needs("puppet", "postmap", "postfix"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="postfix check creates the node's queue as root (CI runs as root)"),
+]
 
 MODULE_PATH = REPO / "deploy" / "puppet"
 NO_CHANGES, CHANGES, COMPILE_FAILED = 0, 2, 1  # puppet apply --detailed-exitcodes
@@ -35,10 +45,6 @@ FAILURES = 4  # bit set when a resource failed
 # Stand-ins for the categories the compiler does not emit yet; each is added only where the compiler
 # wrote nothing at that path, so the compiler's own files always win.
 STAND_INS = {
-    "postfix/main.cf": (
-        b"# stand-in for the compiler's main.cf\nrelay_domains = lmdb:$config_directory/mailgw/relay_domains\n"
-    ),
-    "postfix/master.cf": b"# stand-in for the compiler's master.cf\nsmtp inet n - y - - smtpd\n",
     "postfix/puppet_test_clients.cidr": b"# stand-in cidr table\n192.0.2.0/24\tREJECT\n",
     "rspamd/local.d/puppet_test_actions.conf": b"# stand-in override\nreject = 15;\n",
     "rspamd/maps.d/puppet_test_senders.map": b"spammer@example.net\n",
@@ -96,6 +102,8 @@ class Run:
     err: str
     postmaps: list[str]  # the maps postmap indexed in this run, in order
     reloads: list[str]  # 'postfix', 'rspamd', 'ldap', in order
+    checks: list[str]  # 'MAIL_CONFIG=...' of each `postfix check` in this run
+    postmap_configs: list[str]  # 'MAIL_CONFIG=...' of each postmap in this run
 
 
 class Node:
@@ -105,22 +113,40 @@ class Node:
         self.base = base
         self.root = base / "root"
         self.puppet_dirs = base / "puppet"
-        self.postfix_conf = base / "postfix-conf"  # postmap's -c: an empty main.cf
+        self.postfix_conf = base / "postfix-conf"  # for the test's own queries: an empty main.cf
         self.postmap_log = base / "postmap.log"
+        self.check_log = base / "check.log"
         self.reload_log = base / "reload.log"
         self.postmap_fails = base / "postmap-fails"  # while this file exists, postmap fails
         self.map_dir = self.root / "etc/postfix/mailgw"
+        self.config_dir = self.root / "etc/postfix"
         self.staging = self.root / "var/lib/mailgw/out"
-        for directory in ("etc/postfix", "etc/rspamd/local.d", "etc/rspamd/maps.d", "var/lib"):
-            (self.root / directory).mkdir(parents=True)  # what the Debian packages create
+        for directory in ("etc/postfix", "etc/rspamd/local.d", "etc/rspamd/maps.d", "var/lib", "var/spool/postfix"):
+            (self.root / directory).mkdir(parents=True)  # what the Debian packages create: no main.cf
+        (self.root / "var/lib/postfix").mkdir()
+        shutil.chown(self.root / "var/lib/postfix", "postfix")
         self.postfix_conf.mkdir()
         (self.postfix_conf / "main.cf").write_text("")
+        # postmap as the module runs it: no -c, so main.cf comes from MAIL_CONFIG.
         self._script(
             "postmap",
             f"""\
             [ -e '{self.postmap_fails}' ] && {{ echo 'postmap: fatal: injected failure' >&2; exit 1; }}
             echo "$*" >> '{self.postmap_log}'
-            exec '{program("postmap")}' -c '{self.postfix_conf}' "$@"
+            echo "MAIL_CONFIG=${{MAIL_CONFIG-}}" >> '{self.postmap_log}.env'
+            exec '{program("postmap")}' "$@"
+            """,
+        )
+        # The node's `postfix check`: the configuration in MAIL_CONFIG, with the node's queue and data directories.
+        self._script(
+            "postfix-check",
+            f"""\
+            echo "MAIL_CONFIG=${{MAIL_CONFIG-}}" >> '{self.check_log}'
+            conf=$(mktemp -d) && trap 'rm -rf "$conf"' EXIT
+            cp -- "$MAIL_CONFIG/main.cf" "$MAIL_CONFIG/master.cf" "$conf/" || exit 1
+            printf 'queue_directory = %s\\ndata_directory = %s\\n' '{self.root}/var/spool/postfix' \\
+                '{self.root}/var/lib/postfix' >> "$conf/main.cf"
+            MAIL_CONFIG=$conf '{program("postfix")}' "$@"
             """,
         )
         self._script("reload", f"echo \"$1\" >> '{self.reload_log}'\n")
@@ -145,6 +171,7 @@ class Node:
               rspamd_maps_dir        => '{self.root}/etc/rspamd/maps.d',
               ldif_dir               => '{self.root}/var/lib/mailgw/ldap',
               postmap_command        => ['{self.base}/postmap'],
+              postfix_check_command  => ['{self.base}/postfix-check', 'check'],
               postfix_reload_command => ['{self.base}/reload', 'postfix'],
               rspamd_reload_command  => ['{self.base}/reload', 'rspamd'],
               ldap_load_command      => ['{self.base}/reload', 'ldap'],
@@ -168,17 +195,20 @@ class Node:
         )
 
     def apply(self, source: Path | str, modulepath: str = str(MODULE_PATH), first: str = "") -> Run:
-        postmaps, reloads = self._lines(self.postmap_log), self._lines(self.reload_log)
+        logs = (self.postmap_log, self.reload_log, self.check_log, Path(f"{self.postmap_log}.env"))
+        before = [len(self._lines(log)) for log in logs]
         done = self.puppet(
             "apply", "--detailed-exitcodes", str(self.site_manifest(str(source), first)), modulepath=modulepath
         )
-        new_postmaps = self._lines(self.postmap_log)[len(postmaps) :]
+        postmaps, reloads, checks, postmap_configs = (self._lines(log)[n:] for log, n in zip(logs, before, strict=True))
         return Run(
             done.returncode,
             done.stdout,
             done.stderr,
-            [self._map_name(call) for call in new_postmaps],
-            self._lines(self.reload_log)[len(reloads) :],
+            [self._map_name(call) for call in postmaps],
+            reloads,
+            checks,
+            postmap_configs,
         )
 
     @staticmethod
@@ -232,8 +262,9 @@ class Node:
         """Back to the state right after the first deployment (same paths, same bytes)."""
         shutil.rmtree(self.root)
         shutil.copytree(self.pristine, self.root, symlinks=True)
-        for log in (self.postmap_log, self.reload_log, self.postmap_fails):
+        for log in (self.postmap_log, Path(f"{self.postmap_log}.env"), self.check_log, self.reload_log):
             log.unlink(missing_ok=True)
+        self.postmap_fails.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +335,53 @@ def test_first_run_deploys_every_artifact_and_indexes_every_map(first, fleet_out
     assert not list(node.pristine.rglob(".*building*")), "no temporary table left behind"
 
 
+def test_a_fresh_node_without_main_cf_is_deployed_by_its_first_run(first, fleet_out):
+    """Postfix installed with "No configuration": postmap and the check read the staged main.cf (MAIL_CONFIG)."""
+    node, run = first
+    assert run.code == CHANGES, run.out + run.err
+    staged_config = f"MAIL_CONFIG={node.staging}/postfix"
+    assert run.postmap_configs == [staged_config] * len(maps_of(fleet_out)), "postmap without -c, from MAIL_CONFIG"
+    assert run.checks == [staged_config], "the new main.cf and master.cf are checked once"
+    for name in ("main.cf", "master.cf"):
+        assert (node.pristine / "etc/postfix" / name).read_bytes() == (fleet_out / "postfix" / name).read_bytes()
+
+
+def _broken(fleet_out: Path, tmp_path: Path, name: str, line: bytes) -> Path:
+    """out/ with one more address (a changed map) and a line Postfix cannot read appended to main.cf or master.cf."""
+    tree = changed_fleet(tmp_path, "nuovo.arrivo: narrivo")
+    add_artifacts(tree, {f"postfix/{name}": (tree / "postfix" / name).read_bytes() + line})
+    return tree
+
+
+@pytest.mark.parametrize(
+    "name, line, complaint",
+    [
+        ("main.cf", b"this line is not a parameter\n", "missing '=' after attribute name"),
+        ("master.cf", b"smtp inet n - n\n", "bad field count"),
+    ],
+)
+def test_a_configuration_postfix_check_refuses_fails_the_run_and_the_running_one_stays(
+    node, fleet_out, tmp_path, name, line, complaint
+):
+    tree = _broken(fleet_out, tmp_path, name, line)
+    before = {rel: data for rel, data in node.deployed_files().items() if rel.startswith("etc/postfix/")}
+
+    run = node.apply(tree)
+    assert run.code & FAILURES, run.out + run.err
+    assert complaint in run.out + run.err
+    assert "mailgw postfix check" in run.out + run.err
+    assert run.postmaps == [] and "postfix" not in run.reloads, "no table indexed, no reload"
+    after = {rel: data for rel, data in node.deployed_files().items() if rel.startswith("etc/postfix/")}
+    assert after == before, "main.cf, master.cf and every table stay as they were"
+    assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") is None
+
+    fixed = node.apply(changed_fleet(tmp_path / "fixed", "nuovo.arrivo: narrivo"))
+    assert fixed.code == CHANGES, fixed.out + fixed.err
+    assert fixed.checks == [], "the running main.cf and master.cf are the good ones: nothing new to check"
+    assert fixed.postmaps == ["relay_recipients"] and "postfix" in fixed.reloads
+    assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
+
+
 def test_the_deployed_tables_answer_as_compiled(node):
     assert node.query("relay_domains", "tifpa.example.org") == "OK"
     assert node.query("relay_recipients", "mario.rossi@tifpa.example.org") == "person"
@@ -318,7 +396,7 @@ def test_a_second_run_changes_nothing_and_reloads_nothing(node, fleet_out):
     before = node.snapshot()
     run = node.apply(fleet_out)
     assert run.code == NO_CHANGES, run.out + run.err
-    assert run.postmaps == [] and run.reloads == []
+    assert run.postmaps == [] and run.reloads == [] and run.checks == []
     assert node.snapshot() == before
 
 

@@ -145,10 +145,24 @@ def test_symbols_of_two_domains_never_collide():
     assert rspamd.symbol_suffix("xn--citt-3na.example.org") == "XN____CITT__3NA_EXAMPLE_ORG"
 
 
-@pytest.mark.parametrize("value", ['a"b', "a\\b", "$CONFDIR", "a\nb", "caf\u00e9", "a\x00"])
-def test_ucl_strings_refuse_what_could_escape_them(value):
+@pytest.mark.parametrize("value", ["a\nb", "caf\u00e9", "a\x00", "a\u202eb"])
+def test_ucl_strings_refuse_what_no_escape_carries(value):
     with pytest.raises(ValueError):
         rspamd.ucl_string(value)
+
+
+@pytest.mark.parametrize(
+    "value, written",
+    [
+        ('a"b', '"a\\"b"'),
+        ("a\\b", '"a\\\\b"'),
+        ("$CONFDIR ${X}", '"\\u0024CONFDIR \\u0024\\u007bX\\u007d"'),
+        ("[{= 7*7 =}] {# #} {% x %}", '"[\\u007b= 7*7 =\\u007d] \\u007b# #\\u007d \\u007b% x %\\u007d"'),
+    ],
+)
+def test_ucl_strings_escape_quotes_variables_and_template_markers(value, written):
+    """What Rspamd would read as syntax is escaped; tests/test_injection.py reads such values back with configdump."""
+    assert rspamd.ucl_string(value) == written
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x24F), max_size=70))

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import sys
 
 from pydantic_core import PydanticCustomError
 
 from compiler import values
+from compiler.errors import UserError
 from compiler.mx import Tables, explain, render
 from compiler.pipeline import compile_repository
 
-EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_ACCEPTED, EXIT_REJECTED = 0, 1
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +48,7 @@ def _ip(value: str) -> str:
 def run(args: argparse.Namespace) -> int:
     address = _address(args.address)
     if address is None:
-        print(f"mailgw explain: '{args.address}' is not an address like 'name@example.org'", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(f"explain: '{args.address}' is not an address like 'name@example.org'")
     compiled = compile_repository(args.root)
     explanation = explain(compiled.fleet, Tables(compiled.artifacts), address, args.client)
     print(render(explanation), end="")

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from compiler import ldapdiff
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from compiler.errors import EXIT_OK, UserError, file_error, output_failed
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             directories.append(ldapdiff.read_directory(path.read_bytes()))
         except OSError as err:
-            print(f"mailgw: ldap-diff: cannot read {path}: {err.strerror}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UserError(f"ldap-diff: {file_error('read', err, path)}") from None
         except ldapdiff.LdifError as err:
-            print(f"mailgw: ldap-diff: {path}: {err}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UserError(f"ldap-diff: {path}: {err}") from None
     changes = ldapdiff.diff(*directories)
-    sys.stdout.buffer.write(ldapdiff.render(changes))
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(ldapdiff.render(changes))
+        sys.stdout.flush()
+    except OSError as err:
+        raise output_failed(err) from None
     print(f"ldap-diff: {ldapdiff.summary(changes)}", file=sys.stderr)
     return EXIT_OK

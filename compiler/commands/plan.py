@@ -13,12 +13,13 @@ import os
 import sys
 
 from compiler import history
+from compiler.errors import output_failed
 from compiler.pipeline import compile_repository
 from compiler.plan import FORCE_ENV, FORCE_LABEL, Change, DomainPlan, Plan, make_plan
 
 REFERENCES = ("GitHub Flavored Markdown", "GitHub Actions workflow commands")
 
-EXIT_UNSAFE, EXIT_USAGE = 1, 2
+EXIT_UNSAFE = 1
 # Past this many lines a section is cut in text and Markdown (JSON always has everything).
 MAX_SECTION_LINES = 50
 MARKS = {"added": "+", "removed": "-", "changed": "~"}
@@ -47,17 +48,16 @@ def forced_by_environment() -> bool:
 def run(args: argparse.Namespace) -> int:
     forced = args.force or forced_by_environment()
     compiled = compile_repository(args.root)
-    try:
-        checkout = history.open_checkout(args.root)
-        if args.base:
-            base = history.revision(checkout, history.resolve(checkout, args.base), args.base)
-        else:
-            base = history.revision(checkout, history.default_base(checkout), "the merge base with main")
-    except history.HistoryError as err:
-        print(f"mailgw: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    checkout = history.open_checkout(args.root)
+    if args.base:
+        base = history.revision(checkout, history.resolve(checkout, args.base), args.base)
+    else:
+        base = history.revision(checkout, history.default_base(checkout), "the merge base with main")
     plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
-    sys.stdout.write(RENDERERS[args.format](plan, forced))
+    try:
+        sys.stdout.write(RENDERERS[args.format](plan, forced))
+    except OSError as err:  # a large plan goes straight to the file, past the buffer
+        raise output_failed(err) from None
     if plan.allowed(forced):
         return 0
     print("mailgw: the plan is unsafe:", file=sys.stderr)

@@ -17,13 +17,14 @@ import git
 
 from compiler import history
 from compiler.commands.plan import render_text
+from compiler.errors import UserError, file_error
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, compile_repository
 from compiler.plan import Plan, make_plan
 from compiler.sync.synced import SOURCES_DIR
-from compiler.write import write_tree
+from compiler.write import exclusive, write_tree
 
 AUTHOR_ENV = "MAILGW_AUTHOR"
-EXIT_USAGE = 2
+NOT_COMMITTED = "out/ is written but not committed (the next publish commits it)"
 _AUTHOR = re.compile(r"(?P<name>[^<>\n]*[^<>\s])\s*<(?P<email>[^<>\s]+@[^<>\s]+)>")
 
 
@@ -37,8 +38,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(run=run)
 
 
-class PublishError(Exception):
-    """Publishing here would commit the wrong thing; nothing was written."""
+class PublishError(UserError):
+    """Publishing here would commit the wrong thing (nothing is written), or git refused the commit."""
 
 
 def parse_author(text: str) -> git.Actor:
@@ -49,32 +50,43 @@ def parse_author(text: str) -> git.Actor:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        author_text = args.author or os.environ.get(AUTHOR_ENV)
-        author = parse_author(author_text) if author_text else None
-        checkout = history.open_checkout(args.root)
-        if not checkout.has_commits:
-            raise PublishError("the repository has no commit yet; commit the declarations first")
-        _refuse_unclean(checkout)
-    except (history.HistoryError, PublishError) as err:
-        print(f"mailgw: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    author_text = args.author or os.environ.get(AUTHOR_ENV)
+    author = parse_author(author_text) if author_text else None
+    checkout = history.open_checkout(args.root)
+    if not checkout.has_commits:
+        raise PublishError("the repository has no commit yet; commit the declarations first")
+    _refuse_unclean(checkout)
     compiled = compile_repository(args.root)
     base = history.revision(checkout, history.last_publish(checkout), "the last publish")
     plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
     out = checkout.path(history.OUT_DIR)
-    write_tree(args.root / history.OUT_DIR, compiled.artifacts)
     repo = checkout.repo
-    repo.git.add("--all", "--", out)
-    if not repo.index.diff(repo.head.commit, paths=out):
-        print("out/ is current: nothing to publish", file=sys.stderr)
-        return 0
-    message = commit_message(plan)
-    commit = repo.index.commit(
-        message, author=author, committer=author, skip_hooks=True
-    )  # generated files only; the checks ran on the merge request
+    # No other build or publish writes out/ between this build and its commit.
+    with exclusive(args.root / history.OUT_DIR):
+        write_tree(args.root / history.OUT_DIR, compiled.artifacts)
+        try:
+            repo.git.add("--all", "--", out)
+            if not repo.index.diff(repo.head.commit, paths=out):
+                print("out/ is current: nothing to publish", file=sys.stderr)
+                return 0
+            message = commit_message(plan)
+            commit = repo.index.commit(
+                message, author=author, committer=author, skip_hooks=True
+            )  # generated files only; the checks ran on the merge request
+        except git.GitCommandError as err:
+            raise PublishError(f"git could not stage out/: {_git_reason(err)}; {NOT_COMMITTED}") from None
+        except OSError as err:
+            raise PublishError(f"{file_error('commit out/ in', err, repo.git_dir)}; {NOT_COMMITTED}") from None
     print(f"published {commit.hexsha[:12]}: {message.splitlines()[0]}")
     return 0
+
+
+def _git_reason(err: git.GitCommandError) -> str:
+    """git's own message ('fatal: ...'), on one line."""
+    stderr = err.stderr.strip() if isinstance(err.stderr, str) else ""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else str(err))
+    return reason.removeprefix("stderr: ").strip("'")
 
 
 def commit_message(plan: Plan) -> str:

@@ -24,9 +24,7 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
         "postfix/relay_recipients": render_map(relay_recipients(fleet)),
         "postfix/recipient_verification": render_map(recipient_verification(fleet)),
         "postfix/transport": render_map((d.name, transport_nexthop(d)) for d in fleet.domains),
-        "postfix/virtual_alias": render_map(
-            (a.address, ", ".join(a.targets)) for d in fleet.domains for a in d.addresses if a.targets
-        ),
+        "postfix/virtual_alias": render_map(virtual_alias(fleet)),
         "postfix/sender_sites": render_map(sender_sites(fleet)),
     }
 
@@ -36,16 +34,35 @@ def relay_recipients(fleet: Fleet) -> Iterable[tuple[str, str]]:
 
     That '@domain' entry is never a catch-all on its own: recipient_verification
     sends every recipient of the domain through reject_unverified_recipient.
+    postmaster@ and abuse@ of a domain that declares neither are 'reserved': a list domain relays
+    them to its site like any recipient, an LMTP domain to the gateway team (virtual_alias); a
+    verify domain's site answers for them as for every address.
     """
     for domain in fleet.domains:
         if domain.recipient_check == "verify":
             yield "@" + domain.name, "verify"
         for address in domain.addresses:
             yield address.address, address.kind
+        if domain.recipient_check == "list" or domain.reserved_to_gateway:
+            yield from ((address, "reserved") for address in domain.reserved)
+
+
+def virtual_alias(fleet: Fleet) -> Iterable[tuple[str, str]]:
+    """External aliases; the gateway's own postmaster, and postmaster@ and abuse@ of LMTP domains, to the team.
+
+    The key 'postmaster' (no domain) stands for postmaster@$myorigin, the node's own name (virtual(5)):
+    where Postfix sends its notices, and what a bare RCPT TO:<postmaster> becomes.
+    """
+    for domain in fleet.domains:
+        yield from ((a.address, ", ".join(a.targets)) for a in domain.addresses if a.targets)
+        if fleet.postmaster and domain.reserved_to_gateway:
+            yield from ((address, fleet.postmaster) for address in domain.reserved)
+    if fleet.postmaster:
+        yield "postmaster", fleet.postmaster
 
 
 def recipient_verification(fleet: Fleet) -> Iterable[tuple[str, str]]:
-    """Verify domains ask their site about every recipient, except the external aliases the MX forwards itself.
+    """Verify domains ask their site about every recipient, except the addresses the MX forwards itself.
 
     An external alias is unknown to the site, and a probe for it would follow
     the alias to a third party; DUNNO stops the lookup before the domain entry
@@ -55,6 +72,8 @@ def recipient_verification(fleet: Fleet) -> Iterable[tuple[str, str]]:
         if domain.recipient_check == "verify":
             yield domain.name, "reject_unverified_recipient"
             yield from ((a.address, "DUNNO") for a in domain.addresses if a.kind == "external")
+            if domain.reserved_to_gateway:
+                yield from ((address, "DUNNO") for address in domain.reserved)
 
 
 def sender_sites(fleet: Fleet) -> Iterable[tuple[str, str]]:

@@ -87,12 +87,19 @@ def main_cf_context(fleet: Fleet) -> dict[str, Any]:
         "recipient_delimiter": RECIPIENT_DELIMITER,
         "unverified_reject_reason": UNVERIFIED_REJECT_REASON,
         "forged_helo_text": FORGED_HELO_TEXT,
+        "forged_helo_patterns": [forged_helo_pattern(host) for host in sorted(gateway.mx_hosts)],
         "postscreen": gateway.postscreen,
         "dnsbl_sites": [dnsbl_site(site) for site in gateway.postscreen.dnsbl_sites],
         "relay_sites": relay_sites(fleet),
         "rspamd_milter": rspamd.MILTER,
         "milter_daemon_name": rspamd.INBOUND_DAEMON,
     }
+
+
+def forged_helo_pattern(host: str) -> str:
+    """The regexp(5) body matching an MX host as a client may write it: dots literal, an address also in brackets."""
+    escaped = host.replace(".", "\\.")
+    return f"\\[?{escaped}\\]?" if host.replace(".", "").isdigit() else escaped
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ How a message finds its policy (docs/filtering.md):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,11 +256,32 @@ def render_map(entries: Iterable[str]) -> bytes:
     return (HEADER + "".join(f"{entry}\n" for entry in sorted(entries))).encode("ascii")
 
 
+# Rspamd reads a local.d file through its template engine before UCL parses it ('{= expr =}',
+# '{% statement %}', '{# comment #}'), and UCL expands '$NAME' and '${NAME}' inside strings. Written as
+# \\u escapes, which UCL decodes after both, these characters reach Rspamd as themselves.
+_UCL_ESCAPES = {'"': '\\"', "\\": "\\\\", "{": "\\u007b", "}": "\\u007d", "$": "\\u0024"}
+
+
 def ucl_string(value: str) -> str:
-    """A double-quoted UCL string; the value grammars already rule out what could escape it."""
-    if any(c in value for c in '"\\$\n\r') or not value.isprintable() or not value.isascii():
+    """A double-quoted UCL string that Rspamd reads back exactly as `value` (rspamadm configdump shows it).
+
+    The value grammars already keep template markers, variables and quotes out; the escapes are the
+    second line of defence. A control, format or non-ASCII character has no escape that survives
+    both readers, so it is refused.
+    """
+    if not value.isascii() or not value.isprintable():
         raise ValueError(f"refusing to write {value!r} into a UCL string")
-    return f'"{value}"'
+    return '"' + "".join(_UCL_ESCAPES.get(char, char) for char in value) + '"'
+
+
+_CONFDIR_PATH = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
+def ucl_confdir_path(path: str) -> str:
+    """'"$LOCAL_CONFDIR/PATH"': Rspamd's own variable, then a relative path that needs no escape."""
+    if not _CONFDIR_PATH.fullmatch(path) or ".." in path.split("/"):
+        raise ValueError(f"refusing to write {path!r} as a path under $LOCAL_CONFDIR")
+    return f'"$LOCAL_CONFDIR/{path}"'
 
 
 def _environment() -> jinja2.Environment:
@@ -272,5 +294,6 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     environment.filters["ucl"] = ucl_string
+    environment.filters["ucl_confdir_path"] = ucl_confdir_path
     environment.filters["number"] = number
     return environment

@@ -9,10 +9,13 @@
 #   when its source changed, built under a temporary name and renamed into
 #   place so that Postfix never opens a half-written table;
 # * out/postfix/*.cidr: cidr tables, copied into the map directory as they are;
-# * out/postfix/*.cf: main.cf and master.cf, copied into the Postfix config
-#   directory after every table they may name is in place;
+# * out/postfix/*.cf: main.cf and master.cf, checked first with `postfix check`
+#   (MAIL_CONFIG: the staged copy) and copied into the Postfix config directory
+#   after every table they may name is in place;
 # * out/rspamd/maps.d/* and out/rspamd/local.d/*: Rspamd's maps and overrides;
 # * out/ldap/*.ldif: the gateway's directory, for the LDAP loader;
+# * out/ldap/slapd-config and out/ldap/slapd.yaml: the gateway's own LDAP server,
+#   staged only: the class mailgw::slapd runs it from them when the node declares it.
 # * out/portal/*.json: the quarantine portal's configuration, deployed by
 #   mailgw::portal on the nodes that include it (staged only elsewhere).
 #
@@ -40,7 +43,14 @@
 # @param ldif_dir
 #   Where the LDIF files go for the LDAP loader.
 # @param postmap_command
-#   postmap(1) and its options; the module appends `lmdb:FILE`.
+#   postmap(1) and its options; the module appends `lmdb:FILE`. It runs with
+#   MAIL_CONFIG set to the staged out/postfix, so it reads the new main.cf
+#   (a node needs no /etc/postfix/main.cf before the first run).
+# @param postfix_check_command
+#   postfix(1) check and its options, run with MAIL_CONFIG set to the staged
+#   out/postfix (after postconf has read main.cf and master.cf there) before a
+#   new main.cf or master.cf is deployed; when either fails, nothing of
+#   Postfix's is deployed and the run fails.
 # @param postfix_reload_command
 #   Run once when a map, table or main.cf/master.cf changed. The default
 #   reloads a running Postfix (postfix@-.service: `postmulti -p reload`) and
@@ -60,6 +70,7 @@ class mailgw (
   Mailgw::Absolutepath $rspamd_maps_dir = '/etc/rspamd/maps.d',
   Mailgw::Absolutepath $ldif_dir = '/var/lib/mailgw/ldap',
   Array[String[1], 1] $postmap_command = ['/usr/sbin/postmap'],
+  Array[String[1], 1] $postfix_check_command = ['/usr/sbin/postfix', 'check'],
   Mailgw::Command $postfix_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'postfix'],
   Mailgw::Command $rspamd_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'rspamd'],
   Optional[Mailgw::Command] $ldap_load_command = undef,
@@ -77,9 +88,11 @@ class mailgw (
   $rspamd_maps = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/maps\.d\/[^\/]+\z/ }
   $rspamd_configs = $artifacts.filter |$path, $_| { $path =~ /\Arspamd\/local\.d\/[^\/]+\z/ }
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
+  $slapd_files = $artifacts.filter |$path, $_| { $path in ['ldap/slapd-config', 'ldap/slapd.yaml'] }
   $portal_configs = $artifacts.filter |$path, $_| { $path =~ /\Aportal\/[^\/]+\.json\z/ }
 
-  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $portal_configs
+  $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $slapd_files
+    + $portal_configs
   $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap|portal)\// and !($path in $placed) }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")

@@ -8,16 +8,19 @@
 #
 # @param staged The verified source in the staging directory.
 # @param deployed The source's path in the map directory; its table is deployed.lmdb.
+# @param environment MAIL_CONFIG=DIR: the main.cf postmap reads (the staged one).
 #
 # @api private
 define mailgw::postfix_map (
   Mailgw::Absolutepath $staged,
   Mailgw::Absolutepath $deployed,
+  Array[String[1]] $environment,
 ) {
   exec { "mailgw postmap ${title}":
-    command => ['/bin/sh', '-c', file('mailgw/index-map.sh'), 'mailgw-index-map', $staged, $deployed]
-                + $mailgw::postmap_command,
-    unless  => [['/bin/sh', '-c', 'cmp -s -- "$1" "$2" && test -s "$2.lmdb"', 'mailgw-indexed', $staged, $deployed]],
-    path    => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
+    command     => ['/bin/sh', '-c', file('mailgw/index-map.sh'), 'mailgw-index-map', $staged, $deployed]
+                    + $mailgw::postmap_command,
+    unless      => [['/bin/sh', '-c', 'cmp -s -- "$1" "$2" && test -s "$2.lmdb"', 'mailgw-indexed', $staged, $deployed]],
+    environment => $environment,
+    path        => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
   }
 }
