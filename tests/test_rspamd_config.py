@@ -208,6 +208,21 @@ def test_configtest_passes_without_a_warning_on_every_feature(make_repo, tmp_pat
     assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
 
 
+# The gateway's own defaults quarantine below the reject threshold, or quarantine and never reject.
+GATEWAY_QUARANTINES = [
+    "filters:\n  inbound:\n    spam: {quarantine: 10, reject: 15}\n    quarantine: {enabled: true}\n",
+    "filters:\n  inbound:\n    spam: {quarantine: 10, reject: false}\n    quarantine: {enabled: true}\n",
+]
+
+
+@pytest.mark.needs("rspamadm")
+@pytest.mark.parametrize("filters", GATEWAY_QUARANTINES, ids=["below-reject", "no-reject"])
+def test_configtest_passes_with_a_quarantine_in_the_gateway_defaults(make_repo, tmp_path, filters):
+    files = {"gateway": GATEWAY + QUARANTINE + filters, "domains/tifpa.example.org.yaml": domain_yaml()}
+    result = _configtest(_build(make_repo, files, tmp_path / "out"), tmp_path / "tree")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
+
+
 @pytest.mark.needs("rspamadm")
 def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path):
     """The check above can fail: one stray brace in a generated file and rspamadm refuses the tree."""

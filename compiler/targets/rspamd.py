@@ -140,7 +140,7 @@ def artifacts(fleet: Fleet) -> dict[str, bytes]:
         "lists": lists,
         "quarantine": quarantine_classes(rules),
         "defaults": defaults.inbound,
-        "default_actions": action_thresholds(defaults.inbound),
+        "default_actions": global_actions(defaults.inbound),
         "quarantine_url": service.url if service else None,
         "portal": fleet.gateway.portal,
         "clamav_socket": fleet.gateway.clamav.socket,
@@ -215,6 +215,20 @@ def action_thresholds(policy: DirectionPolicy) -> list[tuple[str, str]]:
         ("rewrite subject", number(spam.rewrite_subject)),
         ("add header", number(spam.add_header)),
         ("greylist", "null"),
+    ]
+
+
+def global_actions(policy: DirectionPolicy) -> list[tuple[str, str]]:
+    """actions.conf: the default class's thresholds, with discard above every other.
+
+    Rspamd refuses a global reject at or above discard (configtest: 'invalid actions thresholds
+    order'), while a quarantine below reject is the usual policy. Every message gets its class's
+    thresholds from a settings rule (the inbound fallback matches all), so the global discard only
+    has to exist, for the forced verdicts.
+    """
+    return [
+        (action, str(NEVER + 1) if action == "discard" else threshold)
+        for action, threshold in action_thresholds(policy)
     ]
 
 
