@@ -61,6 +61,9 @@
 #   Run once when an LDIF file changed, if given.
 # @param portal_config_dir
 #   Where mailgw::portal puts out/portal/*.json (the portal reads portal.json there).
+# @param capture_notifier
+#   Where the capture's notifier goes: master.cf's pipe service runs it there (compiler/capture.py
+#   NOTIFIER); it needs only the system's python3.
 class mailgw (
   String[1] $source,
   Mailgw::Absolutepath $state_dir = '/var/lib/mailgw',
@@ -75,6 +78,7 @@ class mailgw (
   Mailgw::Command $rspamd_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'rspamd'],
   Optional[Mailgw::Command] $ldap_load_command = undef,
   Mailgw::Absolutepath $portal_config_dir = '/etc/mailgw/portal',
+  Mailgw::Absolutepath $capture_notifier = '/usr/local/sbin/mailgw-capture-notify',
 ) {
   # Fails the catalog, listing every mismatch, unless out/ is exactly what MANIFEST.json says.
   $artifacts = mailgw::verified_artifacts($source)
