@@ -5,7 +5,7 @@ widenings are written by hand from the edit: what the YAML says before and after
 under test prints. A widening in a domain file needs the gateway team's label ('mailgw:widen', --widen);
 one in gateway.yaml is approved by the gateway team's own review (CODEOWNERS), unless gateway.yaml names no
 team. Narrowing changes are never refused. The label's check in the pull-request workflow runs here too,
-as the runner runs it, against a stand-in for the GitHub API (tests/gh_stub.py).
+as the runner runs it, against a stand-in for the GitHub API (`github` below).
 """
 
 from __future__ import annotations
