@@ -386,6 +386,15 @@ class NationalChoices(_Strict):
     choices: dict[Uid, NationalChoice] = {}
 
 
+class PlanSettings(_Strict):
+    """The plan's guards (octoDNS's update and delete thresholds): past these a domain's change is unsafe."""
+
+    max_removed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    max_changed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    # A domain with fewer addresses may lose or change any share of them.
+    min_addresses: Annotated[int, AfterValidator(values.guard_min_addresses)] = 10
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
@@ -404,6 +413,7 @@ class GatewayDeclaration(_Strict):
     portal: PortalSettings | None = None
     national: NationalSettings | None = None
     capture: CaptureService = CaptureService()
+    plan: PlanSettings = PlanSettings()
 
     @field_validator("ldap")
     @classmethod
@@ -434,6 +444,7 @@ _MODELS = (
     DnsblSite,
     PostscreenSettings,
     PortalSettings,
+    PlanSettings,
     GatewayDeclaration,
     Capture,
     NationalSettings,

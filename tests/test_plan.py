@@ -28,14 +28,19 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # The whole bundled fleet planned against nothing: 49 addresses (cnaf 6, example.it 18: its role and list, the
 # uid@ aliases of the 10 people in national/aliases.yaml and the name.surname@ of the 6 with a name, ge 2,
 # lab.tifpa 3, lnf 5, tifpa 13, città 2); 41 directory entries (the base and its 5 containers, 10 people, 6 lists,
-# 9 roles, 3 external aliases, 7 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 62 gateway
-# settings (the fields of gateway.yaml's model, set or left at their defaults: 33, the 19 of its portal section,
-# and 10 more of its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit,
-# config_directory, database_directory, run_directory, tls_certificate, tls_key); 28 out/ files beside
-# MANIFEST.json (25, out/portal/portal.json, out/ldap/slapd-config and out/ldap/slapd.yaml).
+# 9 roles, 3 external aliases, 7 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 65 gateway
+# settings (the fields of gateway.yaml's model, set or left at their defaults: 31, national.domain and
+# capture.notice_service, the 19 of its portal section, 10 more of its ldap section: the listen addresses of mx1
+# and mx2, port, size_limit, time_limit, config_directory, database_directory, run_directory, tls_certificate,
+# tls_key, and the 3 of its plan section); 28 out/ files beside MANIFEST.json (25, out/portal/portal.json,
+# out/ldap/slapd-config and out/ldap/slapd.yaml).
+# 14 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
+# quarantined viruses, and gateway.yaml's postscreen permit and DNSBL allowlist.
+BUNDLED_WIDENINGS = 14
 BUNDLED_SUMMARY = (
-    "7 domains (7 added): +49 -0 ~0 addresses, 41 directory entries, 12 policy files, 62 gateway settings, "
-    "28 out/ files"
+    f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 41 directory entries, "
+    "12 policy files, 65 gateway settings, 28 out/ files"
 )
 HINT = (
     "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
@@ -438,10 +443,15 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     repo.git.checkout("-b", "fleet")
     copy_bundled(root, ("gateway.yaml", "domains", "national"))
     result = mailgw(root, "plan", "--format", "json")
-    assert result.code == 0
     data = json.loads(result.out)
     assert [(d["name"], d["status"]) for d in data["domains"]] == [(name, "added") for name in BUNDLED_DOMAINS]
-    assert data["verdict"] == "safe" and data["summary"] == BUNDLED_SUMMARY
+    assert data["summary"] == BUNDLED_SUMMARY
+    # Nothing was let through before: the sites' relays and the like are widenings, and nothing else is unsafe.
+    assert result.code == 1 and data["verdict"] == "unsafe"
+    assert len(data["widenings"]) == BUNDLED_WIDENINGS
+    assert all("a widening the gateway team" in reason for reason in data["reasons"])
+    approved = mailgw(root, "plan", "--format", "json", "--widen")
+    assert approved.code == 0 and json.loads(approved.out)["verdict"] == "forced"
 
 
 def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):
