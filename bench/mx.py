@@ -355,13 +355,14 @@ def bench_repository(
 
     Only what cannot run on loopback changes: every next hop is the sink, the maps
     live in the instance's directory, postscreen asks no DNSBL, clamd is the
-    benchmark's, and the portal's release service (a fixed port) is left out.
+    benchmark's, and the portal's release service (a fixed port) and the national domain are left out.
     """
     generate(addresses - traffic, root)
     gateway = yaml.safe_load((REPO / "gateway.yaml").read_text())
     gateway["postfix"] = {"map_directory": str(map_directory)}
     gateway["postscreen"].pop("dnsbl_sites", None)
     gateway.pop("portal", None)
+    gateway.pop("national", None)  # the generated fleet has no national domain's file
     gateway["clamav"] = {"socket": str(clamd_socket)}
     # Nothing is quarantined (the message is clean); a closed port all the same.
     gateway["quarantine"] = {"url": f"https://{LOOPBACK}:{free_port()}/quarantine"}

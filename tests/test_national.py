@@ -172,7 +172,8 @@ def _write(root: Path, people: list[tuple[str, str | None]], roles: list[str]) -
     (domains / "example.it.yaml").write_text(national_file)
     sites: dict[int, str] = {}
     for i, (uid, name) in enumerate(people):
-        value = f'{{uid: {uid}, name: "{name}"}}' if name else f"{{uid: {uid}}}"
+        # Quoted: a uid like 'no' or 'on' is a boolean to YAML 1.1 when plain.
+        value = f'{{uid: "{uid}", name: "{name}"}}' if name else f'{{uid: "{uid}"}}'
         sites[i % 3] = sites.get(i % 3, "") + f"  p{i}: {value}\n"
     for site, lines in sites.items():
         (domains / f"s{site}.example.org.yaml").write_text(_site(f"s{site}.example.org", lines))
