@@ -209,6 +209,8 @@ def signing_context(fleet: Fleet, rules: list[SettingsRule]) -> dict[str, object
         "key_path": key_path,
         "forward_id": FORWARD_DAEMON,
         "arc_symbol": ARC_SYMBOL,
+        # milter_headers runs unless a rule disables it by name (its symbol is 'explicit_disable').
+        "milter_headers_symbol": "MILTER_HEADERS",
         "forwarding": forwarding is not None,
         "forward_priority": max((rule.priority for rule in rules), default=0) + 1,
         "arc": arc,
