@@ -655,6 +655,8 @@ def dns_names_every_mx_host(decls: Declarations) -> list[Finding]:
         for host in dns.mx_addresses
         if host not in hosts
     ]
+    if findings:
+        return findings  # a misspelt host name: one finding, not a second one for the host it left out
     for i, host in enumerate(hosts):
         if values.host_is_address(host):
             findings.append(

@@ -433,6 +433,20 @@ class Forwarding(_Strict):
     service: LoopbackService = "127.0.0.1:10027"
     arc: ArcKey | None = None
 
+    @model_validator(mode="after")
+    def _postsrsd_listens_on_one_address(self) -> Forwarding:
+        forward, reverse = (
+            address.rpartition(":")[0] for address in (self.srs_forward_lookup, self.srs_reverse_lookup)
+        )
+        if forward != reverse:
+            raise PydanticCustomError(
+                "bad-listen",
+                "srs_forward_lookup ({forward}) and srs_reverse_lookup ({reverse}) are two ports of one postsrsd, "
+                "on one address",
+                {"forward": self.srs_forward_lookup, "reverse": self.srs_reverse_lookup},
+            )
+        return self
+
 
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""

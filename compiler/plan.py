@@ -43,7 +43,13 @@ FORCE_LABEL = "mailgw:force"
 FORCE_ENV = "MAILGW_FORCE"
 
 # Which section of the plan shows a changed out/ file: the first prefix that matches.
-FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
+FILE_SECTIONS = (
+    ("policy", "rspamd/"),
+    ("directory", "ldap/"),
+    ("records", "dns/"),
+    ("records", "mta-sts/"),
+    ("artifacts", ""),
+)
 DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 # How a directory entry says which domains it serves (RFC 4524 domainRelatedObject; misc.schema).
 DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
@@ -89,6 +95,7 @@ class DomainPlan:
     routing: Change | None  # the transport(5) value: where the mail goes
     settings: tuple[Change, ...]  # every other field of the domain
     directory: tuple[Change, ...]  # LDAP entries whose part for this domain changed
+    dns: tuple[Change, ...] = ()  # record sets of out/dns/<domain>.zone: what the domain must publish
 
     def reasons(self) -> list[str]:
         if self.status == "removed":
@@ -119,6 +126,7 @@ class Plan:
     gateway: tuple[Change, ...]  # gateway.yaml settings, as dotted names
     files: tuple[FileChange, ...]  # out/ files, MANIFEST.json aside
     directory: tuple[Change, ...]  # LDAP entries that serve no domain (the root, the branches)
+    records: tuple[Change, ...] = ()  # the gateway's own DNS records (out/dns/<its SPF record>.zone)
 
     def reasons(self) -> list[str]:
         """Why the plan is unsafe; empty when it is safe."""
@@ -160,6 +168,7 @@ class Plan:
             (sum(1 for d in self.domains if d.routing and d.status == "changed"), "routing change"),
             (sum(len(d.settings) for d in self.domains), "setting change"),
             (len(self.changed_entries()), "directory entry"),
+            (sum(len(d.dns) for d in self.domains) + len(self.records), "DNS record change"),
             (sum(1 for f in self.files if f.section == "policy"), "policy file"),
             (len(self.gateway), "gateway setting"),
             (len(self.files), "out/ file"),
@@ -195,9 +204,11 @@ class Plan:
                     "routing": change(d.routing) if d.routing else None,
                     "settings": [change(c) for c in d.settings],
                     "directory": [change(c) for c in d.directory],
+                    "dns": [change(c) for c in d.dns],
                 }
                 for d in self.domains
             ],
+            "records": [change(c) for c in self.records],
             "gateway": [change(c) for c in self.gateway],
             "files": [{**dataclasses.asdict(f), "section": f.section} for f in self.files],
             "directory": [change(c) for c in self.directory],
@@ -226,11 +237,15 @@ def make_plan(
             by_domain.setdefault(name, []).append(change)
         if not owners:
             unowned.append(change)
+    records = record_changes(old_out, new_out)
     domains = []
     for name in sorted(names):
         plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())))
+        dns = tuple(records.get(name, ()))
+        if plan is None and dns:
+            plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), (), force=True)
         if plan is not None:
-            domains.append(plan)
+            domains.append(dataclasses.replace(plan, dns=dns))
     gateway = _changes(
         _flatten(old_fleet.gateway) if old_fleet else {}, _flatten(new_fleet.gateway) if new_fleet else {}, str
     )
@@ -240,10 +255,13 @@ def make_plan(
         gateway=tuple(gateway),
         files=tuple(file_changes(old_out, new_out)),
         directory=tuple(unowned),
+        records=tuple(c for zone, changes in sorted(records.items()) if zone not in names for c in changes),
     )
 
 
-def _domain_plan(name: str, old: Domain | None, new: Domain | None, directory: tuple[Change, ...]) -> DomainPlan | None:
+def _domain_plan(
+    name: str, old: Domain | None, new: Domain | None, directory: tuple[Change, ...], *, force: bool = False
+) -> DomainPlan | None:
     old_addresses = {a.address: a for a in old.addresses} if old else {}
     new_addresses = {a.address: a for a in new.addresses} if new else {}
     address_changes = _changes(old_addresses, new_addresses, describe)
@@ -253,7 +271,7 @@ def _domain_plan(name: str, old: Domain | None, new: Domain | None, directory: t
     routing = Change("next hop", old_route, new_route) if old_route != new_route else None
     settings = tuple(_changes(_settings(old), _settings(new), _show))
     status = "added" if old is None else "removed" if new is None else "changed"
-    if status == "changed" and not (recipients or aliases or routing or settings or directory):
+    if status == "changed" and not (recipients or aliases or routing or settings or directory or force):
         return None
     return DomainPlan(
         name=name,
@@ -404,3 +422,41 @@ def _domains_named(lines: set[str]) -> set[str]:
         elif attribute in ADDRESS_ATTRIBUTES:
             found.add(_ldif_value(line).rpartition("@")[2].lower())
     return found
+
+
+# --- DNS records (docs/dns.md) ------------------------------------------------------------------------
+
+DNS_DIR, ZONE_SUFFIX = "dns/", ".zone"
+
+
+def record_changes(old: dict[str, bytes], new: dict[str, bytes]) -> dict[str, list[Change]]:
+    """Zone (a domain, or the gateway's SPF record) -> its record sets added, removed or changed.
+
+    A record set is one owner name and type; before and after are its data, ', '-joined, as the
+    snippet writes them. Records another zone publishes (comments in a snippet) are that zone's.
+    """
+    zones = {
+        path.removeprefix(DNS_DIR).removesuffix(ZONE_SUFFIX)
+        for path in set(old) | set(new)
+        if path.startswith(DNS_DIR) and path.endswith(ZONE_SUFFIX)
+    }
+    found: dict[str, list[Change]] = {}
+    for zone in sorted(zones):
+        path = f"{DNS_DIR}{zone}{ZONE_SUFFIX}"
+        if old.get(path) == new.get(path):
+            continue
+        changes = _changes(_record_sets(old.get(path)), _record_sets(new.get(path)), str)
+        if changes:
+            found[zone] = changes
+    return found
+
+
+def _record_sets(zone: bytes | None) -> dict[str, str]:
+    """'owner TYPE' -> its data, from a snippet's record lines ('owner ttl IN TYPE data')."""
+    sets: dict[str, list[str]] = {}
+    for line in (zone or b"").decode("ascii", "replace").splitlines():
+        if not line or line.startswith(";"):
+            continue
+        owner, _ttl, _class, kind, data = line.split(None, 4)
+        sets.setdefault(f"{owner} {kind}", []).append(data)
+    return {name: ", ".join(sorted(data)) for name, data in sets.items()}

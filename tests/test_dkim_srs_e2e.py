@@ -162,14 +162,22 @@ class Gateway:
     def start(self) -> None:
         self.dns.__enter__()
         self.rspamd.__enter__()
+        # postsrsd as Debian's init script starts it from /etc/default/postsrsd (out/srs/postsrsd), in the
+        # foreground and without its chroot and user (the package creates those on a node).
+        settings = dict(
+            line.split("=", 1) for line in (self.out / "srs/postsrsd").read_text().splitlines() if line[:1] != "#"
+        )
         self.postsrsd = subprocess.Popen(
             [
                 program("postsrsd"),
-                f"-s{self.base / 'postsrsd.secret'}",
-                f"-d{SRS_DOMAIN}",
-                "-l127.0.0.1",
-                f"-f{self.srs_ports['forward']}",
-                f"-r{self.srs_ports['reverse']}",
+                f"-s{settings['SRS_SECRET']}",
+                f"-d{settings['SRS_DOMAIN']}",
+                f"-a{settings['SRS_SEPARATOR']}",
+                f"-n{settings['SRS_HASHLENGTH']}",
+                f"-N{settings['SRS_HASHMIN']}",
+                f"-l{settings['SRS_LISTEN_ADDR']}",
+                f"-f{settings['SRS_FORWARD_PORT']}",
+                f"-r{settings['SRS_REVERSE_PORT']}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if source is None:
         raise UserError(f"dkim: no domain {domain} in {DOMAINS_DIR}/")
     path = args.root / source.doc.relpath
+    existing = [key.name for key in source.decl.dkim.selectors] if source.decl.dkim else []
+    if selector in existing:
+        where = source.doc.location(("dkim", "selectors", existing.index(selector), "name"))
+        raise UserError(f"dkim: {domain} already has selector '{selector}' ({where}); choose a new one")
     pair = dkim.generate(args.algorithm)
     try:
         edited = dkim.add_selector(source.doc.text, selector, args.algorithm, pair.public_key, signing=False)

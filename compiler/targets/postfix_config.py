@@ -144,7 +144,8 @@ class Forwarding:
     @property
     def srs_pattern(self) -> str:
         """A regexp(5) for the SRS addresses of the SRS domain, in main.cf ('$$' is a '$')."""
-        return f"/^(srs[01][-+=].+@{self.srs_domain.replace('.', '[.]')})$$/ $${{1}}"
+        escaped = self.srs_domain.replace(".", "\\.")
+        return f"/^(srs[01][-+=].+@{escaped})$$/ $${{1}}"
 
 
 def forwarding(fleet: Fleet) -> Forwarding | None:

@@ -28,6 +28,7 @@ How a message finds its policy (docs/filtering.md):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -348,7 +349,9 @@ def ucl_confdir_path(path: str) -> str:
     return f'"$LOCAL_CONFDIR/{path}"'
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """One environment per process: each template is compiled once, not on every build."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
