@@ -355,13 +355,15 @@ def bench_repository(
 
     Only what cannot run on loopback changes: every next hop is the sink, the maps
     live in the instance's directory, postscreen asks no DNSBL, clamd is the
-    benchmark's, and the portal's release service (a fixed port) is left out.
+    benchmark's, and the portal's release service and the forwarding pass (fixed ports) are left out.
     """
     generate(addresses - traffic, root)
     gateway = yaml.safe_load((REPO / "gateway.yaml").read_text())
     gateway["postfix"] = {"map_directory": str(map_directory)}
     gateway["postscreen"].pop("dnsbl_sites", None)
     gateway.pop("portal", None)
+    # The forwarding pass listens on a fixed loopback port too, and the benchmark forwards nothing.
+    gateway.pop("forwarding", None)
     gateway["clamav"] = {"socket": str(clamd_socket)}
     # Nothing is quarantined (the message is clean); a closed port all the same.
     gateway["quarantine"] = {"url": f"https://{LOOPBACK}:{free_port()}/quarantine"}
