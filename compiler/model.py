@@ -374,6 +374,15 @@ class PortalSettings(_Strict):
     session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
 
 
+class PlanSettings(_Strict):
+    """The plan's guards (octoDNS's update and delete thresholds): past these a domain's change is unsafe."""
+
+    max_removed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    max_changed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    # A domain with fewer addresses may lose or change any share of them.
+    min_addresses: Annotated[int, AfterValidator(values.guard_min_addresses)] = 10
+
+
 class MtaSts(_Strict):
     """MTA-STS (RFC 8461): senders require TLS to the gateway's MX hosts; the policy is out/mta-sts/mta-sts.txt."""
 
@@ -464,6 +473,7 @@ class GatewayDeclaration(_Strict):
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
     portal: PortalSettings | None = None
+    plan: PlanSettings = PlanSettings()
     # DKIM keys on the nodes, the records the domains publish, forwarded mail (docs/dns.md).
     dkim: DkimSettings = DkimSettings()
     dns: DnsSettings | None = None
@@ -498,6 +508,7 @@ _MODELS = (
     DnsblSite,
     PostscreenSettings,
     PortalSettings,
+    PlanSettings,
     GatewayDeclaration,
     DkimKey,
     Dkim,

@@ -57,6 +57,9 @@ PACKAGES = {
     "systemd-analyze": "systemd",
     "postsrsd": "postsrsd",
     "named-checkzone": "bind9-utils",
+    "git": "git",
+    "ssh-keygen": "openssh-client",
+    "jq": "jq",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8

@@ -31,17 +31,21 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # aliases, 6 domains); 41 DNS record sets (tifpa 9: MX, SPF, 2 DKIM keys, DMARC, MTA-STS TXT and CNAME,
 # TLS-RPT and cnaf's report consent; cnaf 8, its consent being tifpa's; ge, lab.tifpa and città 5 each: MX,
 # SPF, MTA-STS twice, TLS-RPT; lnf 1, the backup MX; the gateway's own 8: SPF, A and AAAA of mx1 and mx2, the
-# SRS domain's MX and SPF, the ARC key); 14 policy files (9 in rspamd/local.d, 5 in rspamd/maps.d); 75 gateway
+# SRS domain's MX and SPF, the ARC key); 14 policy files (9 in rspamd/local.d, 5 in rspamd/maps.d); 78 gateway
 # settings (the fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section,
 # 10 more of its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit,
-# config_directory, database_directory, run_directory, tls_certificate, tls_key; and 16 of DKIM, DNS and
-# forwarding: dkim.key_directory, dns.spf_record, its 2 mx_addresses, ttl, the 3 of mta_sts and tls_reports,
-# the 5 of forwarding and the 2 of its arc key); 39 out/ files beside MANIFEST.json (24, out/portal/portal.json,
-# out/ldap/slapd-config, out/ldap/slapd.yaml, and 12 more: 7 zone snippets, the MTA-STS policy,
-# postfix/forward_alias, rspamd's dkim_signing.conf and arc.conf, srs/postsrsd).
+# config_directory, database_directory, run_directory, tls_certificate, tls_key; the 3 of its plan section; and
+# 16 of DKIM, DNS and forwarding: dkim.key_directory, dns.spf_record, its 2 mx_addresses, ttl, the 3 of mta_sts
+# and tls_reports, the 5 of forwarding and the 2 of its arc key); 39 out/ files beside MANIFEST.json (24,
+# out/portal/portal.json, out/ldap/slapd-config, out/ldap/slapd.yaml, and 12 more: 7 zone snippets, the MTA-STS
+# policy, postfix/forward_alias, rspamd's dkim_signing.conf and arc.conf, srs/postsrsd).
+# 14 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
+# quarantined viruses, and gateway.yaml's postscreen permit and DNSBL allowlist.
+BUNDLED_WIDENINGS = 14
 BUNDLED_SUMMARY = (
-    "6 domains (6 added): +31 -0 ~0 addresses, 38 directory entries, 41 DNS record changes, 14 policy files, "
-    "75 gateway settings, 39 out/ files"
+    f"6 domains (6 added): {BUNDLED_WIDENINGS} widenings, +31 -0 ~0 addresses, 38 directory entries, "
+    "41 DNS record changes, 14 policy files, 78 gateway settings, 39 out/ files"
 )
 # The MTA-STS policy of gateway.yaml's dns.mta_sts and mx_hosts, written out by hand (RFC 8461 3.2), and the
 # record's id: the first 20 hex digits of its sha256 (docs/dns.md).
@@ -484,10 +488,15 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     repo.git.checkout("-b", "fleet")
     copy_bundled(root, ("gateway.yaml", "domains"))
     result = mailgw(root, "plan", "--format", "json")
-    assert result.code == 0
     data = json.loads(result.out)
     assert [(d["name"], d["status"]) for d in data["domains"]] == [(name, "added") for name in BUNDLED_DOMAINS]
-    assert data["verdict"] == "safe" and data["summary"] == BUNDLED_SUMMARY
+    assert data["summary"] == BUNDLED_SUMMARY
+    # Nothing was let through before: the sites' relays and the like are widenings, and nothing else is unsafe.
+    assert result.code == 1 and data["verdict"] == "unsafe"
+    assert len(data["widenings"]) == BUNDLED_WIDENINGS
+    assert all("a widening the gateway team" in reason for reason in data["reasons"])
+    approved = mailgw(root, "plan", "--format", "json", "--widen")
+    assert approved.code == 0 and json.loads(approved.out)["verdict"] == "forced"
 
 
 def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):
