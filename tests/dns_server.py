@@ -73,7 +73,11 @@ class DnsServer:
                 self.udp.server_close()
         else:
             raise OSError("no free port for both UDP and TCP")
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.udp, self.tcp)]
+        # A short poll: shutdown() waits up to one poll interval for each of the two servers.
+        self.threads = [
+            threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            for s in (self.udp, self.tcp)
+        ]
 
     def __enter__(self) -> DnsServer:
         for thread in self.threads:
