@@ -272,10 +272,11 @@ class SubmissionSettings(_Strict):
 
 
 class ClientCertificate(_Strict):
-    """A server's or device's TLS client certificate, which may submit without a password as these domains."""
+    """A server's or device's TLS client certificate, which may submit without a password as these domains
+    (left out: the domain of its file; written, at least one)."""
 
     fingerprint: Annotated[str, PlainValidator(values.certificate_fingerprint, json_schema_input_type=str)]
-    sender_domains: Annotated[list[DomainName], Field(min_length=1), BeforeValidator(_one_or_many)]
+    sender_domains: Annotated[list[DomainName], Field(min_length=1), BeforeValidator(_one_or_many)] = []
 
 
 class AutomationClient(_Strict):

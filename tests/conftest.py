@@ -55,6 +55,8 @@ PACKAGES = {
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
+    "dovecot": "dovecot-core dovecot-ldap",
+    "doveconf": "dovecot-core",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8

@@ -15,8 +15,9 @@ base fleet (BASE_GATEWAY, BASE_DOMAIN below) and runs `mailgw build`:
   one, as written (itself, lower case, its A-label, a normalised network or
   path; or unchanged, when it means the base value): `postmap -s` of every
   map, `postconf -n` of main.cf, `slapadd` then `slapcat` of the directory,
-  `rspamadm configdump` of the Rspamd sections mailgw writes, and the lines of
-  the cidr tables and Rspamd map files. An injected line, parameter, entry or
+  `rspamadm configdump` of the Rspamd sections mailgw writes, `doveconf -n` of
+  Dovecot's configuration, and the lines of the cidr tables, Rspamd map files
+  and Dovecot's LDAP settings. An injected line, parameter, entry or
   template expansion shows up as a difference.
 
 The strings: the base value with a piece put before, inside or after it, a
@@ -57,7 +58,7 @@ from tests.conftest import REPO, program
 from tests.mx_harness import age
 from tests.slapd import Slapd
 
-pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm")
+pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm", "doveconf")
 
 GATEWAY_FILE = "gateway.yaml"
 DOMAIN = "basedomain.example.org"
@@ -106,6 +107,19 @@ BASE_GATEWAY: dict[str, Any] = {
         "database_url_file": "/etc/mailgw/databasebase.url",
         "session_secret_file": "/etc/mailgw/sessionbase.key",
     },
+    "submission": {
+        "aai_directory": {
+            "uris": ["ldaps://aaibase.example.net"],
+            "base": "ou=aaibase,dc=example,dc=org",
+            "user_filter": "(&(objectClass=filterbase)(uid=%u))",
+            "search_dn": "cn=searchbase,dc=example,dc=org",
+            "search_password_file": "/etc/mailgw/searchbase.conf",
+            "ca_file": "/etc/ssl/aaicabase.pem",
+        },
+        "tls_chain_file": "/etc/postfix/tls/chainbase.pem",
+        "auth_socket": "/run/socketbase/auth",
+        "automation_services": [{"port": 2525, "messages_per_hour": 60}],
+    },
     "filters": {
         "inbound": {
             "spam": {"add_header": 5, "rewrite_subject": 7, "subject": "[GWINBASE] %s", "reject": 15},
@@ -138,6 +152,18 @@ BASE_DOMAIN: dict[str, Any] = {
             "block": {"senders": ["@blockbase.example.com"], "networks": ["203.0.113.128/28"]},
         },
         "outbound": {"spam": {"subject": "[DOMOUTBASE] %s"}},
+    },
+    "submission": {
+        "client_certificates": {
+            "certbase": {"fingerprint": ":".join(["10"] * 32), "sender_domains": [DOMAIN]},
+        },
+        "automation_clients": {
+            "automationbase": {
+                "networks": ["198.51.100.160/28"],
+                "destinations": ["destinationbase@externalbase.example.net"],
+                "messages_per_hour": 60,
+            },
+        },
     },
 }
 
@@ -178,6 +204,11 @@ def base_document(field: Field) -> dict[str, Any]:
 def declarations(field: Field, changed: dict[str, Any]) -> tuple[dict, dict, dict]:
     """(gateway, domain, synced domain) with `changed` in the place of the field's own declaration."""
     document = base_document(field)
+    if field.path == ("domain",):
+        # A certificate's sender_domains name the domain: left out, they mean the domain of the file, as renamed.
+        changed = copy.deepcopy(changed)
+        for certificate in changed["submission"]["client_certificates"].values():
+            certificate.pop("sender_domains")
     return tuple(changed if base is document else base for base in (BASE_GATEWAY, BASE_DOMAIN, BASE_SYNCED))
 
 
@@ -550,11 +581,23 @@ def read_rspamd(out: Path, work: Path) -> list[str]:
     return [POLICY_NAME.sub("mailgw_CLASS", line).replace(str(tree.conf), "$CONFDIR") for line in read]
 
 
+def read_dovecot(out: Path) -> list[str]:
+    """doveconf -n of dovecot.conf (every setting it parsed), and the lines of the LDAP settings it names."""
+    done = _run(program("doveconf"), "-n", "-c", str(out / "dovecot/dovecot.conf"))
+    assert done.returncode == 0 and done.stderr == "", f"doveconf: {done.stderr}"
+    read = [f"dovecot.conf: {line}" for line in done.stdout.splitlines() if not line.startswith("#")]
+    for ldap_settings in sorted((out / "dovecot").glob("*.ext")):
+        lines = ldap_settings.read_text().splitlines()
+        read += [f"{ldap_settings.name}: {line}" for line in lines if not line.startswith("#")]
+    return read
+
+
 def read_back(out: Path, work: Path, base_dn: str, only: set[str] | None = None) -> dict[str, list[str]]:
     readers = {
         "postfix": lambda: read_postfix(out, work),
         "ldap": lambda: read_directory(out, base_dn),
         "rspamd": lambda: read_rspamd(out, work),
+        "dovecot": lambda: read_dovecot(out),
     }
     return {name: sorted(reader()) for name, reader in readers.items() if only is None or name in only}
 
@@ -572,6 +615,10 @@ def written_forms(value: str) -> list[str]:
     forms = [value, value.lower(), value.rstrip("/")]
     with contextlib.suppress(ValueError):
         forms.append(str(ipaddress.ip_network(value, strict=True)))
+    digits = value.replace(":", "")
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", digits):  # a SHA-256 fingerprint: 'AB:CD:...' (folded by postmap)
+        pairs = ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+        forms += [pairs.upper(), pairs.lower()]
     local, at, domain = value.rpartition("@")
     head, bracket, host = value.partition("[")
     host, closing, tail = host.partition("]")
@@ -612,7 +659,7 @@ def assert_read_back_exactly(
     base_dn = yaml.safe_load((result.root / GATEWAY_FILE).read_text())["ldap"]["base_dn"]
     changed = {
         name
-        for name, top in (("postfix", "postfix"), ("ldap", "ldap"), ("rspamd", "rspamd"))
+        for name, top in (("postfix", "postfix"), ("ldap", "ldap"), ("rspamd", "rspamd"), ("dovecot", "dovecot"))
         if _digest(result.out_dir / top) != _digest(base_build.out_dir / top)
     }
     read = read_back(result.out_dir, work, base_dn, only=changed)
