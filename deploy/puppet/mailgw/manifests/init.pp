@@ -18,6 +18,8 @@
 #   staged only: the class mailgw::slapd runs it from them when the node declares it.
 # * out/portal/*.json: the quarantine portal's configuration, deployed by
 #   mailgw::portal on the nodes that include it (staged only elsewhere).
+# * out/dovecot/*: Dovecot's auth service for the submission services, deployed by
+#   mailgw::dovecot on the nodes that include it (staged only elsewhere).
 #
 # Postfix is reloaded once when anything it reads changed, Rspamd likewise;
 # a run that changes nothing runs neither. Files an earlier run deployed and
@@ -90,10 +92,11 @@ class mailgw (
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
   $slapd_files = $artifacts.filter |$path, $_| { $path in ['ldap/slapd-config', 'ldap/slapd.yaml'] }
   $portal_configs = $artifacts.filter |$path, $_| { $path =~ /\Aportal\/[^\/]+\.json\z/ }
+  $dovecot_configs = $artifacts.filter |$path, $_| { $path =~ /\Adovecot\/[^\/]+\z/ }
 
   $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $slapd_files
-    + $portal_configs
-  $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap|portal)\// and !($path in $placed) }
+    + $portal_configs + $dovecot_configs
+  $unplaced = $artifacts.keys.filter |$path| { $path =~ /\A(postfix|rspamd|ldap|portal|dovecot)\// and !($path in $placed) }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
   }
