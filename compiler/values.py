@@ -702,6 +702,23 @@ def ldap_time_limit(value: int) -> int:
     return value
 
 
+# --- the plan's guards (gateway.yaml `plan:`, docs/site-admins.md) ---------------------
+
+
+def guard_percent(value: int) -> int:
+    """A share of a domain's addresses past which a change is unsafe (0: any at all)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise _fail("bad-plan-setting", "{value} is not a whole percentage from 0 to 100", value=value)
+    return value
+
+
+def guard_min_addresses(value: int) -> int:
+    """How many addresses a domain needs before the shares are judged (a small domain may change wholly)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise _fail("bad-plan-setting", "{value} is not a number of addresses from 0 to 1000000", value=value)
+    return value
+
+
 # --- authenticated submission and the automation relay (docs/submission.md) -------------------
 
 # A SHA-256 digest is 32 bytes: 64 hex digits, written in pairs with ':' as `openssl x509 -fingerprint` prints them.

@@ -55,6 +55,9 @@ PACKAGES = {
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
+    "git": "git",
+    "ssh-keygen": "openssh-client",
+    "jq": "jq",
     "dovecot": "dovecot-core dovecot-ldap",
     "doveconf": "dovecot-core",
 }

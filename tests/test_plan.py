@@ -26,14 +26,23 @@ LNF_ADDRESSES = 5  # francesca.bruni, f.bruni, carlo.esposito, direzione, accele
 TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # The whole bundled fleet planned against nothing: 31 addresses (cnaf 6, ge 2, lab.tifpa 3, lnf 5, tifpa 13,
 # città 2); 38 directory entries (the base and its 5 containers, 10 people, 5 lists, 8 roles, 3 external
-# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 59 gateway settings (the
-# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, and 10 more of
+# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 77 gateway settings (the
+# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, 10 more of
 # its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory,
-# database_directory, run_directory, tls_certificate, tls_key); 27 out/ files beside MANIFEST.json (24,
-# out/portal/portal.json, out/ldap/slapd-config and out/ldap/slapd.yaml).
+# database_directory, run_directory, tls_certificate, tls_key, the 3 of its plan section, and the 15 of its
+# submission section: the 7 of aai_directory, the 2 ports, tls_chain_file, message_size_limit, recipient_limit,
+# auth_rate_limit, automation_services, auth_socket); 33 out/ files beside MANIFEST.json (24,
+# out/portal/portal.json, out/ldap/slapd-config, out/ldap/slapd.yaml, and for submission out/dovecot/'s 2 files,
+# postfix/sender_logins, postfix/client_certificates and the 2 automation services' cidr tables).
+# 31 sending rights: the 28 addresses that are not external aliases, tifpa's certificate web-portal, and the
+# automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
+# 14 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
+# quarantined viruses, and gateway.yaml's postscreen permit and DNSBL allowlist.
+BUNDLED_WIDENINGS = 14
 BUNDLED_SUMMARY = (
-    "6 domains (6 added): +31 -0 ~0 addresses, 38 directory entries, 12 policy files, 59 gateway settings, "
-    "27 out/ files"
+    f"6 domains (6 added): {BUNDLED_WIDENINGS} widenings, +31 -0 ~0 addresses, 31 sending rights, "
+    "38 directory entries, 12 policy files, 77 gateway settings, 33 out/ files"
 )
 HINT = (
     "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
@@ -132,6 +141,9 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    directory entries:",
         "      + associatedDomain=new.example.org,ou=domains,ou=mailgw,dc=example,dc=org",
         "      + uid=aneri,ou=people,ou=mailgw,dc=example,dc=org",
+        # gateway.yaml's submission section: each address a login may send as.
+        "    sending rights:",
+        "      + anna.neri@new.example.org: logins aneri",
         "",
         "~ tifpa.example.org",
         "    recipients:",
@@ -143,6 +155,10 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "      - cn=info@tifpa.example.org,ou=roles,ou=mailgw,dc=example,dc=org",
         "      + uid=gverdi,ou=people,ou=mailgw,dc=example,dc=org",
         "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "    sending rights:",
+        "      + giulia.verdi@tifpa.example.org: logins gverdi",
+        "      ~ info@tifpa.example.org: logins mrossi -> logins gneri, mrossi",
+        "      - paolo.conti@tifpa.example.org: logins pconti",
         "",
         "policy (out/rspamd):",
         # new.example.org joins the default classes: each names it in a comment and in its rule, inbound
@@ -162,12 +178,15 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    ~ postfix/relay_domains (+1 -0 lines)",
         # +anna.neri, +giulia.verdi, +sara, ~info and the new domain's postmaster@ and abuse@, -paolo.conti
         "    ~ postfix/relay_recipients (+6 -2 lines)",
+        # +anna.neri, +giulia.verdi, ~info (its owners), -paolo.conti; the new domain's postmaster@ and abuse@
+        # are nobody's.
+        "    ~ postfix/sender_logins (+3 -2 lines)",
         "    ~ postfix/sender_sites (+1 -0 lines)",
         "    ~ postfix/transport (+1 -0 lines)",
         "    ~ postfix/virtual_alias (+2 -1 lines)",
         "",
-        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 9 directory entries, 1 policy file, "
-        "8 out/ files",
+        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 4 sending rights, 9 directory entries, "
+        "1 policy file, 9 out/ files",
         "verdict: safe",
     ]
 
@@ -180,7 +199,7 @@ def test_the_three_views_show_one_plan(branch, mailgw):
     document = mailgw(root, "plan", "--format", "json").out
     data = json.loads(document)
     assert document == json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 sending right, 1 directory entry, 3 out/ files"
     assert data["summary"] == summary and f"summary: {summary}" in text
     assert f"**{summary}**" in markdown
     assert data["verdict"] == "safe" and data["reasons"] == [] and data["forced"] is False
@@ -213,6 +232,13 @@ def test_the_three_views_show_one_plan(branch, mailgw):
             "lines_added": 0,
             "lines_removed": 1,
         },
+        {
+            "path": "postfix/sender_logins",
+            "status": "changed",
+            "section": "artifacts",
+            "lines_added": 0,
+            "lines_removed": 1,
+        },
     ]
 
 
@@ -238,7 +264,8 @@ def test_directory_entries_show_under_the_domain_whose_part_changed(branch, mail
         ],
     }
     assert data["directory"] == []
-    assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 3 directory entries, 3 out/ files"
+    # Sending rights: p.conti is pconti's, detector's owners changed (g.verdi forwards: nobody's, before and after).
+    assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 2 sending rights, 3 directory entries, 4 out/ files"
 
 
 def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw):
@@ -255,7 +282,7 @@ def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw
         name: [("uid=aneri,ou=people,ou=mailgw,dc=example,dc=org", "added")]
         for name in ("lab.tifpa.example.org", "tifpa.example.org")
     }
-    assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 1 directory entry, 2 out/ files"
+    assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 2 sending rights, 1 directory entry, 3 out/ files"
 
 
 # --- the guards -----------------------------------------------------------------------------------
@@ -431,10 +458,15 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     repo.git.checkout("-b", "fleet")
     copy_bundled(root, ("gateway.yaml", "domains"))
     result = mailgw(root, "plan", "--format", "json")
-    assert result.code == 0
     data = json.loads(result.out)
     assert [(d["name"], d["status"]) for d in data["domains"]] == [(name, "added") for name in BUNDLED_DOMAINS]
-    assert data["verdict"] == "safe" and data["summary"] == BUNDLED_SUMMARY
+    assert data["summary"] == BUNDLED_SUMMARY
+    # Nothing was let through before: the sites' relays and the like are widenings, and nothing else is unsafe.
+    assert result.code == 1 and data["verdict"] == "unsafe"
+    assert len(data["widenings"]) == BUNDLED_WIDENINGS
+    assert all("a widening the gateway team" in reason for reason in data["reasons"])
+    approved = mailgw(root, "plan", "--format", "json", "--widen")
+    assert approved.code == 0 and json.loads(approved.out)["verdict"] == "forced"
 
 
 def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):
