@@ -205,11 +205,18 @@ def declarations(field: Field, changed: dict[str, Any]) -> tuple[dict, dict, dic
     """(gateway, domain, synced domain) with `changed` in the place of the field's own declaration."""
     document = base_document(field)
     if field.path == ("domain",):
-        # A certificate's sender_domains name the domain: left out, they mean the domain of the file, as renamed.
-        changed = copy.deepcopy(changed)
-        for certificate in changed["submission"]["client_certificates"].values():
-            certificate.pop("sender_domains")
+        changed = renamed(changed, changed["domain"])
     return tuple(changed if base is document else base for base in (BASE_GATEWAY, BASE_DOMAIN, BASE_SYNCED))
+
+
+def renamed(domain: dict, name: Any) -> dict:
+    """The domain declaration under another name. Its certificates' sender_domains name the domain: left out,
+    they mean the domain of the file, as renamed."""
+    domain = copy.deepcopy(domain)
+    domain["domain"] = name
+    for certificate in domain["submission"]["client_certificates"].values():
+        certificate.pop("sender_domains")
+    return domain
 
 
 # --- the fields, from the schemas -------------------------------------------------------------
@@ -805,12 +812,11 @@ def test_the_directory_limits_are_what_slapadd_stores(fits, tmp_path):
     role = "r" * (245 - len("cn=@") - len(role_domain) + over)
     cases = [
         ({**BASE_GATEWAY, "ldap": {"base_dn": base_dn}}, BASE_DOMAIN, "245"),
-        (BASE_GATEWAY, {**BASE_DOMAIN, "domain": domain_name}, "228"),
+        (BASE_GATEWAY, renamed(BASE_DOMAIN, domain_name), "228"),
         (
             BASE_GATEWAY,
             {
-                **BASE_DOMAIN,
-                "domain": role_domain,
+                **renamed(BASE_DOMAIN, role_domain),
                 "recipients": {"ownerbase": "uidowner", role: {"kind": "role", "owners": ["uidowner"]}},
             },
             "245",
