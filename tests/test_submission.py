@@ -187,7 +187,21 @@ def test_the_plan_shows_who_gains_and_loses_the_right_to_send_as_what(make_repo,
             "from 198.51.100.20/32 to oncall@example.net, 60 messages an hour (port 2525)",
         ),
     }
-    assert plan.safe
+    # A new certificate and a new automation client let clients in: widenings, for the gateway team's label.
+    assert [(w.kind, w.where, w.change) for w in plan.widenings] == [
+        (
+            "submission",
+            "tifpa.example.org",
+            "automation client lab-alarms: 198.51.100.20/32 may send without a login to oncall@example.net, "
+            "60 messages an hour",
+        ),
+        (
+            "submission",
+            "tifpa.example.org",
+            f"client certificate web-portal ({':'.join(['AB'] * 32)}) may send as tifpa.example.org",
+        ),
+    ]
+    assert not plan.safe and plan.guard_reasons() == []
     assert "sending rights:" in render_text(plan)
     assert "| + | sending rights | `certificate web-portal` |" in render_markdown(plan)
     senders = json.loads(json.dumps(plan.to_dict()))["domains"][0]["senders"]
