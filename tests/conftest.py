@@ -263,6 +263,16 @@ def hs_cache(request, tmp_path_factory) -> Path:
     return cache.mkdir("rspamd-hyperscan") if cache is not None else tmp_path_factory.mktemp("hyperscan")
 
 
+@pytest.fixture(scope="module")
+def rspamadm_hs_cache(tmp_path_factory) -> Path:
+    """hs_cache for the rspamadm runs of one module (configtest, configdump): each regexp map compiled once.
+
+    rspamadm compiles the Hyperscan database of every regexp map it loads, most of its run time on a fresh tree.
+    The module's own directory: its rspamadm runs come one at a time, and nothing else compiles into it.
+    """
+    return tmp_path_factory.mktemp("rspamadm-hyperscan")
+
+
 @pytest.fixture(scope="session")
 def clamd(tmp_path_factory):
     from tests import rspamd_env
