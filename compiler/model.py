@@ -328,6 +328,15 @@ class PortalSettings(_Strict):
     session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
 
 
+class PlanSettings(_Strict):
+    """The plan's guards (octoDNS's update and delete thresholds): past these a domain's change is unsafe."""
+
+    max_removed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    max_changed_percent: Annotated[int, AfterValidator(values.guard_percent)] = 30
+    # A domain with fewer addresses may lose or change any share of them.
+    min_addresses: Annotated[int, AfterValidator(values.guard_min_addresses)] = 10
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
@@ -344,6 +353,7 @@ class GatewayDeclaration(_Strict):
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
     portal: PortalSettings | None = None
+    plan: PlanSettings = PlanSettings()
 
     @field_validator("ldap")
     @classmethod
@@ -374,6 +384,7 @@ _MODELS = (
     DnsblSite,
     PostscreenSettings,
     PortalSettings,
+    PlanSettings,
     GatewayDeclaration,
 )
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})

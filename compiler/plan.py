@@ -10,8 +10,18 @@ so that a uid with addresses in two domains shows under the one edited. The
 Plan is plain data; its renderings live in compiler/commands/plan.py.
 
 Safety guards (the verdict is the plan's, not the command line's): a domain
-removed, more than 30% of a domain's addresses removed when it had at least
-10, a next hop changed, or the LDAP base DN changed make the plan unsafe.
+removed, more of a domain's addresses removed or changed than gateway.yaml's
+`plan:` shares allow (30% each by default, when it had at least 10: octoDNS's
+delete and update thresholds), a next hop changed, or the LDAP base DN
+changed make the plan unsafe unless forced. The base's own thresholds judge a
+change, so a change cannot loosen the guard that judges it.
+
+Widenings (compiler/widenings.py: what lets more mail through or more clients
+in) come first. One in a file that CODEOWNERS gives to the gateway team alone
+(gateway.yaml) is approved by that team's review; any other (a section of a
+domain file, which its site reviews) makes the plan unsafe until the gateway
+team approves it with the label 'mailgw:widen' (MAILGW_WIDEN=1). Forcing does
+not approve a widening.
 REFERENCES: RFC 2849 (LDIF, read here), RFC 4524 (associatedDomain), transport(5) (next hops).
 """
 
@@ -26,21 +36,27 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from compiler import ldapdiff
+from compiler import codeowners, ldapdiff
 from compiler.declarations import Address
 from compiler.fleet import Domain, Fleet
+from compiler.model import PlanSettings
 from compiler.targets.postfix import transport_nexthop
+from compiler.widenings import Widening, widenings
 from compiler.write import MANIFEST
 
 REFERENCES = ("RFC 2849", "RFC 4524", "transport(5)")
 
-MAX_REMOVED_PERCENT = 30
-MIN_ADDRESSES_FOR_SHARE = 10
 BASE_DN_SETTING = "ldap.base_dn"
 # How a merge request asks to go through with an unsafe plan: CI sets the
 # environment variable when the merge request carries the label.
 FORCE_LABEL = "mailgw:force"
 FORCE_ENV = "MAILGW_FORCE"
+# How the gateway team approves a widening in a file it does not own: the label, set by one of
+# its members (the pull-request workflow checks who set it), makes CI set the variable.
+WIDEN_LABEL = "mailgw:widen"
+WIDEN_ENV = "MAILGW_WIDEN"
+# gateway.yaml's plan: section as the model defaults it (30% removed, 30% changed, at least 10 addresses).
+DEFAULT_GUARDS = PlanSettings()
 
 # Which section of the plan shows a changed out/ file: the first prefix that matches.
 FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
@@ -89,6 +105,12 @@ class DomainPlan:
     routing: Change | None  # the transport(5) value: where the mail goes
     settings: tuple[Change, ...]  # every other field of the domain
     directory: tuple[Change, ...]  # LDAP entries whose part for this domain changed
+    guards: PlanSettings = DEFAULT_GUARDS  # the thresholds that judge it (the base's gateway.yaml)
+
+    @property
+    def addresses_changed(self) -> int:
+        """Accepted before and after, as something else (kind, uid, owners, targets)."""
+        return sum(1 for c in self.recipients + self.aliases if c.status == "changed")
 
     def reasons(self) -> list[str]:
         if self.status == "removed":
@@ -96,17 +118,17 @@ class DomainPlan:
                 f"{self.name}: domain removed; the MX would reject all of its mail "
                 f"({self.addresses_before} address(es))"
             ]
-        reasons = []
-        if (
-            self.addresses_before >= MIN_ADDRESSES_FOR_SHARE
-            and 100 * self.addresses_removed > MAX_REMOVED_PERCENT * self.addresses_before
-        ):
-            share = round(100 * self.addresses_removed / self.addresses_before)
-            reasons.append(
-                f"{self.name}: {self.addresses_removed} of {self.addresses_before} addresses removed "
-                f"({share}%; more than {MAX_REMOVED_PERCENT}% of a domain with at least "
-                f"{MIN_ADDRESSES_FOR_SHARE})"
+        judged = self.addresses_before >= max(self.guards.min_addresses, 1)
+        reasons = [
+            f"{self.name}: {count} of {self.addresses_before} addresses {what} "
+            f"({round(100 * count / self.addresses_before)}%; more than {limit}% of a domain with at least "
+            f"{self.guards.min_addresses})"
+            for count, what, limit in (
+                (self.addresses_removed, "removed", self.guards.max_removed_percent),
+                (self.addresses_changed, "changed", self.guards.max_changed_percent),
             )
+            if judged and 100 * count > limit * self.addresses_before
+        ]
         if self.status == "changed" and self.routing is not None:
             reasons.append(f"{self.name}: next hop changed from {self.routing.before} to {self.routing.after}")
         return reasons
@@ -119,9 +141,11 @@ class Plan:
     gateway: tuple[Change, ...]  # gateway.yaml settings, as dotted names
     files: tuple[FileChange, ...]  # out/ files, MANIFEST.json aside
     directory: tuple[Change, ...]  # LDAP entries that serve no domain (the root, the branches)
+    widenings: tuple[Widening, ...] = ()  # what lets more mail through or more clients in
+    team: tuple[str, ...] = ()  # the gateway team (the base's gateway.yaml admins): who approves a widening
 
-    def reasons(self) -> list[str]:
-        """Why the plan is unsafe; empty when it is safe."""
+    def guard_reasons(self) -> list[str]:
+        """Why the plan is unsafe that --force (the label 'mailgw:force') may override."""
         reasons = [reason for domain in self.domains for reason in domain.reasons()]
         reasons += [
             f"gateway: LDAP base DN changed from {c.before} to {c.after}; every directory entry moves"
@@ -130,16 +154,36 @@ class Plan:
         ]
         return reasons
 
+    def approval(self, widening: Widening) -> str:
+        """'review' (CODEOWNERS gives its file to the gateway team alone) or 'label' (the team's label)."""
+        return "review" if codeowners.team_reviews(widening.file, self.team) else "label"
+
+    def widening_reasons(self) -> list[str]:
+        """The widenings that only the gateway team's label (or --widen) lets through."""
+        team = ", ".join(self.team) or "gateway.yaml names no admins"
+        return [
+            f"{w.where}: a widening the gateway team ({team}) has not approved: {w.change}"
+            for w in self.widenings
+            if self.approval(w) == "label"
+        ]
+
+    def reasons(self) -> list[str]:
+        """Why the plan is unsafe; empty when it is safe."""
+        return self.guard_reasons() + self.widening_reasons()
+
     @property
     def safe(self) -> bool:
         return not self.reasons()
 
-    def verdict(self, forced: bool = False) -> str:
-        """'safe', 'forced' (unsafe, and forced through) or 'unsafe' (refused)."""
-        return "safe" if self.safe else "forced" if forced else "unsafe"
+    def verdict(self, forced: bool = False, widened: bool = False) -> str:
+        """'safe', 'forced' (unsafe, and let through: forced, widenings approved) or 'unsafe' (refused)."""
+        if self.safe:
+            return "safe"
+        held = (self.guard_reasons() and not forced) or (self.widening_reasons() and not widened)
+        return "unsafe" if held else "forced"
 
-    def allowed(self, forced: bool = False) -> bool:
-        return self.verdict(forced) != "unsafe"
+    def allowed(self, forced: bool = False, widened: bool = False) -> bool:
+        return self.verdict(forced, widened) != "unsafe"
 
     def summary(self) -> str:
         """One line: what changes, for the merge request and the publish commit."""
@@ -152,7 +196,7 @@ class Plan:
             head = f"{len(self.domains)} domains" + (f" ({detail})" if detail else "")
         else:
             head = ""
-        details = []
+        details = [f"{len(self.widenings)} {_plural('widening', len(self.widenings))}"] if self.widenings else []
         addresses = Counter(c.status for d in self.domains for c in d.recipients + d.aliases)
         if addresses:
             details.append(f"+{addresses['added']} -{addresses['removed']} ~{addresses['changed']} addresses")
@@ -184,12 +228,17 @@ class Plan:
             "summary": self.summary(),
             "safe": self.safe,
             "reasons": self.reasons(),
+            "widenings": [
+                {**dataclasses.asdict(w), "approval": self.approval(w), "approvers": list(self.team)}
+                for w in self.widenings
+            ],
             "domains": [
                 {
                     "name": d.name,
                     "status": d.status,
                     "addresses_before": d.addresses_before,
                     "addresses_removed": d.addresses_removed,
+                    "addresses_changed": d.addresses_changed,
                     "recipients": [change(c) for c in d.recipients],
                     "aliases": [change(c) for c in d.aliases],
                     "routing": change(d.routing) if d.routing else None,
@@ -226,9 +275,12 @@ def make_plan(
             by_domain.setdefault(name, []).append(change)
         if not owners:
             unowned.append(change)
+    # The base's gateway judges the change: its guards and its team (a change cannot pick its own judges).
+    judge = old_fleet or new_fleet
+    guards = judge.gateway.plan if judge else DEFAULT_GUARDS
     domains = []
     for name in sorted(names):
-        plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())))
+        plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())), guards)
         if plan is not None:
             domains.append(plan)
     gateway = _changes(
@@ -240,10 +292,18 @@ def make_plan(
         gateway=tuple(gateway),
         files=tuple(file_changes(old_out, new_out)),
         directory=tuple(unowned),
+        widenings=widenings(old_fleet, new_fleet),
+        team=tuple(sorted(set(judge.gateway.admins))) if judge else (),
     )
 
 
-def _domain_plan(name: str, old: Domain | None, new: Domain | None, directory: tuple[Change, ...]) -> DomainPlan | None:
+def _domain_plan(
+    name: str,
+    old: Domain | None,
+    new: Domain | None,
+    directory: tuple[Change, ...],
+    guards: PlanSettings = DEFAULT_GUARDS,
+) -> DomainPlan | None:
     old_addresses = {a.address: a for a in old.addresses} if old else {}
     new_addresses = {a.address: a for a in new.addresses} if new else {}
     address_changes = _changes(old_addresses, new_addresses, describe)
@@ -265,6 +325,7 @@ def _domain_plan(name: str, old: Domain | None, new: Domain | None, directory: t
         routing=routing,
         settings=settings if status == "changed" else (),
         directory=directory,
+        guards=guards,
     )
 
 

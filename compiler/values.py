@@ -700,3 +700,20 @@ def ldap_time_limit(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
         raise _fail("bad-ldap-setting", "time limit {value} is not a number of seconds from 1 to 3600", value=value)
     return value
+
+
+# --- the plan's guards (gateway.yaml `plan:`, docs/site-admins.md) ---------------------
+
+
+def guard_percent(value: int) -> int:
+    """A share of a domain's addresses past which a change is unsafe (0: any at all)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise _fail("bad-plan-setting", "{value} is not a whole percentage from 0 to 100", value=value)
+    return value
+
+
+def guard_min_addresses(value: int) -> int:
+    """How many addresses a domain needs before the shares are judged (a small domain may change wholly)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise _fail("bad-plan-setting", "{value} is not a number of addresses from 0 to 1000000", value=value)
+    return value

@@ -4,7 +4,8 @@ Per address: a person's own addresses (and aliases) get their digest at that
 address; a list's or role's digest goes to each of its owners (at the
 owner's first address in alphabetical order). The link leads to the portal's
 sign-in, never to an action: nothing in a digest releases or deletes mail.
-Items go in one digest only (they are marked after the MX took it).
+Items go in one digest only, whichever node sends it (claimed first, given back if the MX
+did not take the digest).
 """
 
 from __future__ import annotations
@@ -51,21 +52,29 @@ def compose(config: Config, address: str, rows: list[Row], to: list[str]) -> ema
 
 
 def run(config: Config, store: Store, directory: Directory) -> tuple[int, int]:
-    """Send every pending digest -> (digests sent, addresses without anyone to tell)."""
-    pending = store.unnotified()
+    """Send every pending digest -> (digests sent, addresses without anyone to tell).
+
+    Safe on every node at once: the items are claimed before they are sent, and what could not be
+    sent is given back for the next run.
+    """
+    pending = store.claim_unnotified()
     if not pending:
         return 0, 0
-    owners = directory.owners(sorted(pending))
     sent = unowned = 0
-    with smtplib.SMTP(config.release_host, config.release_port, timeout=TIMEOUT) as smtp:
-        for address, rows in sorted(pending.items()):
-            owner = owners.get(address)
-            to = digest_recipients(address, owner) if owner else []
-            if to:
-                message = compose(config, address, rows, to)
-                smtp.send_message(message, from_addr=config.digest_sender, to_addrs=to)
-                sent += 1
-            else:
-                unowned += 1  # an external alias or an outbound recipient: operators see it in the portal
-            store.mark_notified(row.recipient.id for row in rows)
+    done: set[str] = set()
+    try:
+        owners = directory.owners(sorted(pending))
+        with smtplib.SMTP(config.release_host, config.release_port, timeout=TIMEOUT) as smtp:
+            for address, rows in sorted(pending.items()):
+                owner = owners.get(address)
+                to = digest_recipients(address, owner) if owner else []
+                if to:
+                    message = compose(config, address, rows, to)
+                    smtp.send_message(message, from_addr=config.digest_sender, to_addrs=to)
+                    sent += 1
+                else:
+                    unowned += 1  # an external alias or an outbound recipient: operators see it in the portal
+                done.add(address)
+    finally:
+        store.unclaim(row.recipient.id for address, rows in pending.items() if address not in done for row in rows)
     return sent, unowned

@@ -281,12 +281,27 @@ class Store:
 
     # --- digests ----------------------------------------------------------------------------
 
-    def unnotified(self) -> dict[str, list[Row]]:
-        """address -> its held rows not yet in a digest, oldest first."""
+    def claim_unnotified(self) -> dict[str, list[Row]]:
+        """address -> its held rows not yet in a digest, oldest first; claimed for this run.
+
+        One UPDATE marks them and returns their ids, so two nodes running the digest at once
+        claim disjoint rows: no item reaches two digests. Rows whose digest is not sent after all
+        go back with unclaim().
+        """
+        claim = (
+            update(Recipient)
+            .where(Recipient.notified.is_(False), Recipient.released_at.is_(None))
+            .values(notified=True)
+            .returning(Recipient.id)
+        )
+        with self.sessions() as session, session.begin():
+            claimed = list(session.scalars(claim))
+        if not claimed:
+            return {}
         query = (
             select(Message, Recipient)
             .join(Recipient, Recipient.message_id == Message.id)
-            .where(Recipient.notified.is_(False), Recipient.released_at.is_(None))
+            .where(Recipient.id.in_(claimed))
             .order_by(Recipient.address, Recipient.received_at, Recipient.id)
         )
         rows: dict[str, list[Row]] = {}
@@ -296,9 +311,10 @@ class Store:
                 rows.setdefault(recipient.address, []).append(Row(message, recipient))
         return rows
 
-    def mark_notified(self, recipient_ids: Iterable[int]) -> None:
+    def unclaim(self, recipient_ids: Iterable[int]) -> None:
+        """Back to pending: their digest was not sent (the MX did not take it)."""
         with self.sessions() as session, session.begin():
-            session.execute(update(Recipient).where(Recipient.id.in_(list(recipient_ids))).values(notified=True))
+            session.execute(update(Recipient).where(Recipient.id.in_(list(recipient_ids))).values(notified=False))
 
 
 def retention_days(config: Config, held: Held, address: str) -> int:

@@ -59,6 +59,9 @@ PACKAGES = {
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
+    "git": "git",
+    "ssh-keygen": "openssh-client",
+    "jq": "jq",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8

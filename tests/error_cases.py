@@ -507,6 +507,17 @@ CASES = [
         gateway="mx_hosts: [mx1.gw.example.org]\n"
         "ldap: {base_dn: 'dc=org', listen: {mx2.gw.example.org: [192.0.2.12]}}\n",
     ),
+    Case(
+        "bad-plan-setting",
+        "model",
+        "a guard of the plan that is not a percentage",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:29: error[bad-plan-setting]: plan.max_removed_percent: 130 is not a whole percentage "
+            "from 0 to 100"
+        ],
+        gateway=GATEWAY_HEAD + "plan: {max_removed_percent: 130}\n",
+    ),
     # --- check: rules across values, files and domains -------------------------------
     # --- the filter policy (docs/filtering.md) ---------------------------------------
     Case(

@@ -87,6 +87,7 @@ class Sink:
 
     def __init__(self, name: str, *, lmtp: bool = False, known: set[str] | None = None):
         self.name, self.lmtp, self.known = name, lmtp, known
+        self.data_delay = 0.0  # seconds before the answer to DATA: a slow site, to hold a client mid-send
         self.messages: list[Message] = []
         self.rcpts: list[RcptAttempt] = []
         self._lock = threading.Lock()
@@ -111,6 +112,7 @@ class Sink:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.data_delay)
         with self._lock:
             self.messages.append(Message(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content))
         # LMTP answers DATA once per recipient (RFC 2033 4.2).

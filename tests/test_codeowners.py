@@ -27,6 +27,8 @@ def test_each_domain_file_is_owned_by_its_admins_only(make_repo, mailgw):
         "* @example/mail-gateway @example/noc",
         "/domains/lnf.example.org.yaml @example/lnf-mail",
         "/domains/tifpa.example.org.yaml @example/tifpa-mail @mrossi",
+        "# The fleet's own settings, widenings included (docs/site-admins.md): the gateway team only.",
+        "/gateway.yaml @example/mail-gateway @example/noc",
     ]
 
 

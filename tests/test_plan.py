@@ -26,14 +26,18 @@ LNF_ADDRESSES = 5  # francesca.bruni, f.bruni, carlo.esposito, direzione, accele
 TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # The whole bundled fleet planned against nothing: 31 addresses (cnaf 6, ge 2, lab.tifpa 3, lnf 5, tifpa 13,
 # città 2); 38 directory entries (the base and its 5 containers, 10 people, 5 lists, 8 roles, 3 external
-# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 59 gateway settings (the
-# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, and 10 more of
+# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 62 gateway settings (the
+# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, 10 more of
 # its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory,
-# database_directory, run_directory, tls_certificate, tls_key); 27 out/ files beside MANIFEST.json (24,
-# out/portal/portal.json, out/ldap/slapd-config and out/ldap/slapd.yaml).
+# database_directory, run_directory, tls_certificate, tls_key, and the 3 of its plan section); 27 out/ files
+# beside MANIFEST.json (24, out/portal/portal.json, out/ldap/slapd-config and out/ldap/slapd.yaml).
+# 14 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
+# quarantined viruses, and gateway.yaml's postscreen permit and DNSBL allowlist.
+BUNDLED_WIDENINGS = 14
 BUNDLED_SUMMARY = (
-    "6 domains (6 added): +31 -0 ~0 addresses, 38 directory entries, 12 policy files, 59 gateway settings, "
-    "27 out/ files"
+    f"6 domains (6 added): {BUNDLED_WIDENINGS} widenings, +31 -0 ~0 addresses, 38 directory entries, "
+    "12 policy files, 62 gateway settings, 27 out/ files"
 )
 HINT = (
     "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
@@ -431,10 +435,15 @@ def test_base_without_declarations_is_empty(tmp_path, mailgw):
     repo.git.checkout("-b", "fleet")
     copy_bundled(root, ("gateway.yaml", "domains"))
     result = mailgw(root, "plan", "--format", "json")
-    assert result.code == 0
     data = json.loads(result.out)
     assert [(d["name"], d["status"]) for d in data["domains"]] == [(name, "added") for name in BUNDLED_DOMAINS]
-    assert data["verdict"] == "safe" and data["summary"] == BUNDLED_SUMMARY
+    assert data["summary"] == BUNDLED_SUMMARY
+    # Nothing was let through before: the sites' relays and the like are widenings, and nothing else is unsafe.
+    assert result.code == 1 and data["verdict"] == "unsafe"
+    assert len(data["widenings"]) == BUNDLED_WIDENINGS
+    assert all("a widening the gateway team" in reason for reason in data["reasons"])
+    approved = mailgw(root, "plan", "--format", "json", "--widen")
+    assert approved.code == 0 and json.loads(approved.out)["verdict"] == "forced"
 
 
 def test_repository_without_commits_plans_against_nothing(make_repo, mailgw):

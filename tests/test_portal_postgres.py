@@ -117,6 +117,58 @@ def test_purge_on_both_nodes_is_idempotent(pair):
         assert "past its retention" not in owner.get("/").text
 
 
+def _digests(mx: Sink, since: int) -> dict[str, int]:
+    """Held-for address -> how many digests the MX took for it since message `since`."""
+    found: dict[str, int] = {}
+    for message in mx.messages[since:]:
+        subject = re.search(rb"^Subject: Quarantine: .* held for (\S+?)\r?$", message.content, re.M)
+        if subject:
+            found[subject.group(1).decode()] = found.get(subject.group(1).decode(), 0) + 1
+    return found
+
+
+def test_digests_run_on_both_nodes_at_once_mail_each_item_once(pair):
+    (mx1, mx2), mx, _ = pair
+    assert all(portal.command("digest").returncode == 0 for portal in (mx1, mx2))  # what earlier tests left
+    before = len(mx.messages)
+    for n in range(3):
+        message = env.held_message("digests@ext.example.net", [OWN], subject=f"digest race {n}")
+        assert (mx1 if n % 2 else mx2).post(env.prefixed(message), [OWN], "digests@ext.example.net").status_code == 200
+    results: list = []
+    first = threading.Thread(target=lambda: results.append(mx1.command("digest")))
+    rcpts = len(mx.rcpts)
+    mx.data_delay = 3.0  # the first node's digest is still being sent when the second node runs its own
+    try:
+        first.start()
+        wait_for(lambda: len(mx.rcpts) > rcpts, 60, "the first node's digest to reach the MX")
+        results.append(mx2.command("digest"))
+        first.join(timeout=120)
+    finally:
+        mx.data_delay = 0.0
+    assert [done.returncode for done in results] == [0, 0], [done.stderr for done in results]
+    assert [done.stdout.split(";")[0] for done in results] == ["sent 0 digest(s)", "sent 1 digest(s)"]
+    assert _digests(mx, before) == {OWN: 1}
+    items = b"".join(m.content for m in mx.messages[before:])
+    assert all(items.count(f"digest race {n}".encode()) == 1 for n in range(3)), "every item in exactly one digest"
+
+
+def test_a_digest_the_mx_refuses_is_sent_by_the_next_run(pair):
+    (mx1, _), mx, _ = pair
+    assert mx1.command("digest").returncode == 0
+    before = len(mx.messages)
+    message = env.held_message("later@ext.example.net", [OWN], subject="digest after a refusal")
+    assert mx1.post(env.prefixed(message), [OWN], "later@ext.example.net").status_code == 200
+    mx.known = set()  # the MX refuses every recipient for a while
+    try:
+        assert mx1.command("digest").returncode != 0
+    finally:
+        mx.known = None
+    assert _digests(mx, before) == {}
+    done = mx1.command("digest")
+    assert done.returncode == 0 and done.stdout.startswith("sent 1 digest(s)"), done.stdout + done.stderr
+    assert _digests(mx, before) == {OWN: 1}
+
+
 def test_while_the_database_is_down_ingest_is_refused_so_rspamd_defers(pair):
     (mx1, _), _, postgres = pair
     message = env.held_message("down@ext.example.net", [OWN], subject="while the database was down")

@@ -1,6 +1,7 @@
 """mailgw plan: what merging the working tree would change on the MX, and whether that is safe.
 
 The Plan (compiler/plan.py) is data; text, Markdown and JSON are three views of it.
+Each view shows the widenings first, with who approves them.
 REFERENCES: GitHub Flavored Markdown (tables, alerts) for the job summary; GitHub
 Actions workflow commands ('::error') for the annotations.
 """
@@ -12,10 +13,20 @@ import json
 import os
 import sys
 
-from compiler import history
+from compiler import history, widenings
 from compiler.errors import output_failed
 from compiler.pipeline import compile_repository
-from compiler.plan import FORCE_ENV, FORCE_LABEL, Change, DomainPlan, Plan, make_plan
+from compiler.plan import (
+    FORCE_ENV,
+    FORCE_LABEL,
+    WIDEN_ENV,
+    WIDEN_LABEL,
+    Change,
+    DomainPlan,
+    Plan,
+    make_plan,
+)
+from compiler.widenings import Widening
 
 REFERENCES = ("GitHub Flavored Markdown", "GitHub Actions workflow commands")
 
@@ -26,6 +37,10 @@ MARKS = {"added": "+", "removed": "-", "changed": "~"}
 FORCE_HINT = (
     f"to go ahead anyway, label the merge request '{FORCE_LABEL}' (CI then sets {FORCE_ENV}=1) "
     "or run 'mailgw plan --force'"
+)
+WIDEN_HINT = (
+    f"a widening needs the gateway team: one of its members labels the merge request '{WIDEN_LABEL}' "
+    f"(CI then sets {WIDEN_ENV}=1), or run 'mailgw plan --widen'"
 )
 
 
@@ -38,15 +53,25 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--force", action="store_true", help=f"go ahead with an unsafe plan (also: {FORCE_ENV}=1 in the environment)"
     )
+    parser.add_argument(
+        "--widen",
+        action="store_true",
+        help=f"the gateway team approves the plan's widenings (also: {WIDEN_ENV}=1 in the environment)",
+    )
     parser.set_defaults(run=run)
 
 
 def forced_by_environment() -> bool:
-    return os.environ.get(FORCE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return _flag(FORCE_ENV)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def run(args: argparse.Namespace) -> int:
     forced = args.force or forced_by_environment()
+    widened = args.widen or _flag(WIDEN_ENV)
     compiled = compile_repository(args.root)
     checkout = history.open_checkout(args.root)
     if args.base:
@@ -55,19 +80,26 @@ def run(args: argparse.Namespace) -> int:
         base = history.revision(checkout, history.default_base(checkout), "the merge base with main")
     plan = make_plan(base.label, base.fleet, base.artifacts, compiled.fleet, compiled.artifacts)
     try:
-        sys.stdout.write(RENDERERS[args.format](plan, forced))
+        sys.stdout.write(RENDERERS[args.format](plan, forced, widened))
     except OSError as err:  # a large plan goes straight to the file, past the buffer
         raise output_failed(err) from None
-    if plan.allowed(forced):
+    if plan.allowed(forced, widened):
         return 0
     print("mailgw: the plan is unsafe:", file=sys.stderr)
     for reason in plan.reasons():
         print(f"  {reason}", file=sys.stderr)
-    print(f"mailgw: {FORCE_HINT}", file=sys.stderr)
+    for hint in _hints(plan, forced, widened):
+        print(f"mailgw: {hint}", file=sys.stderr)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for reason in plan.reasons():
             print(f"::error title=unsafe plan::{_escape_annotation(reason)}", file=sys.stderr)
     return EXIT_UNSAFE
+
+
+def _hints(plan: Plan, forced: bool, widened: bool) -> list[str]:
+    """How to go ahead: for each kind of reason that is still held."""
+    hints = [FORCE_HINT] if plan.guard_reasons() and not forced else []
+    return hints + ([WIDEN_HINT] if plan.widening_reasons() and not widened else [])
 
 
 def _escape_annotation(message: str) -> str:
@@ -108,8 +140,30 @@ def _cut(lines: list[str], indent: str) -> list[str]:
     ]
 
 
-def render_text(plan: Plan, forced: bool = False, *, verdict: bool = True) -> str:
+def _approval_text(plan: Plan, widening: Widening) -> str:
+    team = ", ".join(plan.team) or "no gateway team"
+    if plan.approval(widening) == "review":
+        return f"approved by the review of {team}, its code owners"
+    return f"needs the label '{WIDEN_LABEL}' from {team}"
+
+
+def _widening_lines(plan: Plan) -> list[str]:
+    """The widenings, first: under where they are declared and who approves them."""
+    if not plan.widenings:
+        return []
+    lines = ["", "widenings (more mail through, or more clients in; the gateway team approves them):"]
+    heading = ""
+    for widening in plan.widenings:
+        where = f"    {widening.where} ({widening.file}; {_approval_text(plan, widening)}):"
+        if where != heading:
+            lines.append(heading := where)
+        lines.append(f"      ! {widenings.title(widening.kind)}: {widening.change}")
+    return lines
+
+
+def render_text(plan: Plan, forced: bool = False, widened: bool = False, *, verdict: bool = True) -> str:
     lines = [f"mailgw plan: the working tree against {plan.base}"]
+    lines += _widening_lines(plan)
     for domain in plan.domains:
         suffix = f" ({domain.status})" if domain.status != "changed" else ""
         lines += ["", f"{MARKS[domain.status]} {domain.name}{suffix}"]
@@ -133,20 +187,18 @@ def render_text(plan: Plan, forced: bool = False, *, verdict: bool = True) -> st
             )
     lines += ["", f"summary: {plan.summary()}"]
     if verdict:
-        lines += _verdict_lines(plan, forced)
+        lines += _verdict_lines(plan, forced, widened)
     return "\n".join(lines) + "\n"
 
 
-def _verdict_lines(plan: Plan, forced: bool) -> list[str]:
+def _verdict_lines(plan: Plan, forced: bool, widened: bool) -> list[str]:
     reasons = plan.reasons()
-    verdict = plan.verdict(forced)
+    verdict = plan.verdict(forced, widened)
     if verdict == "safe":
         return ["verdict: safe"]
     head = "verdict: forced through, although unsafe:" if verdict == "forced" else "verdict: UNSAFE:"
     lines = [head] + [f"  - {reason}" for reason in reasons]
-    if verdict == "unsafe":
-        lines.append(f"  {FORCE_HINT}")
-    return lines
+    return lines + [f"  {hint}" for hint in _hints(plan, forced, widened)]
 
 
 # --- Markdown (the merge request's job summary) -------------------------------------------------
@@ -158,8 +210,8 @@ def _code(text: str | None) -> str:
     return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
 
 
-def render_markdown(plan: Plan, forced: bool = False) -> str:
-    verdict = plan.verdict(forced)
+def render_markdown(plan: Plan, forced: bool = False, widened: bool = False) -> str:
+    verdict = plan.verdict(forced, widened)
     badge = {"safe": "safe", "forced": "**unsafe, forced through**", "unsafe": "**UNSAFE**"}[verdict]
     lines = [
         "## mailgw plan",
@@ -171,8 +223,23 @@ def render_markdown(plan: Plan, forced: bool = False) -> str:
     if verdict != "safe":
         kind = "WARNING" if verdict == "forced" else "CAUTION"
         lines += ["", f"> [!{kind}]"] + [f"> - {_escape_md(reason)}" for reason in plan.reasons()]
-        if verdict == "unsafe":
+        if plan.guard_reasons() and not forced:
             lines.append(f"> \n> To go ahead anyway, add the label `{FORCE_LABEL}` to the merge request.")
+        if plan.widening_reasons() and not widened:
+            lines.append(f"> \n> A widening needs the gateway team: one of its members adds the label `{WIDEN_LABEL}`.")
+    if plan.widenings:
+        lines += [
+            "",
+            "### Widenings: more mail through, or more clients in",
+            "",
+            "| kind | where | change | declared in | approval |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {widenings.title(w.kind)} | {_code(w.where)} | {_escape_md(w.change)} | {_code(w.file)} | "
+            f"{_escape_md(_approval_text(plan, w))} |"
+            for w in plan.widenings
+        ]
     for domain in plan.domains:
         suffix = f" ({domain.status})" if domain.status != "changed" else ""
         lines += [
@@ -216,8 +283,8 @@ def _escape_md(text: str) -> str:
 # --- JSON ---------------------------------------------------------------------------------------
 
 
-def render_json(plan: Plan, forced: bool = False) -> str:
-    document = {**plan.to_dict(), "forced": forced, "verdict": plan.verdict(forced)}
+def render_json(plan: Plan, forced: bool = False, widened: bool = False) -> str:
+    document = {**plan.to_dict(), "forced": forced, "widened": widened, "verdict": plan.verdict(forced, widened)}
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -24,6 +24,15 @@
 # the current out/ no longer has are removed (that is how a rollback takes
 # back what a later out/ added).
 #
+# With allowed_signers, the node deploys only the out/ of a commit signed by
+# one of them (files/release.sh: git verify-commit against the node's own
+# list, then the commit's out/ unpacked from git, never the checkout's
+# files), checks its health after every deployment and on every run
+# (mailgw::health), and takes part in the staged rollout: a node that
+# follows another deploys what that node has run healthily for
+# rollout_hold seconds, and a revision that failed its checks is replaced by
+# the last healthy one on the next run (mailgw::rollout_revision).
+#
 # @param source
 #   Where out/ is: an absolute path (a checkout on the node, for `puppet
 #   apply`), or puppet:///modules/<module>/<dir> (a module's files on the Puppet
@@ -61,6 +70,34 @@
 #   Run once when an LDIF file changed, if given.
 # @param portal_config_dir
 #   Where mailgw::portal puts out/portal/*.json (the portal reads portal.json there).
+# @param allowed_signers
+#   The node's allowed-signers file (ssh-keygen(1) ALLOWED SIGNERS, one `principal key` per line), from
+#   the node's own Puppet data. When set, source must be out/ of a git checkout, and only the out/ of
+#   a commit signed by one of these keys is deployed.
+# @param revision
+#   The commit to deploy (with allowed_signers): HEAD of the checkout, or a pin (a commit name or tag).
+# @param rollout_follows
+#   The node this one follows (its name as that node records it): it deploys what that node has run
+#   healthily for rollout_hold seconds. Unset: this node leads and deploys `revision`.
+# @param rollout_hold
+#   Seconds the node ahead must have run a revision healthily before this one takes it.
+# @param rollout_records
+#   Where each node writes its record (<node_name>.json) and reads that of the node it follows; the
+#   records reach the other nodes by a copy the operator sets up (docs/operators.md).
+# @param node_name
+#   This node's name in the records.
+# @param health_smtp
+#   The node's own smtpd (host:port) for the health check's RCPT TO probes.
+# @param health_rspamd_url
+#   Rspamd's controller ping URL (its answer must be 'pong'); false: no Rspamd check.
+# @param health_ldap_command
+#   A lookup that must succeed when the node runs the gateway's LDAP server; undef: no LDAP check.
+# @param health_timeout
+#   Seconds a check that fails as a restarting service would is retried for.
+# @param health_settle
+#   Seconds the checks wait after a deployment, for the reloaded daemons to pick up the new files.
+# @param ruby_command
+#   The Ruby that runs the health checks (Puppet's own).
 class mailgw (
   String[1] $source,
   Mailgw::Absolutepath $state_dir = '/var/lib/mailgw',
@@ -75,11 +112,42 @@ class mailgw (
   Mailgw::Command $rspamd_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'rspamd'],
   Optional[Mailgw::Command] $ldap_load_command = undef,
   Mailgw::Absolutepath $portal_config_dir = '/etc/mailgw/portal',
+  Optional[String[1]] $allowed_signers = undef,
+  String[1] $revision = 'HEAD',
+  Optional[String[1]] $rollout_follows = undef,
+  Integer[0] $rollout_hold = 3600,
+  Mailgw::Absolutepath $rollout_records = '/var/lib/mailgw/records',
+  String[1] $node_name = $facts['networking']['fqdn'],
+  String[1] $health_smtp = '127.0.0.1:25',
+  Variant[Boolean[false], String[1]] $health_rspamd_url = 'http://127.0.0.1:11334/ping',
+  Optional[Array[String[1], 1]] $health_ldap_command = undef,
+  Integer[1] $health_timeout = 60,
+  Integer[0] $health_settle = 2,
+  Mailgw::Absolutepath $ruby_command = '/usr/bin/ruby',
 ) {
-  # Fails the catalog, listing every mismatch, unless out/ is exactly what MANIFEST.json says.
-  $artifacts = mailgw::verified_artifacts($source)
-  $source_dir = $source.regsubst(/\/+\z/, '')
   $staging_dir = "${state_dir}/out"
+  if $allowed_signers {
+    # Which signed commit, then its out/ unpacked from git: both fail the catalog when they refuse.
+    $rollout_state = "${state_dir}/rollout.json"
+    $rollout = mailgw::rollout_revision({
+      'source'   => $source,
+      'revision' => $revision,
+      'state'    => $rollout_state,
+      'records'  => $rollout_records,
+      'follows'  => $rollout_follows,
+      'hold'     => $rollout_hold,
+    })
+    $deployed_revision = $rollout['revision']
+    $release = mailgw::signed_release($source, $deployed_revision, $allowed_signers, "${state_dir}/releases",
+      $rollout['keep'])
+    $out_dir = $release['path']
+  } else {
+    $deployed_revision = undef
+    $out_dir = $source
+  }
+  # Fails the catalog, listing every mismatch, unless out/ is exactly what MANIFEST.json says.
+  $artifacts = mailgw::verified_artifacts($out_dir)
+  $source_dir = $out_dir.regsubst(/\/+\z/, '')
 
   # The categories of the out/ contract; a new kind of file for these services needs a rule here first.
   $maps = $artifacts.filter |$path, $_| { $path =~ /\Apostfix\/[^\/.]+\z/ }
@@ -98,6 +166,30 @@ class mailgw (
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
   }
 
+  if $allowed_signers {
+    # The settings of files/rollout.rb; the check of a new main.cf and master.cf runs through its gate,
+    # so that a revision Postfix refuses fails like one that fails its health checks.
+    $rollout_settings = mailgw::json({
+      'state'          => $rollout_state,
+      'node'           => $node_name,
+      'revision'       => $deployed_revision,
+      'records'        => $rollout_records,
+      'postfix_check'  => $postfix_check_command,
+      'postfix_config' => $postfix_config_dir,
+      'smtp'           => $health_smtp,
+      'recipients'     => "${postfix_map_dir}/relay_recipients",
+      'rspamd_url'     => $health_rspamd_url ? { false => undef, default => $health_rspamd_url },
+      'ldap_command'   => $health_ldap_command,
+      'timeout'        => $health_timeout,
+      'settle'         => $health_settle,
+    })
+    $rollout_script = "${state_dir}/rollout.rb"
+    $rollout_settings_file = "${state_dir}/rollout-settings.json"
+    $postfix_check_gate = [$ruby_command, $rollout_script, 'gate', $rollout_settings_file, '--']
+  } else {
+    $postfix_check_gate = []
+  }
+
   # Every copy of an artifact: written to a temporary file, its sha256 checked, then renamed into place.
   $verified_file = { ensure => file, checksum => 'sha256', backup => false, mode => '0644' }
 
@@ -108,4 +200,9 @@ class mailgw (
 
   # Nothing is deployed unless every artifact was staged and verified.
   Class['mailgw::stage'] -> [Class['mailgw::postfix'], Class['mailgw::rspamd'], Class['mailgw::ldap']]
+
+  if $allowed_signers {
+    contain mailgw::health
+    [Class['mailgw::postfix'], Class['mailgw::rspamd'], Class['mailgw::ldap']] -> Class['mailgw::health']
+  }
 }

@@ -34,7 +34,7 @@ class mailgw::postfix {
     ["${staging_dir}/${path}", "${mailgw::postfix_config_dir}/${path.regsubst(/\Apostfix\//, '')}"]
   })
   exec { 'mailgw postfix check':
-    command     => ['/bin/sh', '-c', file('mailgw/check-config.sh'), 'mailgw-check-config']
+    command     => $mailgw::postfix_check_gate + ['/bin/sh', '-c', file('mailgw/check-config.sh'), 'mailgw-check-config']
                     + $mailgw::postfix_check_command,
     unless      => [['/bin/sh', '-c', 'while [ $# -gt 0 ]; do cmp -s -- "$1" "$2" || exit 1; shift 2; done',
                       'mailgw-configured'] + $config_pairs],

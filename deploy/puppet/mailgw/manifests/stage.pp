@@ -19,6 +19,21 @@ class mailgw::stage {
     ensure => directory,
     mode   => '0755',
   }
+  if $mailgw::allowed_signers {
+    # The rollout's checks and their settings (files/rollout.rb), first: the check of main.cf runs through them.
+    file { $mailgw::rollout_script:
+      ensure  => file,
+      content => file('mailgw/rollout.rb'),
+      mode    => '0644',
+      backup  => false,
+    }
+    file { $mailgw::rollout_settings_file:
+      ensure  => file,
+      content => "${mailgw::rollout_settings}\n",
+      mode    => '0644',
+      backup  => false,
+    }
+  }
   # Each directory purged of what this out/ does not list, so the staging copy holds nothing older.
   # (A recursive directory does not purge below a subdirectory the catalog also manages.)
   file { [$staging_dir] + $directories.map |$directory| { "${staging_dir}/${directory}" }:
