@@ -101,7 +101,7 @@ def test_under_ci_a_missing_program_fails_the_run_and_the_banner_names_it(tmp_pa
 
 
 def test_locally_a_missing_program_is_a_loud_warning(tmp_path):
-    done = _pytest(tmp_path, ci=False)
+    done = _pytest(tmp_path, ci=False, workers="0")
     assert done.returncode == 0, done.stdout + done.stderr
     banner = _banner(done.stdout)
     assert "  slapd: 1 test(s) skipped; install Debian package(s): slapd" in banner
