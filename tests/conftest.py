@@ -59,6 +59,8 @@ PACKAGES = {
     "pg_ctlcluster": "postgresql",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
+    "postsrsd": "postsrsd",
+    "named-checkzone": "bind9-utils",
     "git": "git",
     "ssh-keygen": "openssh-client",
     "jq": "jq",

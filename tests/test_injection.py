@@ -16,8 +16,10 @@ base fleet (BASE_GATEWAY, BASE_DOMAIN below) and runs `mailgw build`:
   path; or unchanged, when it means the base value): `postmap -s` of every
   map, `postconf -n` of main.cf, `slapadd` then `slapcat` of the directory,
   `rspamadm configdump` of the Rspamd sections mailgw writes, and the lines of
-  the cidr tables and Rspamd map files. An injected line, parameter, entry or
-  template expansion shows up as a difference.
+  the cidr tables and Rspamd map files, dnspython's reading of the zone
+  snippets of out/dns and the MTA-STS policy, and the shell's reading of
+  postsrsd's settings. An injected line, parameter, entry, record or template
+  expansion shows up as a difference.
 
 The strings: the base value with a piece put before, inside or after it, a
 piece alone, or any short text. Pieces are the separators of every consumer's
@@ -44,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import dns.rdatatype
+import dns.zone
 import idna
 import ldif
 import pytest
@@ -64,6 +68,19 @@ DOMAIN = "basedomain.example.org"
 DOMAIN_FILE = f"domains/{DOMAIN}.yaml"
 
 # Every value a distinct token, found nowhere else in the artifacts, so that replacing it is exact.
+# Two RSA public keys as DKIM records publish them (a domain's, the gateway's ARC key).
+DKIM_KEY = (
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAuH5sF8nq4JplXfD9u9ACjhbEi71wEhea4/yAxTn+vwITlraT4K0d447e"
+    "FYX1STncDr+6glQ0Xd9q+4Sov3kVKm6lARJU8B+dAORNFkoxq/PEG0MtB5kNLhsMy2IomAQIaXNPmx4Aq1sqJDjogiZn2b7W6Du2"
+    "LnercE0W+Y3zK36HczL9r1+e0HGb4+B4aPewfXSJ8DWVs0KQa4k3T/aPMzMWbrU6rP7aNthRjthnjzfwfcWcwVy8hOxqFPquKrz/"
+    "O52jp3GVcagQTfQsvneoLhZV2l4aWIxx3WuraSUuRwcYZH+g816YWuOdM6ETGILigMq6wLXy74+NudHs8/DOlQIDAQAB"
+)
+ARC_KEY = (
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtcocauMG+JblcxVj+L0elMcqZEcf13rQWcKveO+YqTIwtA9kNhd/AFLK"
+    "ukfg88g82d8vdqhrOWlonNjcGNAjxyEwB8oT0T2f39X29eQBprAH4issdK7yYLpiiqtCIT6NOhYibnln9mfrvNSewsnSYAZwDVDF"
+    "a4gKyJCy6tRheGKry+7+tF6vnbcDR47NsgMRGpxr7ymUcTTXW06dwzBxi/DGKlMEtVe0rEDGZwJVIUVmFmDR2FvhkqP0qHeGHPSY"
+    "c3HUN2o5zmTr4cQREw1G3r0wB2rcyXKXTefs/16Zy28h+w37QQQUI7BXvK/eMoLcHAvUPWOBCdlMUnqYLsQ51wIDAQAB"
+)
 BASE_GATEWAY: dict[str, Any] = {
     "mx_hosts": ["mxbase.gw.example.org"],
     "admins": ["@gwbase/gateway"],
@@ -114,6 +131,22 @@ BASE_GATEWAY: dict[str, Any] = {
         },
         "outbound": {"spam": {"reject": 10, "subject": "[GWOUTBASE] %s"}, "virus": "reject", "notify_sender": True},
     },
+    "dkim": {"key_directory": "/var/lib/rspamd/keysbase"},
+    "dns": {
+        "spf_record": "_spfbase.gw.example.org",
+        "mx_addresses": {"mxbase.gw.example.org": ["192.0.2.78", "2001:db8:78::78"]},
+        "ttl": 3600,
+        "mta_sts": {"mode": "enforce", "max_age": 604800, "policy_host": "policybase.example.net"},
+        "tls_reports": ["tlsbase@tlsrptbase.example.net"],
+    },
+    "forwarding": {
+        "srs_domain": "srsbase.example.net",
+        "srs_secret_file": "/etc/postsrsd/secretbase",
+        "srs_forward_lookup": "127.0.0.1:10091",
+        "srs_reverse_lookup": "127.0.0.1:10092",
+        "service": "127.0.0.1:10093",
+        "arc": {"name": "arcbase", "public_key": ARC_KEY},
+    },
 }
 BASE_DOMAIN: dict[str, Any] = {
     "domain": DOMAIN,
@@ -138,6 +171,13 @@ BASE_DOMAIN: dict[str, Any] = {
             "block": {"senders": ["@blockbase.example.com"], "networks": ["203.0.113.128/28"]},
         },
         "outbound": {"spam": {"subject": "[DOMOUTBASE] %s"}},
+    },
+    "dkim": {"selectors": [{"name": "selectorbase", "algorithm": "rsa", "public_key": DKIM_KEY, "signing": True}]},
+    "dmarc": {
+        "policy": "reject",
+        "subdomain_policy": "quarantine",
+        "reports": ["ruabase@reportsbase.example.net"],
+        "failure_reports": ["rufbase@failuresbase.example.net"],
     },
 }
 
@@ -452,7 +492,16 @@ def _property(text: str) -> str:
 
 # --- what the consumers read back ---------------------------------------------------------------
 
-RSPAMD_SECTIONS = ("settings", "actions", "antivirus", "force_actions", "multimap", "milter_headers")
+RSPAMD_SECTIONS = (
+    "settings",
+    "actions",
+    "antivirus",
+    "force_actions",
+    "multimap",
+    "milter_headers",
+    "dkim_signing",
+    "arc",
+)
 POLICY_NAME = re.compile(r"mailgw_(inbound|outbound)_[0-9a-f]{8}")
 LDAP_OPERATIONAL = {
     "entryuuid",
@@ -550,6 +599,41 @@ def read_rspamd(out: Path, work: Path, hs_cache: Path | None = None) -> list[str
     return [POLICY_NAME.sub("mailgw_CLASS", line).replace(str(tree.conf), "$CONFDIR") for line in read]
 
 
+MTA_STS_ID = re.compile(r"v=STSv1; id=[A-Za-z0-9]+")
+
+
+def read_dns(out: Path) -> list[str]:
+    """dnspython's reading of every zone snippet ('owner TYPE data', TXT strings joined), and the MTA-STS policy.
+
+    The MTA-STS id is a digest of the policy, so it is read as 'id=ID': the policy's own lines show its change.
+    """
+    read = []
+    for path in sorted((out / "dns").glob("*.zone")):
+        text = "$ORIGIN .\n" + "".join(
+            line + "\n" for line in path.read_text().splitlines() if line[:1] not in ("", ";")
+        )
+        zone = dns.zone.from_text(text, ".", relativize=False, check_origin=False)
+        for name, rdataset in zone.iterate_rdatasets():
+            for rdata in rdataset:
+                data = b"".join(rdata.strings).decode() if rdataset.rdtype == dns.rdatatype.TXT else rdata.to_text()
+                kind = dns.rdatatype.to_text(rdataset.rdtype)
+                read.append(f"{path.name}: {name} {kind} {MTA_STS_ID.sub('v=STSv1; id=ID', data)}")
+    policy = out / "mta-sts" / "mta-sts.txt"
+    read += [f"mta-sts.txt: {line}" for line in policy.read_text().splitlines()] if policy.exists() else []
+    return read
+
+
+SRS_SETTINGS = ("SRS_DOMAIN", "SRS_SECRET", "SRS_LISTEN_ADDR", "SRS_FORWARD_PORT", "SRS_REVERSE_PORT", "SRS_SEPARATOR")
+
+
+def read_srs(out: Path) -> list[str]:
+    """out/srs/postsrsd as postsrsd's init script reads it: sourced by the shell, each setting printed back."""
+    script = '. "$1" && printf "%s\\n" ' + " ".join(f'"{name}=${name}"' for name in SRS_SETTINGS)
+    done = _run("/bin/sh", "-c", script, "read-srs", str(out / "srs" / "postsrsd"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [f"postsrsd: {line}" for line in done.stdout.splitlines()]
+
+
 def read_back(
     out: Path, work: Path, base_dn: str, only: set[str] | None = None, hs_cache: Path | None = None
 ) -> dict[str, list[str]]:
@@ -557,6 +641,8 @@ def read_back(
         "postfix": lambda: read_postfix(out, work),
         "ldap": lambda: read_directory(out, base_dn),
         "rspamd": lambda: read_rspamd(out, work, hs_cache),
+        "dns": lambda: read_dns(out),
+        "srs": lambda: read_srs(out),
     }
     return {name: sorted(reader()) for name, reader in readers.items() if only is None or name in only}
 
@@ -620,8 +706,14 @@ def assert_read_back_exactly(
     base_dn = yaml.safe_load((result.root / GATEWAY_FILE).read_text())["ldap"]["base_dn"]
     changed = {
         name
-        for name, top in (("postfix", "postfix"), ("ldap", "ldap"), ("rspamd", "rspamd"))
-        if _digest(result.out_dir / top) != _digest(base_build.out_dir / top)
+        for name, tops in (
+            ("postfix", ["postfix"]),
+            ("ldap", ["ldap"]),
+            ("rspamd", ["rspamd"]),
+            ("dns", ["dns", "mta-sts"]),
+            ("srs", ["srs"]),
+        )
+        if any(_digest(result.out_dir / top) != _digest(base_build.out_dir / top) for top in tops)
     }
     read = read_back(result.out_dir, work, base_dn, only=changed, hs_cache=hs_cache)
     tried = []

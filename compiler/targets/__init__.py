@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from compiler.fleet import Fleet
-from compiler.targets import ldap, portal, postfix, postfix_config, rspamd, slapd
+from compiler.targets import dns, ldap, portal, postfix, postfix_config, rspamd, slapd, srs
 
-TARGETS = (postfix, postfix_config, rspamd, ldap, slapd, portal)
+TARGETS = (postfix, postfix_config, rspamd, ldap, slapd, portal, dns, srs)
 
 
 def render(fleet: Fleet) -> dict[str, bytes]:
