@@ -574,9 +574,9 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def read_rspamd(out: Path, work: Path) -> list[str]:
+def read_rspamd(out: Path, work: Path, hs_cache: Path | None = None) -> list[str]:
     """rspamadm configdump of the sections mailgw writes (every leaf as 'path = value'), and the map files' lines."""
-    tree = rspamd_env.config_tree(out, work / "rspamd")
+    tree = rspamd_env.config_tree(out, work / "rspamd", hs_cache=hs_cache)
     done = _run(program("rspamadm"), *tree.variables(), "configdump", "-j", "-c", str(tree.conf / "rspamd.conf"))
     assert done.returncode == 0, done.stderr
     dumped = json.loads(done.stdout[done.stdout.index("{") :])
@@ -634,11 +634,13 @@ def read_srs(out: Path) -> list[str]:
     return [f"postsrsd: {line}" for line in done.stdout.splitlines()]
 
 
-def read_back(out: Path, work: Path, base_dn: str, only: set[str] | None = None) -> dict[str, list[str]]:
+def read_back(
+    out: Path, work: Path, base_dn: str, only: set[str] | None = None, hs_cache: Path | None = None
+) -> dict[str, list[str]]:
     readers = {
         "postfix": lambda: read_postfix(out, work),
         "ldap": lambda: read_directory(out, base_dn),
-        "rspamd": lambda: read_rspamd(out, work),
+        "rspamd": lambda: read_rspamd(out, work, hs_cache),
         "dns": lambda: read_dns(out),
         "srs": lambda: read_srs(out),
     }
@@ -646,11 +648,11 @@ def read_back(out: Path, work: Path, base_dn: str, only: set[str] | None = None)
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> tuple[Build, dict[str, list[str]]]:
+def base(tmp_path_factory, rspamadm_hs_cache) -> tuple[Build, dict[str, list[str]]]:
     work = tmp_path_factory.mktemp("base")
     result = build(work / "build", BASE_GATEWAY, BASE_DOMAIN)
     assert result.code == 0, result.err
-    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"])
+    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"], hs_cache=rspamadm_hs_cache)
 
 
 def written_forms(value: str) -> list[str]:
@@ -692,7 +694,13 @@ def replaced(readback: dict[str, list[str]], old: str, new: str) -> dict[str, li
 
 
 def assert_read_back_exactly(
-    result: Build, base_build: Build, base_read: dict[str, list[str]], old: str, value: str, work: Path
+    result: Build,
+    base_build: Build,
+    base_read: dict[str, list[str]],
+    old: str,
+    value: str,
+    work: Path,
+    hs_cache: Path | None = None,
 ) -> None:
     """The consumers read the accepted build as they read the base one, with the base value replaced."""
     base_dn = yaml.safe_load((result.root / GATEWAY_FILE).read_text())["ldap"]["base_dn"]
@@ -707,7 +715,7 @@ def assert_read_back_exactly(
         )
         if any(_digest(result.out_dir / top) != _digest(base_build.out_dir / top) for top in tops)
     }
-    read = read_back(result.out_dir, work, base_dn, only=changed)
+    read = read_back(result.out_dir, work, base_dn, only=changed, hs_cache=hs_cache)
     tried = []
     for form in [old, *written_forms(value)]:
         expected = {name: lines for name, lines in replaced(base_read, old, form).items() if name in changed}
@@ -755,7 +763,9 @@ READ_BACKS = 3
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=str)
-def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(field, base, tmp_path_factory):
+def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(
+    field, base, rspamadm_hs_cache, tmp_path_factory
+):
     base_build, base_read = base
     work = tmp_path_factory.mktemp("injection")
     document = base_document(field)
@@ -791,7 +801,7 @@ def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(f
     for i, (value, result) in enumerate(accepted.values()):
         reader_work = work / f"read-{i}"
         reader_work.mkdir()
-        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work)
+        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work, rspamadm_hs_cache)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -816,7 +826,7 @@ FOUND = [
 
 
 @pytest.mark.parametrize("file, path, value", FOUND, ids=[repr(value)[:40] for _, _, value in FOUND])
-def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
+def test_the_strings_the_issue_found(file, path, value, base, rspamadm_hs_cache, tmp_path):
     field = next(f for f in FIELDS if f.file == file and f.path == path)
     changed, old = put(base_document(field), path, value)
     gateway, domain, synced = declarations(field, changed)
@@ -826,7 +836,7 @@ def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
     else:
         base_build, base_read = base
         (tmp_path / "read").mkdir()
-        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read")
+        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read", rspamadm_hs_cache)
 
 
 def _name(length: int) -> str:
