@@ -773,3 +773,145 @@ RULES += (
     automation_destinations_exist,
     submission_ports_are_free,
 )
+
+
+# --- DKIM keys, the DNS records and forwarded mail (docs/dns.md) --------------------------------------
+
+
+def dkim_selectors_are_distinct(decls: Declarations) -> list[Finding]:
+    """A selector names one record and one key file: two keys of one domain never share it."""
+    findings = []
+    for source in decls.domains:
+        seen: dict[str, int] = {}
+        for i, key in enumerate(source.decl.dkim.selectors if source.decl.dkim else []):
+            if key.name in seen:
+                findings.append(
+                    source.doc.finding(
+                        ("dkim", "selectors", i, "name"),
+                        "duplicate-selector",
+                        f"selector '{key.name}' is already declared at "
+                        f"{_where(source, ('dkim', 'selectors', seen[key.name], 'name'))}",
+                    )
+                )
+            else:
+                seen[key.name] = i
+    return findings
+
+
+def one_signing_key_per_algorithm(decls: Declarations) -> list[Finding]:
+    """One signature per algorithm: two RSA signatures of one domain add nothing but bytes and CPU.
+
+    During a rotation the new key is published with signing: false, then takes over (docs/site-admins.md).
+    """
+    findings = []
+    for source in decls.domains:
+        signing: dict[str, int] = {}
+        for i, key in enumerate(source.decl.dkim.selectors if source.decl.dkim else []):
+            if not key.signing:
+                continue
+            if key.algorithm in signing:
+                first = source.decl.dkim.selectors[signing[key.algorithm]] if source.decl.dkim else key
+                findings.append(
+                    source.doc.finding(
+                        ("dkim", "selectors", i, "signing"),
+                        "two-signing-keys",
+                        f"selectors '{first.name}' and '{key.name}' both sign with {key.algorithm}; during a "
+                        f"rotation give the key that does not sign yet (or any more) 'signing: false'",
+                    )
+                )
+            else:
+                signing[key.algorithm] = i
+    return findings
+
+
+def dns_names_every_mx_host(decls: Declarations) -> list[Finding]:
+    """The MX records name every MX host, and the gateway's SPF record lists each one's addresses."""
+    dns = decls.gateway.dns
+    if dns is None:
+        return []
+    doc, hosts = decls.gateway_doc, decls.gateway.mx_hosts
+    findings = [
+        doc.finding(
+            ("dns", "mx_addresses", host),
+            "unknown-mx-host",
+            f"mx_addresses names '{host}', which is not one of mx_hosts ({', '.join(hosts)})",
+            at_key=True,
+        )
+        for host in dns.mx_addresses
+        if host not in hosts
+    ]
+    if findings:
+        return findings  # a misspelt host name: one finding, not a second one for the host it left out
+    for i, host in enumerate(hosts):
+        if values.host_is_address(host):
+            findings.append(
+                doc.finding(
+                    ("mx_hosts", i),
+                    "mx-host-is-an-address",
+                    f"MX host '{host}' is an address, and an MX record names a host (RFC 5321 5.1); with a dns "
+                    "section every MX host is a host name",
+                )
+            )
+        elif host not in dns.mx_addresses:
+            findings.append(
+                doc.finding(
+                    ("dns", "mx_addresses"),
+                    "mx-host-without-address",
+                    f"MX host '{host}' has no addresses in mx_addresses; the gateway's SPF record lists them all",
+                    at_key=True,
+                )
+            )
+    return findings
+
+
+def forwarding_is_the_gateways_own(decls: Declarations) -> list[Finding]:
+    """The SRS domain is the gateway's: no site serves it, and no MX host is named like it.
+
+    Its own services listen on distinct loopback ports (postsrsd's two lookups, the forwarding pass, the release).
+    """
+    forwarding = decls.gateway.forwarding
+    if forwarding is None:
+        return []
+    doc, findings = decls.gateway_doc, []
+    served = {source.decl.domain: source for source in decls.domains}
+    if forwarding.srs_domain in served:
+        findings.append(
+            doc.finding(
+                ("forwarding", "srs_domain"),
+                "srs-domain-served",
+                f"srs_domain '{forwarding.srs_domain}' is a domain of site {served[forwarding.srs_domain].decl.site} "
+                f"({_where(served[forwarding.srs_domain], ('domain',))}); SRS addresses need a domain of the "
+                "gateway's own",
+            )
+        )
+    if forwarding.srs_domain in decls.gateway.mx_hosts:
+        findings.append(
+            doc.finding(
+                ("forwarding", "srs_domain"),
+                "srs-domain-served",
+                f"srs_domain '{forwarding.srs_domain}' is an MX host's own name; name a mail domain of the gateway",
+            )
+        )
+    services: dict[str, str] = {}
+    if decls.gateway.portal is not None:
+        services[decls.gateway.portal.release_service] = "portal.release_service"
+    for name in ("srs_forward_lookup", "srs_reverse_lookup", "service"):
+        address = getattr(forwarding, name)
+        if address in services:
+            findings.append(
+                doc.finding(
+                    ("forwarding", name),
+                    "duplicate-service",
+                    f"forwarding.{name} {address} is also {services[address]}; each service needs a port of its own",
+                )
+            )
+        services.setdefault(address, f"forwarding.{name}")
+    return findings
+
+
+RULES += (
+    dkim_selectors_are_distinct,
+    one_signing_key_per_algorithm,
+    dns_names_every_mx_host,
+    forwarding_is_the_gateways_own,
+)

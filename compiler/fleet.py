@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from compiler.declarations import Address, Declarations, DomainSource
 from compiler.filters import FilterPolicy, resolve
-from compiler.model import DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
+from compiler.model import DkimKey, Dmarc, DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Domain:
     reserved: tuple[str, ...] = ()
     # Its client certificates and automation clients (docs/submission.md).
     submission: DomainSubmission = field(default_factory=DomainSubmission)
+    # Its DKIM keys in selector order, and its DMARC record (docs/dns.md).
+    dkim: tuple[DkimKey, ...] = ()
+    dmarc: Dmarc | None = None
 
     @property
     def transport(self) -> str:
@@ -104,6 +107,8 @@ def _domain(source: DomainSource) -> Domain:
             if not _declares(addresses, f"{local}@{decl.domain}")
         ),
         submission=decl.submission,
+        dkim=tuple(sorted(decl.dkim.selectors, key=lambda key: key.name)) if decl.dkim else (),
+        dmarc=decl.dmarc,
     )
 
 

@@ -302,6 +302,49 @@ class DomainSubmission(_Strict):
     automation_clients: dict[ClientName, AutomationClient] = {}
 
 
+# --- DKIM, DMARC, the DNS records and forwarded mail (docs/dns.md) -------------------------------
+
+DkimSelectorName = Annotated[str, AfterValidator(values.dkim_selector)]
+
+
+class DkimKey(_Strict):
+    """One DKIM key of a domain, published under <name>._domainkey.<domain>; its private half is a file on the node."""
+
+    name: DkimSelectorName
+    algorithm: Literal["rsa", "ed25519"] = "rsa"
+    # The p= of the record (base64), as 'mailgw dkim' wrote it: the record is published from here.
+    public_key: str
+    # false: published only (a new key whose record is still spreading, or an old one kept for mail in flight).
+    signing: bool = True
+
+    @field_validator("public_key")
+    @classmethod
+    def _parses(cls, public_key: str, info: ValidationInfo) -> str:
+        algorithm: str | None = info.data.get("algorithm")  # None: the algorithm itself is wrong, and reported
+        return public_key if algorithm is None else values.dkim_public_key(public_key, algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.algorithm}, {'signing' if self.signing else 'published only'}"
+
+
+class Dkim(_Strict):
+    """A domain's DKIM keys: mail its site sends out through the gateway is signed with each signing key."""
+
+    selectors: Annotated[list[DkimKey], Field(min_length=1, max_length=4)]
+
+
+DmarcPolicy = Literal["none", "quarantine", "reject"]
+
+
+class Dmarc(_Strict):
+    """The domain's DMARC record (RFC 7489): what receivers do with mail that fails, and where reports go."""
+
+    policy: DmarcPolicy
+    subdomain_policy: DmarcPolicy | None = None
+    reports: list[MailAddress] = []  # rua: daily aggregate reports
+    failure_reports: list[MailAddress] = []  # ruf: a report per failing message
+
+
 class DomainDeclaration(_Strict):
     """domains/<domain>.yaml: one domain, owned by one site."""
 
@@ -320,6 +363,9 @@ class DomainDeclaration(_Strict):
     source: Source | None = None
     # Client certificates and automation clients of the site's servers and devices (docs/submission.md).
     submission: DomainSubmission = DomainSubmission()
+    # DKIM keys and the DMARC record the domain publishes (docs/dns.md).
+    dkim: Dkim | None = None
+    dmarc: Dmarc | None = None
 
 
 LdapListenAddress = Annotated[str, AfterValidator(values.ldap_listen_address)]
@@ -465,6 +511,80 @@ class PlanSettings(_Strict):
     min_addresses: Annotated[int, AfterValidator(values.guard_min_addresses)] = 10
 
 
+class MtaSts(_Strict):
+    """MTA-STS (RFC 8461): senders require TLS to the gateway's MX hosts; the policy is out/mta-sts/mta-sts.txt."""
+
+    mode: Literal["enforce", "testing", "none"]
+    max_age: Annotated[int, AfterValidator(values.mta_sts_max_age)] = 604800
+    # The web server that answers https://mta-sts.<domain>/.well-known/mta-sts.txt for every domain (a CNAME).
+    policy_host: HostName
+
+
+class DnsSettings(_Strict):
+    """What the domains publish for the gateway (out/dns): its nodes' addresses, its SPF record, MTA-STS, TLS-RPT."""
+
+    # The record every domain's SPF includes; it lists the nodes' addresses.
+    spf_record: Annotated[str, AfterValidator(values.dns_record_name)]
+    # Each MX host's public addresses: its A and AAAA records, and the SPF record's ip4: and ip6:.
+    mx_addresses: dict[
+        HostName, Annotated[list[Annotated[str, AfterValidator(values.node_address)]], Field(min_length=1)]
+    ]
+    ttl: Annotated[int, AfterValidator(values.dns_ttl)] = 3600
+    mta_sts: MtaSts | None = None
+    # Where senders report TLS failures (RFC 8460 TLS-RPT, rua=mailto:).
+    tls_reports: list[MailAddress] = []
+
+
+class DkimSettings(_Strict):
+    """Where the DKIM and ARC private keys are on every node: KEY_DIRECTORY/<domain>.<selector>.key (Puppet's)."""
+
+    key_directory: NodePath = "/var/lib/rspamd/dkim"
+
+
+class ArcKey(_Strict):
+    """The gateway's ARC key (RFC 8617): forwarded mail is sealed as srs_domain with it (Rspamd signs ARC with RSA)."""
+
+    name: DkimSelectorName
+    public_key: str
+
+    @field_validator("public_key")
+    @classmethod
+    def _parses(cls, public_key: str) -> str:
+        return values.dkim_public_key(public_key, "rsa")
+
+
+LoopbackService = Annotated[str, PlainValidator(values.loopback_service, json_schema_input_type=str)]
+
+
+class Forwarding(_Strict):
+    """External aliases forwarded with SRS and an ARC seal (docs/mx.md): a second pass through the node.
+
+    postsrsd rewrites the envelope sender of forwarded mail to SRS0=...@srs_domain and reverses it for bounces;
+    its secret is a file on the node, installed by Puppet."""
+
+    srs_domain: DomainName
+    srs_secret_file: NodePath = "/etc/postsrsd.secret"
+    srs_forward_lookup: LoopbackService = "127.0.0.1:10001"
+    srs_reverse_lookup: LoopbackService = "127.0.0.1:10002"
+    # The node's own smtpd that forwarded mail passes through: SRS for the sender, the alias's targets, ARC.
+    service: LoopbackService = "127.0.0.1:10027"
+    arc: ArcKey | None = None
+
+    @model_validator(mode="after")
+    def _postsrsd_listens_on_one_address(self) -> Forwarding:
+        forward, reverse = (
+            address.rpartition(":")[0] for address in (self.srs_forward_lookup, self.srs_reverse_lookup)
+        )
+        if forward != reverse:
+            raise PydanticCustomError(
+                "bad-listen",
+                "srs_forward_lookup ({forward}) and srs_reverse_lookup ({reverse}) are two ports of one postsrsd, "
+                "on one address",
+                {"forward": self.srs_forward_lookup, "reverse": self.srs_reverse_lookup},
+            )
+        return self
+
+
 class GatewayDeclaration(_Strict):
     """gateway.yaml: settings shared by the whole fleet."""
 
@@ -484,6 +604,10 @@ class GatewayDeclaration(_Strict):
     plan: PlanSettings = PlanSettings()
     # Authenticated submission (587, 465) and the automation relay (docs/submission.md); none without it.
     submission: SubmissionSettings | None = None
+    # DKIM keys on the nodes, the records the domains publish, forwarded mail (docs/dns.md).
+    dkim: DkimSettings = DkimSettings()
+    dns: DnsSettings | None = None
+    forwarding: Forwarding | None = None
 
     @field_validator("ldap")
     @classmethod
@@ -522,6 +646,14 @@ _MODELS = (
     ClientCertificate,
     AutomationClient,
     DomainSubmission,
+    DkimKey,
+    Dkim,
+    Dmarc,
+    MtaSts,
+    DnsSettings,
+    DkimSettings,
+    ArcKey,
+    Forwarding,
 )
 _FIELD_NAMES = sorted({name for model in _MODELS for name in model.model_fields})
 _FIELD_NAMES = sorted(set(_FIELD_NAMES) | {name for model in FILTER_MODELS for name in model.model_fields})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from compiler.fleet import Fleet
 from compiler.model import IPNetwork
 from compiler.targets import submission
-from compiler.targets.postfix import MAPS
+from compiler.targets.postfix import FORWARD_MAP, FORWARD_TRANSPORT, MAPS
 from compiler.targets.postfix_config import CIDR_TABLES, MYNETWORKS, RECIPIENT_DELIMITER, UNVERIFIED_REJECT_REASON
 
 REFERENCES = (
@@ -86,17 +86,24 @@ class Tables:
     """The generated lookup tables as Postfix reads them: map key -> value, cidr tables in order."""
 
     def __init__(self, artifacts: dict[str, bytes]):
-        self.maps = {name: _read_map(artifacts[f"postfix/{name}"]) for name in MAPS}
+        # forward_alias exists with gateway.yaml's forwarding only.
+        names = MAPS + tuple(name for name in (FORWARD_MAP,) if f"postfix/{name}" in artifacts)
+        self.maps = {name: _read_map(artifacts[f"postfix/{name}"]) for name in names}
         self.cidr = {name: _read_cidr(artifacts[f"postfix/{name}"]) for name in CIDR_TABLES}
 
     def find(self, table: str, keys: list[str]) -> tuple[list[Lookup], str | None, str | None]:
         """Try the keys in order until one is found: (lookups made, value, key found)."""
+        return self.find_in((table,), keys)
+
+    def find_in(self, tables: tuple[str, ...], keys: list[str]) -> tuple[list[Lookup], str | None, str | None]:
+        """A list of tables (virtual_alias_maps = a, b): each key in every table, then the next key."""
         lookups = []
         for key in keys:
-            value = self.maps[table].get(key)
-            lookups.append(Lookup(table, key, value))
-            if value is not None:
-                return lookups, value, key
+            for table in tables:
+                value = self.maps.get(table, {}).get(key)
+                lookups.append(Lookup(table, key, value))
+                if value is not None:
+                    return lookups, value, key
         return lookups, None, None
 
     def match(self, table: str, client: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Lookup:
@@ -328,26 +335,42 @@ def _owner(fleet: Fleet, domain: str, address: str) -> str | None:
     return f"nobody: an external alias of site {served.site}, forwarded by the MX"
 
 
-def _deliver(fleet: Fleet, tables: Tables, address: str, depth: int = 0) -> tuple[tuple[Delivery, ...], list[Step]]:
-    """Where an accepted recipient goes: virtual alias expansion first, then the transport."""
+def _deliver(
+    fleet: Fleet, tables: Tables, address: str, depth: int = 0, forwarded: bool = False
+) -> tuple[tuple[Delivery, ...], list[Step]]:
+    """Where an accepted recipient goes: virtual alias expansion first, then the transport.
+
+    forwarded: on the forwarding pass (docs/mx.md), whose cleanup expands forward_alias, then virtual_alias.
+    """
     local, _, domain = address.lower().rpartition("@")
-    lookups, targets, _ = tables.find("virtual_alias", address_keys(local, domain))
+    alias_tables = (FORWARD_MAP, "virtual_alias") if forwarded else ("virtual_alias",)
+    lookups, targets, _ = tables.find_in(alias_tables, address_keys(local, domain))
     if targets and depth < _MAX_ALIAS_DEPTH:
         steps = [
             Step(
-                f"delivery of {address}: virtual alias expansion (cleanup)",
+                f"delivery of {address}: virtual alias expansion ({'the forwarding pass' if forwarded else 'cleanup'})",
                 tuple(lookups),
                 f"replaced by {targets} (the +extension is not passed on)",
             )
         ]
         deliveries: tuple[Delivery, ...] = ()
         for target in targets.split(", "):
-            found, more = _deliver(fleet, tables, target, depth + 1)
+            found, more = _deliver(fleet, tables, target, depth + 1, forwarded)
             deliveries += found
             steps += more
         return deliveries, steps
     more_lookups, nexthop, _ = tables.find("transport", transport_keys(local, domain))
     lookups += more_lookups
+    forwarding = fleet.gateway.forwarding
+    if not forwarded and forwarding is not None and nexthop and nexthop.startswith(FORWARD_TRANSPORT + ":"):
+        step = Step(
+            f"delivery of {address}: transport_maps (trivial-rewrite)",
+            tuple(lookups),
+            f"the forwarding pass ({forwarding.service}): the envelope sender becomes an SRS address of "
+            f"{forwarding.srs_domain} (postsrsd), and the alias is expanded there",
+        )
+        found, more = _deliver(fleet, tables, address, depth + 1, forwarded=True)
+        return found, [step, *more]
     served = fleet.domain(domain)
     if nexthop:
         route = nexthop + (
@@ -357,6 +380,8 @@ def _deliver(fleet: Fleet, tables: Tables, address: str, depth: int = 0) -> tupl
         )
     else:
         route = f"smtp: the MX hosts of {domain} (DNS), as any outbound mail"
+    if forwarded and forwarding is not None:
+        route += f", from an SRS sender of {forwarding.srs_domain}" + (", ARC-sealed" if forwarding.arc else "")
     step = Step(
         f"delivery of {address}: no virtual alias (cleanup), then transport_maps (trivial-rewrite)",
         tuple(lookups),

@@ -60,7 +60,13 @@ WIDEN_ENV = "MAILGW_WIDEN"
 DEFAULT_GUARDS = PlanSettings()
 
 # Which section of the plan shows a changed out/ file: the first prefix that matches.
-FILE_SECTIONS = (("policy", "rspamd/"), ("directory", "ldap/"), ("artifacts", ""))
+FILE_SECTIONS = (
+    ("policy", "rspamd/"),
+    ("directory", "ldap/"),
+    ("records", "dns/"),
+    ("records", "mta-sts/"),
+    ("artifacts", ""),
+)
 DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 # How a directory entry says which domains it serves (RFC 4524 domainRelatedObject; misc.schema).
 DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
@@ -106,6 +112,7 @@ class DomainPlan:
     routing: Change | None  # the transport(5) value: where the mail goes
     settings: tuple[Change, ...]  # every other field of the domain
     directory: tuple[Change, ...]  # LDAP entries whose part for this domain changed
+    dns: tuple[Change, ...] = ()  # record sets of out/dns/<domain>.zone: what the domain must publish
     guards: PlanSettings = DEFAULT_GUARDS  # the thresholds that judge it (the base's gateway.yaml)
     # Who may send as what through the submission services and the automation relay (docs/submission.md).
     senders: tuple[Change, ...] = ()
@@ -144,6 +151,7 @@ class Plan:
     gateway: tuple[Change, ...]  # gateway.yaml settings, as dotted names
     files: tuple[FileChange, ...]  # out/ files, MANIFEST.json aside
     directory: tuple[Change, ...]  # LDAP entries that serve no domain (the root, the branches)
+    records: tuple[Change, ...] = ()  # the gateway's own DNS records (out/dns/<its SPF record>.zone)
     widenings: tuple[Widening, ...] = ()  # what lets more mail through or more clients in
     team: tuple[str, ...] = ()  # the gateway team (the base's gateway.yaml admins): who approves a widening
 
@@ -208,6 +216,7 @@ class Plan:
             (sum(len(d.settings) for d in self.domains), "setting change"),
             (sum(len(d.senders) for d in self.domains), "sending right"),
             (len(self.changed_entries()), "directory entry"),
+            (sum(len(d.dns) for d in self.domains) + len(self.records), "DNS record change"),
             (sum(1 for f in self.files if f.section == "policy"), "policy file"),
             (len(self.gateway), "gateway setting"),
             (len(self.files), "out/ file"),
@@ -249,9 +258,11 @@ class Plan:
                     "settings": [change(c) for c in d.settings],
                     "directory": [change(c) for c in d.directory],
                     "senders": [change(c) for c in d.senders],
+                    "dns": [change(c) for c in d.dns],
                 }
                 for d in self.domains
             ],
+            "records": [change(c) for c in self.records],
             "gateway": [change(c) for c in self.gateway],
             "files": [{**dataclasses.asdict(f), "section": f.section} for f in self.files],
             "directory": [change(c) for c in self.directory],
@@ -280,19 +291,22 @@ def make_plan(
             by_domain.setdefault(name, []).append(change)
         if not owners:
             unowned.append(change)
+    records = record_changes(old_out, new_out)
     # The base's gateway judges the change: its guards and its team (a change cannot pick its own judges).
     judge = old_fleet or new_fleet
     guards = judge.gateway.plan if judge else DEFAULT_GUARDS
     domains = []
     for name in sorted(names):
-        plan = _domain_plan(name, old_domains.get(name), new_domains.get(name), tuple(by_domain.get(name, ())), guards)
+        old, new = old_domains.get(name), new_domains.get(name)
+        plan = _domain_plan(name, old, new, tuple(by_domain.get(name, ())), guards)
+        dns = tuple(records.get(name, ()))
         senders = sending_rights(old_fleet, new_fleet, name, plan)
-        if senders:
-            if plan is None:  # only who may send changed: the domain is on both sides
-                plan = DomainPlan(name, "changed", len(old_domains[name].addresses), 0, (), (), None, (), (), guards)
+        if plan is None and (dns or senders):
+            plan = _domain_plan(name, old, new, (), guards, force=True)
+        if plan is not None and senders:
             plan = dataclasses.replace(plan, senders=senders)
         if plan is not None:
-            domains.append(plan)
+            domains.append(dataclasses.replace(plan, dns=dns))
     gateway = _changes(
         _flatten(old_fleet.gateway) if old_fleet else {}, _flatten(new_fleet.gateway) if new_fleet else {}, str
     )
@@ -302,6 +316,7 @@ def make_plan(
         gateway=tuple(gateway),
         files=tuple(file_changes(old_out, new_out)),
         directory=tuple(unowned),
+        records=tuple(c for zone, changes in sorted(records.items()) if zone not in names for c in changes),
         widenings=widenings(old_fleet, new_fleet),
         team=tuple(sorted(set(judge.gateway.admins))) if judge else (),
     )
@@ -313,6 +328,8 @@ def _domain_plan(
     new: Domain | None,
     directory: tuple[Change, ...],
     guards: PlanSettings = DEFAULT_GUARDS,
+    *,
+    force: bool = False,
 ) -> DomainPlan | None:
     old_addresses = {a.address: a for a in old.addresses} if old else {}
     new_addresses = {a.address: a for a in new.addresses} if new else {}
@@ -323,7 +340,7 @@ def _domain_plan(
     routing = Change("next hop", old_route, new_route) if old_route != new_route else None
     settings = tuple(_changes(_settings(old), _settings(new), _show))
     status = "added" if old is None else "removed" if new is None else "changed"
-    if status == "changed" and not (recipients or aliases or routing or settings or directory):
+    if status == "changed" and not (recipients or aliases or routing or settings or directory or force):
         return None
     return DomainPlan(
         name=name,
@@ -527,3 +544,41 @@ def _client_rights(domain: Domain | None, fleet: Fleet | None) -> dict[str, str]
             f"{client.messages_per_hour} messages an hour (port {settings.automation_port(client.messages_per_hour)})"
         )
     return rights
+
+
+# --- DNS records (docs/dns.md) ------------------------------------------------------------------------
+
+DNS_DIR, ZONE_SUFFIX = "dns/", ".zone"
+
+
+def record_changes(old: dict[str, bytes], new: dict[str, bytes]) -> dict[str, list[Change]]:
+    """Zone (a domain, or the gateway's SPF record) -> its record sets added, removed or changed.
+
+    A record set is one owner name and type; before and after are its data, ', '-joined, as the
+    snippet writes them. Records another zone publishes (comments in a snippet) are that zone's.
+    """
+    zones = {
+        path.removeprefix(DNS_DIR).removesuffix(ZONE_SUFFIX)
+        for path in set(old) | set(new)
+        if path.startswith(DNS_DIR) and path.endswith(ZONE_SUFFIX)
+    }
+    found: dict[str, list[Change]] = {}
+    for zone in sorted(zones):
+        path = f"{DNS_DIR}{zone}{ZONE_SUFFIX}"
+        if old.get(path) == new.get(path):
+            continue
+        changes = _changes(_record_sets(old.get(path)), _record_sets(new.get(path)), str)
+        if changes:
+            found[zone] = changes
+    return found
+
+
+def _record_sets(zone: bytes | None) -> dict[str, str]:
+    """'owner TYPE' -> its data, from a snippet's record lines ('owner ttl IN TYPE data')."""
+    sets: dict[str, list[str]] = {}
+    for line in (zone or b"").decode("ascii", "replace").splitlines():
+        if not line or line.startswith(";"):
+            continue
+        owner, _ttl, _class, kind, data = line.split(None, 4)
+        sets.setdefault(f"{owner} {kind}", []).append(data)
+    return {name: ", ".join(sorted(data)) for name, data in sets.items()}

@@ -16,6 +16,7 @@ only in case are the same address. AAI uids must already be lower case.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 
@@ -33,6 +34,10 @@ REFERENCES = (
     "transport(5)",
     "cidr_table(5)",
     "postconf(5) postscreen_dnsbl_sites",
+    "RFC 6376 (DKIM)",
+    "RFC 8463 (Ed25519 DKIM keys)",
+    "RFC 8461 (MTA-STS)",
+    "RFC 8552 ('_' labels)",
 )
 
 # Dot-atom narrowed: no quotes, '#', '/', '=', '{', '|', ... that some
@@ -779,6 +784,29 @@ def client_name(value: str) -> str:
     return value
 
 
+# --- DKIM, DMARC and the DNS records a domain publishes (docs/dns.md) ------------------------------
+
+# A DKIM selector is one DNS label here (RFC 6376 3.1 allows dotted ones): it names a key file on the node too.
+_SELECTOR = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# RSA keys: RFC 8301 asks for 2048 bits; beyond 4096 the record outgrows what resolvers commonly carry over UDP.
+DKIM_RSA_BITS = (2048, 4096)
+DKIM_ALGORITHMS = ("rsa", "ed25519")
+
+
+def dkim_selector(value: str) -> str:
+    """A selector: one lower-case DNS label, the name of <selector>._domainkey.<domain> and of its key file."""
+    if not isinstance(value, str) or not _SELECTOR.fullmatch(value):
+        why = (_describe_bad_text(value) or "is not one lower-case DNS label") if isinstance(value, str) else ""
+        raise _fail(
+            "bad-dkim-selector",
+            "selector '{value}' {why}; use lower-case letters, digits and '-', at most 63 (like 'mailgw2025a')",
+            value=value,
+            why=why,
+        )
+    return value
+
+
 def destination(value: str) -> str:
     """Where an automation client may send: an address ('alarms@example.org') or a whole domain ('example.org')."""
     if not isinstance(value, str):
@@ -868,6 +896,94 @@ def auth_rate_limit(value: int) -> int:
     return value
 
 
+def dkim_public_key(value: str, algorithm: str) -> str:
+    """The p= of a DKIM key record: base64 of an RSA SubjectPublicKeyInfo (RFC 6376 3.6.1) or of the 32 bytes
+    of an Ed25519 key (RFC 8463); a key that does not parse is refused, it would publish a record nobody can use."""
+    # Imported here: cryptography's backend costs a build that declares no key nothing.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    if not isinstance(value, str) or not value or not _BASE64.fullmatch(value):
+        why = (_describe_bad_text(value) or "is not base64") if isinstance(value, str) else "is not text"
+        raise _fail(
+            "bad-dkim-key",
+            "public key {why}; write the p= value of the record as 'mailgw dkim' wrote it (base64, one line)",
+            why=why,
+        )
+    key = base64.b64decode(value, validate=True)
+    if algorithm == "ed25519":
+        if len(key) != 32:
+            raise _fail(
+                "bad-dkim-key",
+                "public key is {length} bytes long; an Ed25519 key (RFC 8463) is 32",
+                length=len(key),
+            )
+        ed25519.Ed25519PublicKey.from_public_bytes(key)
+        return value
+    try:
+        parsed = load_der_public_key(key)
+    except (ValueError, UnsupportedAlgorithm):
+        raise _fail(
+            "bad-dkim-key", "public key does not parse as an RSA public key (a DER SubjectPublicKeyInfo)"
+        ) from None
+    if not isinstance(parsed, rsa.RSAPublicKey):
+        raise _fail("bad-dkim-key", "public key is not an RSA key; with algorithm 'rsa' the key must be RSA")
+    low, high = DKIM_RSA_BITS
+    if not low <= parsed.key_size <= high:
+        raise _fail(
+            "bad-dkim-key",
+            "public key has {bits} bits; an RSA DKIM key has {low} to {high}",
+            bits=parsed.key_size,
+            low=low,
+            high=high,
+        )
+    return value
+
+
+def node_address(value: str) -> str:
+    """An MX node's public address (its A or AAAA record, an ip4:/ip6: of the gateway's SPF record)."""
+    address = _ip_address(value) if isinstance(value, str) and "%" not in value else None
+    if (
+        address is None
+        or address.is_multicast
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None)
+    ):
+        raise _fail(
+            "bad-node-address",
+            "'{value}' is not one unicast IP address of an MX node (like '192.0.2.11' or '2001:db8::11')",
+            value=value,
+        )
+    return str(address)
+
+
+def dns_ttl(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 60 <= value <= 86400:
+        raise _fail("bad-dns-setting", "TTL {value} is not a number of seconds from 60 to 86400", value=value)
+    return value
+
+
+# RFC 8461 3.2: max_age at most 31557600 (a year); a day at least, or senders re-fetch the policy all the time.
+MTA_STS_MAX_AGE = (86400, 31557600)
+
+
+def mta_sts_max_age(value: int) -> int:
+    low, high = MTA_STS_MAX_AGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(
+            "bad-dns-setting",
+            "max_age {value} is not a number of seconds from {low} (a day) to {high} (a year)",
+            value=value,
+            low=low,
+            high=high,
+        )
+    return value
+
+
 def ldap_filter(value: str) -> str:
     """The AAI search filter: parenthesised, balanced, '%u' (the login name) and no other variable or space."""
     depth, balanced = 0, isinstance(value, str)
@@ -897,4 +1013,40 @@ def bind_template(value: str) -> str:
             "the value of its first part, then a plain DN)",
             value=value,
         ) from None
+    return value
+
+
+def loopback_service(value: str) -> str:
+    """'127.0.0.1:port' or '[::1]:port': a service only the node itself reaches (postsrsd, the forwarding pass)."""
+    service = listen_address(value)
+    if not ipaddress.ip_address(service.rpartition(":")[0].strip("[]")).is_loopback:
+        raise _fail(
+            "bad-listen",
+            "'{value}' is not on loopback; the node's own services listen on 127.0.0.1 or ::1 only",
+            value=value,
+        )
+    return service
+
+
+# A record's owner name: host-name labels, and '_' labels such as '_spf' or '_dmarc' (RFC 8552).
+_RECORD_LABEL = re.compile(r"_[a-z0-9-]{1,62}|(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def dns_record_name(value: str) -> str:
+    """The owner name of a record the gateway publishes itself (like '_spf.gw.example.org'), lower case."""
+    labels = value.split(".") if isinstance(value, str) else []
+    if (
+        not isinstance(value, str)
+        or len(value) > 253
+        or len(labels) < 2
+        or not all(_RECORD_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+        or labels[-1].startswith("_")
+    ):
+        raise _fail(
+            "bad-domain",
+            "'{value}' is not a DNS name of lower-case labels of letters, digits and '-', "
+            "a label may start with '_' (like '_spf.gw.example.org')",
+            value=value,
+        )
     return value

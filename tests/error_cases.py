@@ -41,6 +41,28 @@ SUBMISSION_GATEWAY = (
 FINGERPRINT = ":".join(["AB"] * 32)
 CERTIFICATES = "submission:\n  client_certificates:\n"
 AUTOMATION = "submission:\n  automation_clients:\n"
+# Public keys as a DKIM record publishes them (p=): RSA 2048, RSA 1024, an EC key, Ed25519.
+DKIM_RSA = (
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvEWDwo8mdQHrRNxBWgyNqdGEDEs6vN8l8q9e93fjcwjIBM/G4faFzJVb"
+    "pedSDDsfPBBXfJ1n+4vHaZWFpyHmxRYxvGtVLJGB1PJrv3j3wmeh6Osz1p0X+wmkwImsnMQ1jTAu/JoNANsWuEYqg8zURalHIZXI"
+    "BbXg5kriD07AxYoB6gQ8PYGEbPHKEKB4ISgBv79DTwhihXq0uJ0cJtICgmJE/QIg2kpGuuzE6ev9gH7fqa0qG14Yaj4PJt61k7lh"
+    "rhfzu0THPV0jARXOqHxEH79TI7rS7O9chxAHyL1DGoROdkRoIBDLyW4PWVv4/t0cel6ingUH2zzaS0h8y4L3TwIDAQAB"
+)
+DKIM_RSA_1024 = (
+    "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDdP8h8U4rlRs7F3XMTJNbPCBE/LIh0Gy/3EoSLjY1WYJ6tkUSuqrsKYdmfMFwI"
+    "7+5UofOrO2vmFs67krh5pTWk8fK3UNEctf26KVK962syniYX3qbVJGcRGGMHV4+HIOXZZrLvq0FV3lDfsUWc1NVZtY1z5QWqCNlF"
+    "44TcGma0kQIDAQAB"
+)
+DKIM_EC = (
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeCbbsNOfa/VHz1a7hIkTW7FjWmDf6+SZyW13pK33IJ6IggC6w6QAyY2EFtR16CPB"
+    "8HGicdtTILMh/CoDfl92Ug=="
+)
+DKIM_ED25519 = "gjcFGsLDqweJe88+hLUnholMeciqKSQ356A96O9Jy5c="
+DNS = "dns: {spf_record: _spf.gw.example.org, mx_addresses: {mx1.gw.example.org: [192.0.2.11]}}\n"
+
+
+def _dkim(*selectors: str) -> str:
+    return "dkim:\n  selectors:\n" + "".join(f"    - {{{s}}}\n" for s in selectors)
 
 
 def _synced() -> str:
@@ -1238,6 +1260,187 @@ CASES = [
         _domain(VALID),
         ["gateway.yaml:5:32: error[port-taken]: port 389 is already the port of the LDAP server (ldap.port)"],
         gateway=GATEWAY_HEAD + "submission:\n" + AAI + "  automation_services: [{port: 389, messages_per_hour: 60}]\n",
+    ),
+    # --- DKIM keys, the DNS records, forwarded mail (docs/dns.md) ---------------------
+    Case(
+        "bad-dkim-selector",
+        "model",
+        "a selector that is not one lower-case DNS label",
+        _domain(VALID + _dkim(f"name: Gw2025, public_key: {DKIM_RSA}")),
+        [
+            f"{DOMAIN}:10:14: error[bad-dkim-selector]: dkim.selectors[0].name: selector 'Gw2025' is not one "
+            "lower-case DNS label; use lower-case letters, digits and '-', at most 63 (like 'mailgw2025a')"
+        ],
+    ),
+    Case(
+        "bad-dkim-key",
+        "model",
+        "a public key that is not base64",
+        _domain(VALID + _dkim("name: gw2025, public_key: 'p=MIIBIjANBgkq'")),
+        [
+            f"{DOMAIN}:10:34: error[bad-dkim-key]: dkim.selectors[0].public_key: public key is not base64; "
+            "write the p= value of the record as 'mailgw dkim' wrote it (base64, one line)"
+        ],
+    ),
+    Case(
+        "bad-dkim-key",
+        "model",
+        "an RSA key shorter than 2048 bits",
+        _domain(VALID + _dkim(f"name: gw2025, public_key: {DKIM_RSA_1024}")),
+        [
+            f"{DOMAIN}:10:34: error[bad-dkim-key]: dkim.selectors[0].public_key: public key has 1024 bits; an "
+            "RSA DKIM key has 2048 to 4096"
+        ],
+    ),
+    Case(
+        "bad-dkim-key",
+        "model",
+        "a key of another kind than its algorithm says",
+        _domain(VALID + _dkim(f"name: gw2025, algorithm: rsa, public_key: {DKIM_EC}")),
+        [
+            f"{DOMAIN}:10:50: error[bad-dkim-key]: dkim.selectors[0].public_key: public key is not an RSA "
+            "key; with algorithm 'rsa' the key must be RSA"
+        ],
+    ),
+    Case(
+        "bad-dkim-key",
+        "model",
+        "an Ed25519 key that is not 32 bytes",
+        _domain(VALID + _dkim(f"name: gw2025, algorithm: ed25519, public_key: {DKIM_RSA_1024}")),
+        [
+            f"{DOMAIN}:10:54: error[bad-dkim-key]: dkim.selectors[0].public_key: public key is 162 bytes "
+            "long; an Ed25519 key (RFC 8463) is 32"
+        ],
+    ),
+    Case(
+        "bad-address",
+        "model",
+        "a DMARC report address written as a URI",
+        _domain(VALID + "dmarc: {policy: reject, reports: ['mailto:dmarc@tifpa.example.org']}\n"),
+        [
+            f"{DOMAIN}:8:35: error[bad-address]: dmarc.reports[0]: 'mailto:dmarc@tifpa.example.org' is not a "
+            "usable mail address: local part 'mailto:dmarc' contains ':'; use letters, digits, '.', '_', '-' "
+            "or '+', dots only between characters, at most 64 (like 'mario.rossi')"
+        ],
+    ),
+    Case(
+        "invalid-choice",
+        "model",
+        "a DMARC policy RFC 7489 does not have",
+        _domain(VALID + "dmarc: {policy: block}\n"),
+        [f"{DOMAIN}:8:17: error[invalid-choice]: dmarc.policy: 'block' is not one of 'none', 'quarantine' or 'reject'"],
+    ),
+    Case(
+        "duplicate-selector",
+        "check",
+        "two keys of one domain with the same selector",
+        _domain(
+            VALID
+            + _dkim(f"name: gw2025, public_key: {DKIM_RSA}", f"name: gw2025, public_key: {DKIM_RSA}, signing: false")
+        ),
+        [
+            f"{DOMAIN}:11:14: error[duplicate-selector]: selector 'gw2025' is already declared at "
+            "domains/tifpa.example.org.yaml:10:14"
+        ],
+    ),
+    Case(
+        "two-signing-keys",
+        "check",
+        "two keys of one algorithm that both sign (a rotation needs signing: false on one)",
+        _domain(VALID + _dkim(f"name: old, public_key: {DKIM_RSA}", f"name: new, public_key: {DKIM_RSA}")),
+        [
+            f"{DOMAIN}:11:7: error[two-signing-keys]: selectors 'old' and 'new' both sign with rsa; during a "
+            "rotation give the key that does not sign yet (or any more) 'signing: false'"
+        ],
+    ),
+    Case(
+        "bad-node-address",
+        "model",
+        "an MX node address that is loopback",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:76: error[bad-node-address]: dns.mx_addresses['mx1.gw.example.org'][0]: "
+            "'127.0.0.1' is not one unicast IP address of an MX node (like '192.0.2.11' or '2001:db8::11')"
+        ],
+        gateway=GATEWAY_HEAD + DNS.replace("192.0.2.11", "127.0.0.1"),
+    ),
+    Case(
+        "bad-dns-setting",
+        "model",
+        "an MTA-STS max_age shorter than a day",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:124: error[bad-dns-setting]: dns.mta_sts.max_age: max_age 3600 is not a number "
+            "of seconds from 86400 (a day) to 31557600 (a year)"
+        ],
+        gateway=GATEWAY_HEAD
+        + DNS.replace("}}\n", "}, mta_sts: {mode: enforce, max_age: 3600, policy_host: mta-sts.gw.example.org}}\n"),
+    ),
+    Case(
+        "unknown-mx-host",
+        "check",
+        "node addresses for a host that is not an MX host",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:89: error[unknown-mx-host]: mx_addresses names 'mx9.gw.example.org', which is "
+            "not one of mx_hosts (mx1.gw.example.org)"
+        ],
+        gateway=GATEWAY_HEAD + DNS.replace("}}", ", mx9.gw.example.org: [192.0.2.19]}}"),
+    ),
+    Case(
+        "mx-host-is-an-address",
+        "check",
+        "with a dns section, an MX host given as an address (an MX record names a host)",
+        _domain(VALID),
+        [
+            "gateway.yaml:1:32: error[mx-host-is-an-address]: MX host '192.0.2.12' is an address, and an MX "
+            "record names a host (RFC 5321 5.1); with a dns section every MX host is a host name"
+        ],
+        gateway=GATEWAY_HEAD.replace("[mx1.gw.example.org]", "[mx1.gw.example.org, 192.0.2.12]") + DNS,
+    ),
+    Case(
+        "mx-host-without-address",
+        "check",
+        "an MX host without addresses for the gateway's SPF record",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:40: error[mx-host-without-address]: MX host 'mx2.gw.example.org' has no "
+            "addresses in mx_addresses; the gateway's SPF record lists them all"
+        ],
+        gateway=GATEWAY_HEAD.replace("[mx1.gw.example.org]", "[mx1.gw.example.org, mx2.gw.example.org]") + DNS,
+    ),
+    Case(
+        "srs-domain-served",
+        "check",
+        "an SRS domain that a site serves",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:26: error[srs-domain-served]: srs_domain 'tifpa.example.org' is a domain of site "
+            "TIFPA (domains/tifpa.example.org.yaml:1:9); SRS addresses need a domain of the gateway's own"
+        ],
+        gateway=GATEWAY_HEAD + "forwarding: {srs_domain: tifpa.example.org}\n",
+    ),
+    Case(
+        "duplicate-service",
+        "check",
+        "two of the node's own services on one port",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:51: error[duplicate-service]: forwarding.service 127.0.0.1:10001 is also "
+            "forwarding.srs_forward_lookup; each service needs a port of its own"
+        ],
+        gateway=GATEWAY_HEAD + "forwarding: {srs_domain: gw.example.org, service: '127.0.0.1:10001'}\n",
+    ),
+    Case(
+        "bad-listen",
+        "model",
+        "a forwarding service that is not on loopback",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:51: error[bad-listen]: forwarding.service: '192.0.2.11:10027' is not on "
+            "loopback; the node's own services listen on 127.0.0.1 or ::1 only"
+        ],
+        gateway=GATEWAY_HEAD + "forwarding: {srs_domain: gw.example.org, service: '192.0.2.11:10027'}\n",
     ),
 ]
 

@@ -17,8 +17,10 @@ base fleet (BASE_GATEWAY, BASE_DOMAIN below) and runs `mailgw build`:
   map, `postconf -n` of main.cf, `slapadd` then `slapcat` of the directory,
   `rspamadm configdump` of the Rspamd sections mailgw writes, `doveconf -n` of
   Dovecot's configuration, and the lines of the cidr tables, Rspamd map files
-  and Dovecot's LDAP settings. An injected line, parameter, entry or
-  template expansion shows up as a difference.
+  and Dovecot's LDAP settings, dnspython's reading of the zone snippets of
+  out/dns and the MTA-STS policy, and the shell's reading of postsrsd's
+  settings. An injected line, parameter, entry, record or template expansion
+  shows up as a difference.
 
 The strings: the base value with a piece put before, inside or after it, a
 piece alone, or any short text. Pieces are the separators of every consumer's
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import dns.rdatatype
+import dns.zone
 import idna
 import ldif
 import pytest
@@ -65,6 +69,19 @@ DOMAIN = "basedomain.example.org"
 DOMAIN_FILE = f"domains/{DOMAIN}.yaml"
 
 # Every value a distinct token, found nowhere else in the artifacts, so that replacing it is exact.
+# Two RSA public keys as DKIM records publish them (a domain's, the gateway's ARC key).
+DKIM_KEY = (
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAuH5sF8nq4JplXfD9u9ACjhbEi71wEhea4/yAxTn+vwITlraT4K0d447e"
+    "FYX1STncDr+6glQ0Xd9q+4Sov3kVKm6lARJU8B+dAORNFkoxq/PEG0MtB5kNLhsMy2IomAQIaXNPmx4Aq1sqJDjogiZn2b7W6Du2"
+    "LnercE0W+Y3zK36HczL9r1+e0HGb4+B4aPewfXSJ8DWVs0KQa4k3T/aPMzMWbrU6rP7aNthRjthnjzfwfcWcwVy8hOxqFPquKrz/"
+    "O52jp3GVcagQTfQsvneoLhZV2l4aWIxx3WuraSUuRwcYZH+g816YWuOdM6ETGILigMq6wLXy74+NudHs8/DOlQIDAQAB"
+)
+ARC_KEY = (
+    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtcocauMG+JblcxVj+L0elMcqZEcf13rQWcKveO+YqTIwtA9kNhd/AFLK"
+    "ukfg88g82d8vdqhrOWlonNjcGNAjxyEwB8oT0T2f39X29eQBprAH4issdK7yYLpiiqtCIT6NOhYibnln9mfrvNSewsnSYAZwDVDF"
+    "a4gKyJCy6tRheGKry+7+tF6vnbcDR47NsgMRGpxr7ymUcTTXW06dwzBxi/DGKlMEtVe0rEDGZwJVIUVmFmDR2FvhkqP0qHeGHPSY"
+    "c3HUN2o5zmTr4cQREw1G3r0wB2rcyXKXTefs/16Zy28h+w37QQQUI7BXvK/eMoLcHAvUPWOBCdlMUnqYLsQ51wIDAQAB"
+)
 BASE_GATEWAY: dict[str, Any] = {
     "mx_hosts": ["mxbase.gw.example.org"],
     "admins": ["@gwbase/gateway"],
@@ -128,6 +145,22 @@ BASE_GATEWAY: dict[str, Any] = {
         },
         "outbound": {"spam": {"reject": 10, "subject": "[GWOUTBASE] %s"}, "virus": "reject", "notify_sender": True},
     },
+    "dkim": {"key_directory": "/var/lib/rspamd/keysbase"},
+    "dns": {
+        "spf_record": "_spfbase.gw.example.org",
+        "mx_addresses": {"mxbase.gw.example.org": ["192.0.2.78", "2001:db8:78::78"]},
+        "ttl": 3600,
+        "mta_sts": {"mode": "enforce", "max_age": 604800, "policy_host": "policybase.example.net"},
+        "tls_reports": ["tlsbase@tlsrptbase.example.net"],
+    },
+    "forwarding": {
+        "srs_domain": "srsbase.example.net",
+        "srs_secret_file": "/etc/postsrsd/secretbase",
+        "srs_forward_lookup": "127.0.0.1:10091",
+        "srs_reverse_lookup": "127.0.0.1:10092",
+        "service": "127.0.0.1:10093",
+        "arc": {"name": "arcbase", "public_key": ARC_KEY},
+    },
 }
 BASE_DOMAIN: dict[str, Any] = {
     "domain": DOMAIN,
@@ -164,6 +197,13 @@ BASE_DOMAIN: dict[str, Any] = {
                 "messages_per_hour": 60,
             },
         },
+    },
+    "dkim": {"selectors": [{"name": "selectorbase", "algorithm": "rsa", "public_key": DKIM_KEY, "signing": True}]},
+    "dmarc": {
+        "policy": "reject",
+        "subdomain_policy": "quarantine",
+        "reports": ["ruabase@reportsbase.example.net"],
+        "failure_reports": ["rufbase@failuresbase.example.net"],
     },
 }
 
@@ -490,7 +530,16 @@ def _property(text: str) -> str:
 
 # --- what the consumers read back ---------------------------------------------------------------
 
-RSPAMD_SECTIONS = ("settings", "actions", "antivirus", "force_actions", "multimap", "milter_headers")
+RSPAMD_SECTIONS = (
+    "settings",
+    "actions",
+    "antivirus",
+    "force_actions",
+    "multimap",
+    "milter_headers",
+    "dkim_signing",
+    "arc",
+)
 POLICY_NAME = re.compile(r"mailgw_(inbound|outbound)_[0-9a-f]{8}")
 LDAP_OPERATIONAL = {
     "entryuuid",
@@ -563,9 +612,9 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def read_rspamd(out: Path, work: Path) -> list[str]:
+def read_rspamd(out: Path, work: Path, hs_cache: Path | None = None) -> list[str]:
     """rspamadm configdump of the sections mailgw writes (every leaf as 'path = value'), and the map files' lines."""
-    tree = rspamd_env.config_tree(out, work / "rspamd")
+    tree = rspamd_env.config_tree(out, work / "rspamd", hs_cache=hs_cache)
     done = _run(program("rspamadm"), *tree.variables(), "configdump", "-j", "-c", str(tree.conf / "rspamd.conf"))
     assert done.returncode == 0, done.stderr
     dumped = json.loads(done.stdout[done.stdout.index("{") :])
@@ -599,22 +648,61 @@ def read_dovecot(out: Path) -> list[str]:
     return read
 
 
-def read_back(out: Path, work: Path, base_dn: str, only: set[str] | None = None) -> dict[str, list[str]]:
+MTA_STS_ID = re.compile(r"v=STSv1; id=[A-Za-z0-9]+")
+
+
+def read_dns(out: Path) -> list[str]:
+    """dnspython's reading of every zone snippet ('owner TYPE data', TXT strings joined), and the MTA-STS policy.
+
+    The MTA-STS id is a digest of the policy, so it is read as 'id=ID': the policy's own lines show its change.
+    """
+    read = []
+    for path in sorted((out / "dns").glob("*.zone")):
+        text = "$ORIGIN .\n" + "".join(
+            line + "\n" for line in path.read_text().splitlines() if line[:1] not in ("", ";")
+        )
+        zone = dns.zone.from_text(text, ".", relativize=False, check_origin=False)
+        for name, rdataset in zone.iterate_rdatasets():
+            for rdata in rdataset:
+                data = b"".join(rdata.strings).decode() if rdataset.rdtype == dns.rdatatype.TXT else rdata.to_text()
+                kind = dns.rdatatype.to_text(rdataset.rdtype)
+                read.append(f"{path.name}: {name} {kind} {MTA_STS_ID.sub('v=STSv1; id=ID', data)}")
+    policy = out / "mta-sts" / "mta-sts.txt"
+    read += [f"mta-sts.txt: {line}" for line in policy.read_text().splitlines()] if policy.exists() else []
+    return read
+
+
+SRS_SETTINGS = ("SRS_DOMAIN", "SRS_SECRET", "SRS_LISTEN_ADDR", "SRS_FORWARD_PORT", "SRS_REVERSE_PORT", "SRS_SEPARATOR")
+
+
+def read_srs(out: Path) -> list[str]:
+    """out/srs/postsrsd as postsrsd's init script reads it: sourced by the shell, each setting printed back."""
+    script = '. "$1" && printf "%s\\n" ' + " ".join(f'"{name}=${name}"' for name in SRS_SETTINGS)
+    done = _run("/bin/sh", "-c", script, "read-srs", str(out / "srs" / "postsrsd"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [f"postsrsd: {line}" for line in done.stdout.splitlines()]
+
+
+def read_back(
+    out: Path, work: Path, base_dn: str, only: set[str] | None = None, hs_cache: Path | None = None
+) -> dict[str, list[str]]:
     readers = {
         "postfix": lambda: read_postfix(out, work),
         "ldap": lambda: read_directory(out, base_dn),
-        "rspamd": lambda: read_rspamd(out, work),
+        "rspamd": lambda: read_rspamd(out, work, hs_cache),
+        "dns": lambda: read_dns(out),
+        "srs": lambda: read_srs(out),
         "dovecot": lambda: read_dovecot(out),
     }
     return {name: sorted(reader()) for name, reader in readers.items() if only is None or name in only}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> tuple[Build, dict[str, list[str]]]:
+def base(tmp_path_factory, rspamadm_hs_cache) -> tuple[Build, dict[str, list[str]]]:
     work = tmp_path_factory.mktemp("base")
     result = build(work / "build", BASE_GATEWAY, BASE_DOMAIN)
     assert result.code == 0, result.err
-    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"])
+    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"], hs_cache=rspamadm_hs_cache)
 
 
 def written_forms(value: str) -> list[str]:
@@ -660,16 +748,29 @@ def replaced(readback: dict[str, list[str]], old: str, new: str) -> dict[str, li
 
 
 def assert_read_back_exactly(
-    result: Build, base_build: Build, base_read: dict[str, list[str]], old: str, value: str, work: Path
+    result: Build,
+    base_build: Build,
+    base_read: dict[str, list[str]],
+    old: str,
+    value: str,
+    work: Path,
+    hs_cache: Path | None = None,
 ) -> None:
     """The consumers read the accepted build as they read the base one, with the base value replaced."""
     base_dn = yaml.safe_load((result.root / GATEWAY_FILE).read_text())["ldap"]["base_dn"]
     changed = {
         name
-        for name, top in (("postfix", "postfix"), ("ldap", "ldap"), ("rspamd", "rspamd"), ("dovecot", "dovecot"))
-        if _digest(result.out_dir / top) != _digest(base_build.out_dir / top)
+        for name, tops in (
+            ("postfix", ["postfix"]),
+            ("ldap", ["ldap"]),
+            ("rspamd", ["rspamd"]),
+            ("dns", ["dns", "mta-sts"]),
+            ("srs", ["srs"]),
+            ("dovecot", ["dovecot"]),
+        )
+        if any(_digest(result.out_dir / top) != _digest(base_build.out_dir / top) for top in tops)
     }
-    read = read_back(result.out_dir, work, base_dn, only=changed)
+    read = read_back(result.out_dir, work, base_dn, only=changed, hs_cache=hs_cache)
     tried = []
     for form in [old, *written_forms(value)]:
         expected = {name: lines for name, lines in replaced(base_read, old, form).items() if name in changed}
@@ -717,7 +818,9 @@ READ_BACKS = 3
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=str)
-def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(field, base, tmp_path_factory):
+def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(
+    field, base, rspamadm_hs_cache, tmp_path_factory
+):
     base_build, base_read = base
     work = tmp_path_factory.mktemp("injection")
     document = base_document(field)
@@ -753,7 +856,7 @@ def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(f
     for i, (value, result) in enumerate(accepted.values()):
         reader_work = work / f"read-{i}"
         reader_work.mkdir()
-        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work)
+        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work, rspamadm_hs_cache)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -778,7 +881,7 @@ FOUND = [
 
 
 @pytest.mark.parametrize("file, path, value", FOUND, ids=[repr(value)[:40] for _, _, value in FOUND])
-def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
+def test_the_strings_the_issue_found(file, path, value, base, rspamadm_hs_cache, tmp_path):
     field = next(f for f in FIELDS if f.file == file and f.path == path)
     changed, old = put(base_document(field), path, value)
     gateway, domain, synced = declarations(field, changed)
@@ -788,7 +891,7 @@ def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
     else:
         base_build, base_read = base
         (tmp_path / "read").mkdir()
-        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read")
+        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read", rspamadm_hs_cache)
 
 
 def _name(length: int) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
+import yaml
 
 from compiler.commands.plan import render_markdown, render_text
 from compiler.pipeline import compile_repository
 from compiler.plan import Change, directory_changes, make_plan, parse_ldif
-from tests.conftest import GATEWAY, domain_yaml
+from tests.conftest import GATEWAY, REPO, domain_yaml
 from tests.gitrepo import bundled_dns, commit_all, copy_bundled, edit, fleet_repo, init, line_of
 
 TIFPA = "domains/tifpa.example.org.yaml"
@@ -26,13 +28,19 @@ LNF_ADDRESSES = 5  # francesca.bruni, f.bruni, carlo.esposito, direzione, accele
 TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # The whole bundled fleet planned against nothing: 31 addresses (cnaf 6, ge 2, lab.tifpa 3, lnf 5, tifpa 13,
 # città 2); 38 directory entries (the base and its 5 containers, 10 people, 5 lists, 8 roles, 3 external
-# aliases, 6 domains); 12 policy files (7 in rspamd/local.d, 5 in rspamd/maps.d); 77 gateway settings (the
-# fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section, 10 more of
-# its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory,
-# database_directory, run_directory, tls_certificate, tls_key, the 3 of its plan section, and the 15 of its
-# submission section: the 7 of aai_directory, the 2 ports, tls_chain_file, message_size_limit, recipient_limit,
-# auth_rate_limit, automation_services, auth_socket); 33 out/ files beside MANIFEST.json (24,
-# out/portal/portal.json, out/ldap/slapd-config, out/ldap/slapd.yaml, and for submission out/dovecot/'s 2 files,
+# aliases, 6 domains); 41 DNS record sets (tifpa 9: MX, SPF, 2 DKIM keys, DMARC, MTA-STS TXT and CNAME,
+# TLS-RPT and cnaf's report consent; cnaf 8, its consent being tifpa's; ge, lab.tifpa and città 5 each: MX,
+# SPF, MTA-STS twice, TLS-RPT; lnf 1, the backup MX; the gateway's own 8: SPF, A and AAAA of mx1 and mx2, the
+# SRS domain's MX and SPF, the ARC key); 14 policy files (9 in rspamd/local.d, 5 in rspamd/maps.d); 93 gateway
+# settings (the fields of gateway.yaml's model, set or left at their defaults: 31, the 18 of its portal section,
+# 10 more of its ldap section: the listen addresses of mx1 and mx2, port, size_limit, time_limit,
+# config_directory, database_directory, run_directory, tls_certificate, tls_key; the 3 of its plan section;
+# 16 of DKIM, DNS and forwarding: dkim.key_directory, dns.spf_record, its 2 mx_addresses, ttl, the 3 of mta_sts
+# and tls_reports, the 5 of forwarding and the 2 of its arc key; and the 15 of its submission section: the 7 of
+# aai_directory, the 2 ports, tls_chain_file, message_size_limit, recipient_limit, auth_rate_limit,
+# automation_services, auth_socket); 45 out/ files beside MANIFEST.json (24, out/portal/portal.json,
+# out/ldap/slapd-config, out/ldap/slapd.yaml, 12 more: 7 zone snippets, the MTA-STS policy, postfix/forward_alias,
+# rspamd's dkim_signing.conf and arc.conf, srs/postsrsd; and for submission out/dovecot/'s 2 files,
 # postfix/sender_logins, postfix/client_certificates and the 2 automation services' cidr tables).
 # 31 sending rights: the 28 addresses that are not external aliases, tifpa's certificate web-portal, and the
 # automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
@@ -43,8 +51,18 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 BUNDLED_WIDENINGS = 18
 BUNDLED_SUMMARY = (
     f"6 domains (6 added): {BUNDLED_WIDENINGS} widenings, +31 -0 ~0 addresses, 31 sending rights, "
-    "38 directory entries, 12 policy files, 77 gateway settings, 33 out/ files"
+    "38 directory entries, 41 DNS record changes, 14 policy files, 93 gateway settings, 45 out/ files"
 )
+# The MTA-STS policy of gateway.yaml's dns.mta_sts and mx_hosts, written out by hand (RFC 8461 3.2), and the
+# record's id: the first 20 hex digits of its sha256 (docs/dns.md).
+_GATEWAY = yaml.safe_load((REPO / "gateway.yaml").read_text())
+_POLICY = (
+    "version: STSv1\ngenerated: by 'mailgw build' from gateway.yaml; do not edit\n"
+    f"mode: {_GATEWAY['dns']['mta_sts']['mode']}\n"
+    + "".join(f"mx: {host}\n" for host in sorted(_GATEWAY["mx_hosts"]))
+    + f"max_age: {_GATEWAY['dns']['mta_sts']['max_age']}\n"
+)
+MTA_STS_ID = hashlib.sha256(_POLICY.encode()).hexdigest()[:20]
 HINT = (
     "  to go ahead anyway, label the merge request 'mailgw:force' (CI then sets MAILGW_FORCE=1) "
     "or run 'mailgw plan --force'"
@@ -133,6 +151,15 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "      ~ role: backup -> primary",
         "    directory entries:",
         "      ~ associatedDomain=lnf.example.org,ou=domains,ou=mailgw,dc=example,dc=org",
+        # A primary domain: the gateway's MX at preference 10, not 20, and the records of a domain that sends
+        # through the gateway (SPF, MTA-STS, TLS-RPT, as gateway.yaml's dns section has them).
+        "    DNS records:",
+        f'      + _mta-sts.lnf.example.org. TXT: "v=STSv1; id={MTA_STS_ID}"',
+        '      + _smtp._tls.lnf.example.org. TXT: "v=TLSRPTv1; rua=mailto:tls-reports@gw.example.org"',
+        "      ~ lnf.example.org. MX: 20 mx1.gw.example.org., 20 mx2.gw.example.org. -> "
+        "10 mx1.gw.example.org., 10 mx2.gw.example.org.",
+        '      + lnf.example.org. TXT: "v=spf1 include:_spf.gw.example.org -all"',
+        "      + mta-sts.lnf.example.org. CNAME: mta-sts.gw.example.org.",
         "",
         "+ new.example.org (added)",
         "    recipients:",
@@ -145,6 +172,12 @@ def test_every_kind_of_domain_change(branch, mailgw):
         # gateway.yaml's submission section: each address a login may send as.
         "    sending rights:",
         "      + anna.neri@new.example.org: logins aneri",
+        "    DNS records:",
+        f'      + _mta-sts.new.example.org. TXT: "v=STSv1; id={MTA_STS_ID}"',
+        '      + _smtp._tls.new.example.org. TXT: "v=TLSRPTv1; rua=mailto:tls-reports@gw.example.org"',
+        "      + mta-sts.new.example.org. CNAME: mta-sts.gw.example.org.",
+        "      + new.example.org. MX: 10 mx1.gw.example.org., 10 mx2.gw.example.org.",
+        '      + new.example.org. TXT: "v=spf1 include:_spf.gw.example.org -all"',
         "",
         "~ tifpa.example.org",
         "    recipients:",
@@ -173,9 +206,19 @@ def test_every_kind_of_domain_change(branch, mailgw):
         # lnf's old admin (4); the 10 lines info's role and list entries share count on neither side.
         "    ~ ldap/directory.ldif (+35 -4 lines)",
         "",
+        "DNS records (out/dns, out/mta-sts):",
+        # lnf's snippet, as a multiset: added, the primary MX's comment and its 2 lines, and the comment and
+        # line of SPF, MTA-STS (TXT and CNAME) and TLS-RPT with a blank line before each (4 x 3); removed, the
+        # backup MX's comment and its 2 lines.
+        "    ~ dns/lnf.example.org.zone (+15 -3 lines)",
+        # The header (3 lines), then a blank line, a comment and the records: MX (2), SPF, MTA-STS (2), TLS-RPT.
+        "    + dns/new.example.org.zone (+19 -0 lines)",
+        "",
         "other out/ files:",
         # The quarantine portal's configuration lists every domain with its retention.
         "    ~ portal/portal.json (+4 -0 lines)",
+        # With gateway.yaml's forwarding the external aliases are here, not in virtual_alias: ~l.gallo, +sara.
+        "    ~ postfix/forward_alias (+2 -1 lines)",
         "    ~ postfix/relay_domains (+1 -0 lines)",
         # +anna.neri, +giulia.verdi, +sara, ~info and the new domain's postmaster@ and abuse@, -paolo.conti
         "    ~ postfix/relay_recipients (+6 -2 lines)",
@@ -183,11 +226,11 @@ def test_every_kind_of_domain_change(branch, mailgw):
         # are nobody's.
         "    ~ postfix/sender_logins (+3 -2 lines)",
         "    ~ postfix/sender_sites (+1 -0 lines)",
-        "    ~ postfix/transport (+1 -0 lines)",
-        "    ~ postfix/virtual_alias (+2 -1 lines)",
+        # The new domain's next hop, and sara's way to the forwarding pass.
+        "    ~ postfix/transport (+2 -0 lines)",
         "",
         "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 4 sending rights, 9 directory entries, "
-        "1 policy file, 9 out/ files",
+        "10 DNS record changes, 1 policy file, 11 out/ files",
         "verdict: safe",
     ]
 
@@ -390,12 +433,22 @@ def test_a_base_dn_change_is_unsafe(branch, mailgw):
 def test_other_gateway_settings_are_shown_but_safe(branch, mailgw):
     root, _ = branch
     edit(root, "gateway.yaml", "  - mx2.gw.example.org\n", "  - mx2.gw.example.org\n  - mx3.gw.example.org\n")
+    # A new node has its addresses in the DNS records (the gateway's SPF record lists them).
+    edit(root, "gateway.yaml", "  mx_addresses:\n", "  mx_addresses:\n    mx3.gw.example.org: [192.0.2.13]\n")
     result = mailgw(root, "plan")
-    assert result.code == 0
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
     assert (
         "    ~ mx_hosts: mx1.gw.example.org, mx2.gw.example.org -> mx1.gw.example.org, mx2.gw.example.org, "
         "mx3.gw.example.org"
-    ) in result.out.splitlines()
+    ) in lines
+    # The records that change with it: every primary domain's MX, the gateway's SPF record and the node's A.
+    assert (
+        "      ~ tifpa.example.org. MX: 10 mx1.gw.example.org., 10 mx2.gw.example.org. -> "
+        "10 mx1.gw.example.org., 10 mx2.gw.example.org., 10 mx3.gw.example.org."
+    ) in lines
+    assert "    + mx3.gw.example.org. A: 192.0.2.13" in lines
+    assert any(line.startswith("    ~ _spf.gw.example.org. TXT: ") and "ip4:192.0.2.13" in line for line in lines)
 
 
 def test_every_guard_at_once_lists_every_reason(branch, mailgw):

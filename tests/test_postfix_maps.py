@@ -81,6 +81,10 @@ def declared_domains() -> list[Declared]:
 DECLARED = declared_domains()
 # The gateway team's mailbox (gateway.yaml `postmaster`): the node's own postmaster, and an LMTP domain's reserved ones.
 GATEWAY_POSTMASTER = yaml.safe_load((REPO / "gateway.yaml").read_text())["postmaster"]
+# gateway.yaml's forwarding (docs/mx.md): external aliases take the second pass, at this smtpd, from forward_alias.
+FORWARDING = yaml.safe_load((REPO / "gateway.yaml").read_text())["forwarding"]
+FORWARD_SERVICE = "mailgw_forward:[" + FORWARDING.get("service", "127.0.0.1:10027").replace(":", "]:")
+MAPS_WITH_FORWARDING = (*MAPS, "forward_alias")
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +94,15 @@ def indexed(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("postfix")
     (work / "main.cf").write_text("")
     age(work / "main.cf")  # Postfix waits on a main.cf changed in the last seconds
-    for name in MAPS:
+    for name in MAPS_WITH_FORWARDING:
         (work / name).write_bytes(compiled.artifacts[f"postfix/{name}"])
     done = subprocess.run(
-        [program("postmap"), "-c", str(work), *[f"lmdb:{work / name}" for name in MAPS]],
+        [program("postmap"), "-c", str(work), *[f"lmdb:{work / name}" for name in MAPS_WITH_FORWARDING]],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert all((work / f"{name}.lmdb").exists() for name in MAPS)
+    assert all((work / f"{name}.lmdb").exists() for name in MAPS_WITH_FORWARDING)
     return work
 
 
@@ -153,10 +157,15 @@ def test_verify_domains_ask_the_site_except_for_their_external_aliases(indexed):
 
 
 def test_transport_and_relay_domains_answer_for_every_domain(indexed):
-    assert keys(indexed, "relay_domains") == keys(indexed, "transport") == {d.name for d in DECLARED}
+    aliases = {address for d in DECLARED for address in d.targets}
+    # The SRS domain is relayed too: bounces to its SRS addresses come back (docs/mx.md).
+    assert keys(indexed, "relay_domains") == {d.name for d in DECLARED} | {FORWARDING["srs_domain"]}
+    assert keys(indexed, "transport") == {d.name for d in DECLARED} | aliases
     for domain in DECLARED:
         assert query(indexed, "relay_domains", domain.name) == "OK"
         assert query(indexed, "transport", domain.name) == domain.transport
+    for address in aliases:
+        assert query(indexed, "transport", address) == FORWARD_SERVICE
     assert query(indexed, "relay_domains", "example.org") is None
     assert query(indexed, "transport", "example.net") is None
 
@@ -169,10 +178,14 @@ def test_lmtp_and_several_hops_are_in_the_transport(indexed):
     assert query(indexed, "transport", "xn--citt-3na.example.org") == "smtp:[relay.ge.example.org]:25"
 
 
-def test_external_aliases_resolve_to_their_targets(indexed):
-    expected = {address: ", ".join(targets) for d in DECLARED for address, targets in d.targets.items()}
-    assert expected
-    expected["postmaster"] = GATEWAY_POSTMASTER
+def test_external_aliases_resolve_to_their_targets_on_the_forwarding_pass(indexed):
+    forwarded = {address: ", ".join(targets) for d in DECLARED for address, targets in d.targets.items()}
+    assert forwarded
+    assert keys(indexed, "forward_alias") == set(forwarded)
+    for address, targets in forwarded.items():
+        assert query(indexed, "forward_alias", address) == targets
+    # The first pass's virtual_alias: the gateway's own postmaster and the LMTP domains' reserved addresses.
+    expected = {"postmaster": GATEWAY_POSTMASTER}
     expected |= {a: GATEWAY_POSTMASTER for d in DECLARED if d.transport.startswith("lmtp:") for a in d.reserved}
     assert keys(indexed, "virtual_alias") == set(expected)
     for address, targets in expected.items():

@@ -391,7 +391,7 @@ def test_the_deployed_tables_answer_as_compiled(node):
     assert node.query("relay_recipients", "mario.rossi@tifpa.example.org") == "person"
     assert node.query("relay_recipients", "nobody@tifpa.example.org") is None
     assert node.query("transport", "cnaf.example.org").startswith("lmtp:")
-    assert node.query("virtual_alias", "g.verdi@tifpa.example.org") == "giuseppe.verdi@example.net"
+    assert node.query("forward_alias", "g.verdi@tifpa.example.org") == "giuseppe.verdi@example.net"
     assert node.query("puppet_test_clients.cidr", "192.0.2.7", kind="cidr") == "REJECT"
     assert node.query("puppet_test_clients.cidr", "198.51.100.7", kind="cidr") is None
 

@@ -117,6 +117,7 @@ def _sections(domain: DomainPlan) -> list[tuple[str, tuple[Change, ...]]]:
         ("settings", domain.settings),
         ("directory entries", domain.directory),
         ("sending rights", domain.senders),
+        ("DNS records", domain.dns),
     ]
     return [(title, changes) for title, changes in sections if changes]
 
@@ -176,9 +177,12 @@ def render_text(plan: Plan, forced: bool = False, widened: bool = False, *, verd
         lines += ["", "gateway:"] + _cut([_change_line(c) for c in plan.gateway], "    ")
     if plan.directory:
         lines += ["", "directory entries of no domain:"] + _cut([_entry_line(c) for c in plan.directory], "    ")
+    if plan.records:
+        lines += ["", "DNS records of the gateway itself:"] + _cut([_change_line(c) for c in plan.records], "    ")
     for section, title in (
         ("policy", "policy (out/rspamd)"),
         ("directory", "directory (out/ldap)"),
+        ("records", "DNS records (out/dns, out/mta-sts)"),
         ("artifacts", "other out/ files"),
     ):
         files = [f for f in plan.files if f.section == section]
@@ -259,6 +263,12 @@ def render_markdown(plan: Plan, forced: bool = False, widened: bool = False) -> 
     if plan.directory:
         lines += ["", "### Directory entries of no domain", ""]
         lines += _cut([f"- {MARKS[c.status]} {_code(c.name)}" for c in plan.directory], "")
+    if plan.records:
+        lines += ["", "### DNS records of the gateway itself", "", "| | record | before | after |", "|---|---|---|---|"]
+        lines += _cut(
+            [f"| {MARKS[c.status]} | {_code(c.name)} | {_code(c.before)} | {_code(c.after)} |" for c in plan.records],
+            "",
+        )
     if plan.files:
         lines += ["", "### Files in out/", "", "| | file | section | lines |", "|---|---|---|---|"]
         lines += _cut(

@@ -24,21 +24,55 @@ MAPS: tuple[str, ...] = (
     "virtual_alias",
     "sender_sites",
 )
+# With gateway.yaml's forwarding: the external aliases, expanded on the second pass only (forwarding() below).
+FORWARD_MAP = "forward_alias"
+# master.cf's SMTP client for the forwarding pass (postfix_config): Postfix's own smtpd at the other end.
+FORWARD_TRANSPORT = "mailgw_forward"
 MAPS += submission.MAPS
 
 
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
-    return {
-        "postfix/relay_domains": render_map((d.name, "OK") for d in fleet.domains),
+    files = {
+        "postfix/relay_domains": render_map(relay_domains(fleet)),
         "postfix/relay_recipients": render_map(relay_recipients(fleet)),
         "postfix/recipient_verification": render_map(recipient_verification(fleet)),
-        "postfix/transport": render_map((d.name, transport_nexthop(d)) for d in fleet.domains),
+        "postfix/transport": render_map(transport(fleet)),
         "postfix/virtual_alias": render_map(virtual_alias(fleet)),
         "postfix/sender_sites": render_map(sender_sites(fleet)),
         # Submission (targets/submission.py): empty without gateway.yaml's submission section.
         "postfix/sender_logins": render_map(submission.sender_logins(fleet)),
         "postfix/client_certificates": render_map(submission.client_certificates(fleet)),
     }
+    if fleet.gateway.forwarding is not None:
+        files[f"postfix/{FORWARD_MAP}"] = render_map(external_aliases(fleet))
+    return files
+
+
+def relay_domains(fleet: Fleet) -> Iterable[tuple[str, str]]:
+    """Every served domain; with forwarding, the SRS domain too (bounces to SRS addresses, docs/mx.md)."""
+    yield from ((d.name, "OK") for d in fleet.domains)
+    if fleet.gateway.forwarding is not None:
+        yield fleet.gateway.forwarding.srs_domain, "OK"
+
+
+def transport(fleet: Fleet) -> Iterable[tuple[str, str]]:
+    """Each domain's next hops; with forwarding, each external alias to the second pass (forward_service)."""
+    yield from ((d.name, transport_nexthop(d)) for d in fleet.domains)
+    if fleet.gateway.forwarding is not None:
+        service = forward_nexthop(fleet.gateway.forwarding.service)
+        yield from ((address, service) for address, _ in external_aliases(fleet))
+
+
+def forward_nexthop(service: str) -> str:
+    """transport(5) for the forwarding pass's smtpd ('127.0.0.1:10027' or '[::1]:10027')."""
+    host, _, port = service.rpartition(":")
+    host = host.strip("[]")
+    return f"{FORWARD_TRANSPORT}:[{'ipv6:' if ':' in host else ''}{host}]:{port}"
+
+
+def external_aliases(fleet: Fleet) -> Iterable[tuple[str, str]]:
+    for domain in fleet.domains:
+        yield from ((a.address, ", ".join(a.targets)) for a in domain.addresses if a.targets)
 
 
 def relay_recipients(fleet: Fleet) -> Iterable[tuple[str, str]]:
@@ -64,9 +98,12 @@ def virtual_alias(fleet: Fleet) -> Iterable[tuple[str, str]]:
 
     The key 'postmaster' (no domain) stands for postmaster@$myorigin, the node's own name (virtual(5)):
     where Postfix sends its notices, and what a bare RCPT TO:<postmaster> becomes.
+    With forwarding, the external aliases are in forward_alias instead: their transport sends them to the
+    second pass, whose cleanup expands them after SRS (docs/mx.md).
     """
     for domain in fleet.domains:
-        yield from ((a.address, ", ".join(a.targets)) for a in domain.addresses if a.targets)
+        if fleet.gateway.forwarding is None:
+            yield from ((a.address, ", ".join(a.targets)) for a in domain.addresses if a.targets)
         if fleet.postmaster and domain.reserved_to_gateway:
             yield from ((address, fleet.postmaster) for address in domain.reserved)
     if fleet.postmaster:

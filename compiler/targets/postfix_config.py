@@ -28,7 +28,7 @@ import jinja2
 
 from compiler.fleet import Fleet, network_order
 from compiler.model import DnsblSite, IPNetwork
-from compiler.targets import rspamd, submission
+from compiler.targets import postfix, rspamd, submission
 from compiler.targets.postfix import HEADER
 
 REFERENCES = (
@@ -42,6 +42,9 @@ REFERENCES = (
     "STANDARD_CONFIGURATION_README",
     "RESTRICTION_CLASS_README",
     "MILTER_README",
+    "tcp_table(5) (postsrsd)",
+    "pipemap_table(5)",
+    "regexp_table(5)",
 )
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "postfix"
@@ -97,6 +100,7 @@ def main_cf_context(fleet: Fleet) -> dict[str, Any]:
         "milter_daemon_name": rspamd.INBOUND_DAEMON,
         "submission": submission.services(fleet),
         "restriction_classes": restriction_classes(fleet),
+        "forwarding": forwarding(fleet),
     }
 
 
@@ -107,6 +111,7 @@ def master_cf_context(fleet: Fleet) -> dict[str, Any]:
         "submission": submission.services(fleet),
         "map_directory": fleet.gateway.postfix.map_directory,
         "outbound_daemon": rspamd.OUTBOUND_DAEMON,
+        "forwarding": forwarding(fleet),
     }
 
 
@@ -138,6 +143,40 @@ def release_service(fleet: Fleet) -> ReleaseService | None:
     return ReleaseService(
         portal.release_service,
         tuple(str(net) if net.version == 4 else f"[{net.network_address}]/{net.prefixlen}" for net in clients),
+    )
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """External aliases forwarded through a second pass (docs/mx.md): its smtpd, its cleanup, postsrsd's lookups."""
+
+    service: str  # master.cf service name of the second pass's smtpd: 'IP:port'
+    srs_domain: str
+    forward_lookup: str  # postsrsd's tcp_table(5) lookups: 'IP:port'
+    reverse_lookup: str
+    alias_maps: str  # the second pass's virtual_alias_maps
+    daemon_name: str = rspamd.FORWARD_DAEMON  # what Rspamd is told (settings.conf's forwarding rule)
+    cleanup: str = "mailgw_forward_cleanup"
+    transport: str = postfix.FORWARD_TRANSPORT
+
+    @property
+    def srs_pattern(self) -> str:
+        """A regexp(5) for the SRS addresses of the SRS domain, in main.cf ('$$' is a '$')."""
+        escaped = self.srs_domain.replace(".", "\\.")
+        return f"/^(srs[01][-+=].+@{escaped})$$/ $${{1}}"
+
+
+def forwarding(fleet: Fleet) -> Forwarding | None:
+    settings = fleet.gateway.forwarding
+    if settings is None:
+        return None
+    maps = fleet.gateway.postfix.map_directory
+    return Forwarding(
+        settings.service,
+        settings.srs_domain,
+        settings.srs_forward_lookup,
+        settings.srs_reverse_lookup,
+        f"lmdb:{maps}/{postfix.FORWARD_MAP}, lmdb:{maps}/virtual_alias",
     )
 
 
