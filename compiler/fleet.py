@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from compiler.declarations import Address, Declarations, DomainSource
 from compiler.filters import FilterPolicy, resolve
-from compiler.model import DkimKey, Dmarc, GatewayDeclaration, IPNetwork, NextHop
+from compiler.model import DkimKey, Dmarc, DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Domain:
     relays: tuple[IPNetwork, ...] = ()  # the site's relays allowed to send outbound through the MX
     # postmaster@ and abuse@ of the domain when it declares neither as an address: accepted all the same.
     reserved: tuple[str, ...] = ()
+    # Its client certificates and automation clients (docs/submission.md).
+    submission: DomainSubmission = field(default_factory=DomainSubmission)
     # Its DKIM keys in selector order, and its DMARC record (docs/dns.md).
     dkim: tuple[DkimKey, ...] = ()
     dmarc: Dmarc | None = None
@@ -104,6 +106,7 @@ def _domain(source: DomainSource) -> Domain:
             for local in RESERVED_LOCAL_PARTS
             if not _declares(addresses, f"{local}@{decl.domain}")
         ),
+        submission=decl.submission,
         dkim=tuple(sorted(decl.dkim.selectors, key=lambda key: key.name)) if decl.dkim else (),
         dmarc=decl.dmarc,
     )

@@ -64,6 +64,8 @@ PACKAGES = {
     "git": "git",
     "ssh-keygen": "openssh-client",
     "jq": "jq",
+    "dovecot": "dovecot-core dovecot-ldap",
+    "doveconf": "dovecot-core",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8

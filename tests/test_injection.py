@@ -15,11 +15,12 @@ base fleet (BASE_GATEWAY, BASE_DOMAIN below) and runs `mailgw build`:
   one, as written (itself, lower case, its A-label, a normalised network or
   path; or unchanged, when it means the base value): `postmap -s` of every
   map, `postconf -n` of main.cf, `slapadd` then `slapcat` of the directory,
-  `rspamadm configdump` of the Rspamd sections mailgw writes, and the lines of
-  the cidr tables and Rspamd map files, dnspython's reading of the zone
-  snippets of out/dns and the MTA-STS policy, and the shell's reading of
-  postsrsd's settings. An injected line, parameter, entry, record or template
-  expansion shows up as a difference.
+  `rspamadm configdump` of the Rspamd sections mailgw writes, `doveconf -n` of
+  Dovecot's configuration, and the lines of the cidr tables, Rspamd map files
+  and Dovecot's LDAP settings, dnspython's reading of the zone snippets of
+  out/dns and the MTA-STS policy, and the shell's reading of postsrsd's
+  settings. An injected line, parameter, entry, record or template expansion
+  shows up as a difference.
 
 The strings: the base value with a piece put before, inside or after it, a
 piece alone, or any short text. Pieces are the separators of every consumer's
@@ -61,7 +62,7 @@ from tests.conftest import REPO, program
 from tests.mx_harness import age
 from tests.slapd import Slapd
 
-pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm")
+pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm", "doveconf")
 
 GATEWAY_FILE = "gateway.yaml"
 DOMAIN = "basedomain.example.org"
@@ -123,6 +124,19 @@ BASE_GATEWAY: dict[str, Any] = {
         "database_url_file": "/etc/mailgw/databasebase.url",
         "session_secret_file": "/etc/mailgw/sessionbase.key",
     },
+    "submission": {
+        "aai_directory": {
+            "uris": ["ldaps://aaibase.example.net"],
+            "base": "ou=aaibase,dc=example,dc=org",
+            "user_filter": "(&(objectClass=filterbase)(uid=%u))",
+            "search_dn": "cn=searchbase,dc=example,dc=org",
+            "search_password_file": "/etc/mailgw/searchbase.conf",
+            "ca_file": "/etc/ssl/aaicabase.pem",
+        },
+        "tls_chain_file": "/etc/postfix/tls/chainbase.pem",
+        "auth_socket": "/run/socketbase/auth",
+        "automation_services": [{"port": 2525, "messages_per_hour": 60}],
+    },
     "filters": {
         "inbound": {
             "spam": {"add_header": 5, "rewrite_subject": 7, "subject": "[GWINBASE] %s", "reject": 15},
@@ -172,6 +186,18 @@ BASE_DOMAIN: dict[str, Any] = {
         },
         "outbound": {"spam": {"subject": "[DOMOUTBASE] %s"}},
     },
+    "submission": {
+        "client_certificates": {
+            "certbase": {"fingerprint": ":".join(["10"] * 32), "sender_domains": [DOMAIN]},
+        },
+        "automation_clients": {
+            "automationbase": {
+                "networks": ["198.51.100.160/28"],
+                "destinations": ["destinationbase@externalbase.example.net"],
+                "messages_per_hour": 60,
+            },
+        },
+    },
     "dkim": {"selectors": [{"name": "selectorbase", "algorithm": "rsa", "public_key": DKIM_KEY, "signing": True}]},
     "dmarc": {
         "policy": "reject",
@@ -218,7 +244,19 @@ def base_document(field: Field) -> dict[str, Any]:
 def declarations(field: Field, changed: dict[str, Any]) -> tuple[dict, dict, dict]:
     """(gateway, domain, synced domain) with `changed` in the place of the field's own declaration."""
     document = base_document(field)
+    if field.path == ("domain",):
+        changed = renamed(changed, changed["domain"])
     return tuple(changed if base is document else base for base in (BASE_GATEWAY, BASE_DOMAIN, BASE_SYNCED))
+
+
+def renamed(domain: dict, name: Any) -> dict:
+    """The domain declaration under another name. Its certificates' sender_domains name the domain: left out,
+    they mean the domain of the file, as renamed."""
+    domain = copy.deepcopy(domain)
+    domain["domain"] = name
+    for certificate in domain["submission"]["client_certificates"].values():
+        certificate.pop("sender_domains")
+    return domain
 
 
 # --- the fields, from the schemas -------------------------------------------------------------
@@ -599,6 +637,17 @@ def read_rspamd(out: Path, work: Path, hs_cache: Path | None = None) -> list[str
     return [POLICY_NAME.sub("mailgw_CLASS", line).replace(str(tree.conf), "$CONFDIR") for line in read]
 
 
+def read_dovecot(out: Path) -> list[str]:
+    """doveconf -n of dovecot.conf (every setting it parsed), and the lines of the LDAP settings it names."""
+    done = _run(program("doveconf"), "-n", "-c", str(out / "dovecot/dovecot.conf"))
+    assert done.returncode == 0 and done.stderr == "", f"doveconf: {done.stderr}"
+    read = [f"dovecot.conf: {line}" for line in done.stdout.splitlines() if not line.startswith("#")]
+    for ldap_settings in sorted((out / "dovecot").glob("*.ext")):
+        lines = ldap_settings.read_text().splitlines()
+        read += [f"{ldap_settings.name}: {line}" for line in lines if not line.startswith("#")]
+    return read
+
+
 MTA_STS_ID = re.compile(r"v=STSv1; id=[A-Za-z0-9]+")
 
 
@@ -643,6 +692,7 @@ def read_back(
         "rspamd": lambda: read_rspamd(out, work, hs_cache),
         "dns": lambda: read_dns(out),
         "srs": lambda: read_srs(out),
+        "dovecot": lambda: read_dovecot(out),
     }
     return {name: sorted(reader()) for name, reader in readers.items() if only is None or name in only}
 
@@ -660,6 +710,10 @@ def written_forms(value: str) -> list[str]:
     forms = [value, value.lower(), value.rstrip("/")]
     with contextlib.suppress(ValueError):
         forms.append(str(ipaddress.ip_network(value, strict=True)))
+    digits = value.replace(":", "")
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", digits):  # a SHA-256 fingerprint: 'AB:CD:...' (folded by postmap)
+        pairs = ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+        forms += [pairs.upper(), pairs.lower()]
     local, at, domain = value.rpartition("@")
     head, bracket, host = value.partition("[")
     host, closing, tail = host.partition("]")
@@ -712,6 +766,7 @@ def assert_read_back_exactly(
             ("rspamd", ["rspamd"]),
             ("dns", ["dns", "mta-sts"]),
             ("srs", ["srs"]),
+            ("dovecot", ["dovecot"]),
         )
         if any(_digest(result.out_dir / top) != _digest(base_build.out_dir / top) for top in tops)
     }
@@ -860,12 +915,11 @@ def test_the_directory_limits_are_what_slapadd_stores(fits, tmp_path):
     role = "r" * (245 - len("cn=@") - len(role_domain) + over)
     cases = [
         ({**BASE_GATEWAY, "ldap": {"base_dn": base_dn}}, BASE_DOMAIN, "245"),
-        (BASE_GATEWAY, {**BASE_DOMAIN, "domain": domain_name}, "228"),
+        (BASE_GATEWAY, renamed(BASE_DOMAIN, domain_name), "228"),
         (
             BASE_GATEWAY,
             {
-                **BASE_DOMAIN,
-                "domain": role_domain,
+                **renamed(BASE_DOMAIN, role_domain),
                 "recipients": {"ownerbase": "uidowner", role: {"kind": "role", "owners": ["uidowner"]}},
             },
             "245",
