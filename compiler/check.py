@@ -716,6 +716,191 @@ def names_agree(decls: Declarations) -> list[Finding]:
 RULES += (names_agree, national_aliases_hold, captures_hold)
 
 
+# --- authenticated submission and the automation relay (docs/submission.md) ----------------------
+
+
+def submission_needs_the_service(decls: Declarations) -> list[Finding]:
+    """A domain's certificates and automation clients need gateway.yaml's submission section to mean anything."""
+    if decls.gateway.submission is not None:
+        return []
+    return [
+        source.doc.finding(
+            ("submission",),
+            "no-submission-service",
+            "this domain declares client certificates or automation clients, but gateway.yaml declares no "
+            "submission service (submission:) for them to use",
+            at_key=True,
+        )
+        for source in decls.domains
+        if source.decl.submission.client_certificates or source.decl.submission.automation_clients
+    ]
+
+
+def automation_rates_have_a_service(decls: Declarations) -> list[Finding]:
+    settings = decls.gateway.submission
+    if settings is None:
+        return []
+    rates = sorted(service.messages_per_hour for service in settings.automation_services)
+    offered = ", ".join(str(rate) for rate in rates) if rates else "none"
+    return [
+        source.doc.finding(
+            ("submission", "automation_clients", name, "messages_per_hour"),
+            "unknown-automation-rate",
+            f"automation client '{name}': no automation service of gateway.yaml has the rate "
+            f"{client.messages_per_hour} messages per hour (the rates offered: {offered})",
+        )
+        for source in decls.domains
+        for name, client in source.decl.submission.automation_clients.items()
+        if settings.automation_port(client.messages_per_hour) is None
+    ]
+
+
+def certificates_send_as_their_site(decls: Declarations) -> list[Finding]:
+    """A certificate may send as its own site's domains only, as a site relay does."""
+    site_of = {source.decl.domain: source.decl.site for source in decls.domains}
+    findings = []
+    for source in decls.domains:
+        for name, cert in source.decl.submission.client_certificates.items():
+            for i, domain in enumerate(cert.sender_domains):
+                if site_of.get(domain) == source.decl.site:
+                    continue
+                why = (
+                    f"is a domain of site {site_of[domain]}, not of site {source.decl.site}"
+                    if domain in site_of
+                    else "is not a domain of the gateway"
+                )
+                findings.append(
+                    source.doc.finding(
+                        ("submission", "client_certificates", name, "sender_domains", i),
+                        "certificate-domain",
+                        f"client certificate '{name}' may not send as '{domain}': it {why}",
+                    )
+                )
+    return findings
+
+
+def one_declaration_per_certificate(decls: Declarations) -> list[Finding]:
+    first: dict[str, tuple[DomainSource, str]] = {}
+    findings = []
+    for source in sorted(decls.domains, key=lambda s: s.doc.relpath):
+        for name, cert in source.decl.submission.client_certificates.items():
+            loc = ("submission", "client_certificates", name, "fingerprint")
+            if cert.fingerprint in first:
+                other, other_name = first[cert.fingerprint]
+                where = _where(other, ("submission", "client_certificates", other_name, "fingerprint"))
+                findings.append(
+                    source.doc.finding(
+                        loc,
+                        "duplicate-certificate",
+                        f"client certificate '{name}' has the fingerprint of '{other_name}', declared at {where}; "
+                        "one certificate, one declaration",
+                    )
+                )
+            else:
+                first[cert.fingerprint] = (source, name)
+    return findings
+
+
+def automation_networks_belong_to_one_client(decls: Declarations) -> list[Finding]:
+    """Each address reaches one automation client's destinations and rate: networks of two clients never overlap."""
+    claims = [
+        (source, name, i, net)
+        for source in sorted(decls.domains, key=lambda s: s.doc.relpath)
+        for name, client in source.decl.submission.automation_clients.items()
+        for i, net in enumerate(client.networks)
+    ]
+    findings = []
+    for later, (source, name, i, net) in enumerate(claims):
+        for other, other_name, j, other_net in claims[:later]:
+            if (other, other_name) != (source, name) and net.version == other_net.version and net.overlaps(other_net):
+                where = _where(other, ("submission", "automation_clients", other_name, "networks", j))
+                findings.append(
+                    source.doc.finding(
+                        ("submission", "automation_clients", name, "networks", i),
+                        "automation-network-claimed",
+                        f"network {net} of automation client '{name}' overlaps {other_net} of automation client "
+                        f"'{other_name}' at {where}; an address belongs to one client",
+                    )
+                )
+                break
+    return findings
+
+
+def automation_clients_are_not_the_gateway(decls: Declarations) -> list[Finding]:
+    own = [ipaddress.IPv4Address(host) for host in decls.gateway.mx_hosts if values.host_is_address(host)]
+    return [
+        source.doc.finding(
+            ("submission", "automation_clients", name, "networks", i),
+            "automation-network-is-gateway",
+            f"network {net} of automation client '{name}' holds {host}, one of the gateway's own MX hosts",
+        )
+        for source in decls.domains
+        for name, client in source.decl.submission.automation_clients.items()
+        for i, net in enumerate(client.networks)
+        for host in own
+        if net.version == 4 and host in net
+    ]
+
+
+def automation_destinations_exist(decls: Declarations) -> list[Finding]:
+    """An address destination in a domain the gateway serves by list must be accepted there, or mail would bounce."""
+    listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    accepted = None
+    findings = []
+    for source in decls.domains:
+        for name, client in source.decl.submission.automation_clients.items():
+            for i, destination in enumerate(client.destinations):
+                local, at, domain = destination.partition("@")
+                if not at or domain not in listed:
+                    continue
+                accepted = accepted if accepted is not None else _accepted(decls)
+                if local not in accepted[domain]:
+                    findings.append(
+                        source.doc.finding(
+                            ("submission", "automation_clients", name, "destinations", i),
+                            "undeclared-destination",
+                            f"destination '{destination}' of automation client '{name}' is in '{domain}', which "
+                            "this gateway serves, but is not declared there",
+                        )
+                    )
+    return findings
+
+
+def submission_ports_are_free(decls: Declarations) -> list[Finding]:
+    """Every service of an MX node listens on its own port: the LDAP server and the release service have theirs."""
+    settings = decls.gateway.submission
+    if settings is None:
+        return []
+    taken = {decls.gateway.ldap.port: "the LDAP server (ldap.port)"}
+    if decls.gateway.portal is not None:
+        taken[int(decls.gateway.portal.release_service.rpartition(":")[2])] = "the release service (portal)"
+    ports: list[tuple[tuple[str | int, ...], int]] = [
+        (("submission", "starttls_port"), settings.starttls_port),
+        (("submission", "implicit_tls_port"), settings.implicit_tls_port),
+    ]
+    ports += [
+        (("submission", "automation_services", i, "port"), service.port)
+        for i, service in enumerate(settings.automation_services)
+    ]
+    return [
+        decls.gateway_doc.finding(loc, "port-taken", f"port {port} is already the port of {taken[port]}")
+        for loc, port in ports
+        if port in taken
+    ]
+
+
+RULES += (
+    submission_needs_the_service,
+    automation_rates_have_a_service,
+    certificates_send_as_their_site,
+    one_declaration_per_certificate,
+    automation_networks_belong_to_one_client,
+    automation_clients_are_not_the_gateway,
+    automation_destinations_exist,
+    submission_ports_are_free,
+)
+
+
 # --- DKIM keys, the DNS records and forwarded mail (docs/dns.md) --------------------------------------
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from compiler.declarations import Address, Declarations, DomainSource, NationalResolution
 from compiler.filters import FilterPolicy, resolve
-from compiler.model import Capture, DkimKey, Dmarc, GatewayDeclaration, IPNetwork, NextHop
+from compiler.model import Capture, DkimKey, Dmarc, DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Domain:
     reserved: tuple[str, ...] = ()
     # Addresses whose every message is copied, with a notice (docs/site-admins.md); None: no capture.
     capture: Capture | None = None
+    # Its client certificates and automation clients (docs/submission.md).
+    submission: DomainSubmission = field(default_factory=DomainSubmission)
     # Its DKIM keys in selector order, and its DMARC record (docs/dns.md).
     dkim: tuple[DkimKey, ...] = ()
     dmarc: Dmarc | None = None
@@ -116,6 +118,7 @@ def _domain(source: DomainSource, national: NationalResolution | None = None) ->
             if not _declares(declared, f"{local}@{decl.domain}")
         ),
         capture=decl.capture,
+        submission=decl.submission,
         dkim=tuple(sorted(decl.dkim.selectors, key=lambda key: key.name)) if decl.dkim else (),
         dmarc=decl.dmarc,
     )

@@ -194,6 +194,132 @@ class Capture(_Strict):
     notify: Annotated[list[MailAddress], Field(min_length=1)]
 
 
+# --- authenticated submission and the automation relay (docs/submission.md) -----------------------
+
+LdapUri = Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)]
+ServicePort = Annotated[int, PlainValidator(values.service_port, json_schema_input_type=int)]
+MessagesPerHour = Annotated[int, PlainValidator(values.messages_per_hour, json_schema_input_type=int)]
+ClientName = Annotated[str, AfterValidator(values.client_name)]
+FilePath = Annotated[str, AfterValidator(values.absolute_path)]  # a file on the MX node
+MAX_SOCKET_PATH_BYTES = 107  # sockaddr_un's sun_path on Linux, with the final NUL
+
+
+class AaiDirectory(_Strict):
+    """The AAI's LDAP directory: Dovecot checks a login by binding to it as the user, with the password given."""
+
+    # Tried in order; ldaps:// (TLS), ldap:// (StartTLS, required) or ldapi:// (a local socket), not mixed.
+    uris: Annotated[list[LdapUri], Field(min_length=1), BeforeValidator(_one_or_many)]
+    # Where the users' entries are; the search for a login's entry starts here.
+    base: Annotated[str, AfterValidator(values.distinguished_name)]
+    user_filter: Annotated[str, AfterValidator(values.ldap_filter)] = "(&(objectClass=inetOrgPerson)(uid=%u))"
+    # 'uid=%u,ou=people,...': bind as this DN directly, without searching first.
+    bind_template: Annotated[str, AfterValidator(values.bind_template)] | None = None
+    # Who searches (anonymous without one); its password is a Dovecot include on the node ('dnpass = ...').
+    search_dn: Annotated[str, AfterValidator(values.distinguished_name)] | None = None
+    search_password_file: FilePath | None = None
+    ca_file: FilePath | None = None  # the CA of the directory's certificate; default: the system's
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AaiDirectory:
+        if (self.search_dn is None) != (self.search_password_file is None):
+            raise PydanticCustomError(
+                "bad-aai-directory", "name search_dn and search_password_file together, or neither (anonymous search)"
+            )
+        schemes = {uri.partition("://")[0] for uri in self.uris}
+        if len(schemes) > 1:
+            raise PydanticCustomError(
+                "bad-aai-directory",
+                "the uris mix {schemes}; list servers of one kind (Dovecot uses StartTLS for all of them or none)",
+                {"schemes": ", ".join(f"{s}://" for s in sorted(schemes))},
+            )
+        return self
+
+
+class AutomationService(_Strict):
+    """One smtpd for automation clients of one rate: each client address may send this many messages per hour."""
+
+    port: ServicePort
+    messages_per_hour: MessagesPerHour
+
+
+class SubmissionSettings(_Strict):
+    """gateway.yaml `submission:`: the MX's authenticated submission services and its automation relay."""
+
+    aai_directory: AaiDirectory
+    starttls_port: ServicePort = 587  # STARTTLS required before AUTH (RFC 6409)
+    implicit_tls_port: ServicePort = 465  # TLS from the first byte (RFC 8314)
+    # The key and certificate chain users' clients see (one PEM file, key first); Puppet installs it.
+    tls_chain_file: FilePath = "/etc/postfix/tls/submission.pem"
+    message_size_limit: Annotated[int, PlainValidator(values.message_size_limit, json_schema_input_type=int)] = (
+        values.MX_MESSAGE_SIZE_LIMIT
+    )
+    recipient_limit: Annotated[int, PlainValidator(values.recipient_limit, json_schema_input_type=int)] = 100
+    # AUTH commands (right or wrong) one client address may send per hour to each submission service.
+    auth_rate_limit: Annotated[int, PlainValidator(values.auth_rate_limit, json_schema_input_type=int)] = 100
+    # One service per rate: an automation client uses the port of its rate.
+    automation_services: list[AutomationService] = []
+    # Dovecot's auth socket for Postfix (out/dovecot/dovecot.conf and main.cf's smtpd_sasl_path name it).
+    auth_socket: FilePath = "/var/spool/postfix/private/auth"
+
+    @model_validator(mode="after")
+    def _distinct_services(self) -> SubmissionSettings:
+        if len(self.auth_socket.encode()) > MAX_SOCKET_PATH_BYTES:
+            raise PydanticCustomError(
+                "bad-path",
+                "auth_socket '{path}' is too long: a socket's path must fit in {limit} bytes",
+                {"path": self.auth_socket, "limit": MAX_SOCKET_PATH_BYTES},
+            )
+        ports = [self.starttls_port, self.implicit_tls_port] + [s.port for s in self.automation_services]
+        again = next((port for i, port in enumerate(ports) if port in ports[:i]), None)
+        if again is not None:
+            raise PydanticCustomError(
+                "duplicate-port", "port {port} is given to two services; each service has its own", {"port": again}
+            )
+        rates = [s.messages_per_hour for s in self.automation_services]
+        same = next((rate for i, rate in enumerate(rates) if rate in rates[:i]), None)
+        if same is not None:
+            raise PydanticCustomError(
+                "duplicate-rate",
+                "two automation services have the rate {rate} messages per hour; one service per rate",
+                {"rate": same},
+            )
+        return self
+
+    def automation_port(self, rate: int) -> int | None:
+        return next((s.port for s in self.automation_services if s.messages_per_hour == rate), None)
+
+
+class ClientCertificate(_Strict):
+    """A server's or device's TLS client certificate, which may submit without a password as these domains
+    (left out: the domain of its file; written, at least one)."""
+
+    fingerprint: Annotated[str, PlainValidator(values.certificate_fingerprint, json_schema_input_type=str)]
+    sender_domains: Annotated[list[DomainName], Field(min_length=1), BeforeValidator(_one_or_many)] = []
+
+
+class AutomationClient(_Strict):
+    """Devices that cannot authenticate (alarms, sensors): from these networks, only to these destinations."""
+
+    networks: Annotated[
+        list[Annotated[IPNetwork, PlainValidator(values.automation_network, json_schema_input_type=str)]],
+        Field(min_length=1),
+        BeforeValidator(_one_or_many),
+    ]
+    destinations: Annotated[
+        list[Annotated[str, PlainValidator(values.destination, json_schema_input_type=str)]],
+        Field(min_length=1),
+        BeforeValidator(_one_or_many),
+    ]
+    messages_per_hour: MessagesPerHour
+
+
+class DomainSubmission(_Strict):
+    """A domain's `submission:`: its client certificates and automation clients (docs/site-admins.md)."""
+
+    client_certificates: dict[ClientName, ClientCertificate] = {}
+    automation_clients: dict[ClientName, AutomationClient] = {}
+
+
 # --- DKIM, DMARC, the DNS records and forwarded mail (docs/dns.md) -------------------------------
 
 DkimSelectorName = Annotated[str, AfterValidator(values.dkim_selector)]
@@ -254,6 +380,8 @@ class DomainDeclaration(_Strict):
     # The site's own list, fetched by mailgw sync into sources/<domain>.yaml instead of recipients here.
     source: Source | None = None
     capture: Capture | None = None
+    # Client certificates and automation clients of the site's servers and devices (docs/submission.md).
+    submission: DomainSubmission = DomainSubmission()
     # DKIM keys and the DMARC record the domain publishes (docs/dns.md).
     dkim: Dkim | None = None
     dmarc: Dmarc | None = None
@@ -534,6 +662,8 @@ class GatewayDeclaration(_Strict):
     national: NationalSettings | None = None
     capture: CaptureService = CaptureService()
     plan: PlanSettings = PlanSettings()
+    # Authenticated submission (587, 465) and the automation relay (docs/submission.md); none without it.
+    submission: SubmissionSettings | None = None
     # DKIM keys on the nodes, the records the domains publish, forwarded mail (docs/dns.md).
     dkim: DkimSettings = DkimSettings()
     dns: DnsSettings | None = None
@@ -576,6 +706,12 @@ _MODELS = (
     NationalAliases,
     NationalChoice,
     NationalChoices,
+    AaiDirectory,
+    AutomationService,
+    SubmissionSettings,
+    ClientCertificate,
+    AutomationClient,
+    DomainSubmission,
     DkimKey,
     Dkim,
     Dmarc,

@@ -14,12 +14,14 @@ Postfix.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
 from compiler import capture
 from compiler.fleet import Fleet
 from compiler.model import IPNetwork
+from compiler.targets import submission
 from compiler.targets.postfix import FORWARD_MAP, FORWARD_TRANSPORT, MAPS
 from compiler.targets.postfix_config import CIDR_TABLES, MYNETWORKS, RECIPIENT_DELIMITER, UNVERIFIED_REJECT_REASON
 
@@ -172,10 +174,13 @@ def transport_keys(local: str, domain: str) -> list[str]:
     return full + parent_keys(domain) + ["*"]
 
 
-def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = None) -> Explanation:
+def explain(
+    fleet: Fleet, tables: Tables, address: str, client: str | None = None, *, relaying: Step | None = None
+) -> Explanation:
     """What the MX does with RCPT TO:<address> from `client` (default: an unknown client on the internet).
 
-    `address` is local@domain with the domain as A-labels; raises ValueError otherwise.
+    `address` is local@domain with the domain as A-labels; raises ValueError otherwise. `relaying`: the
+    step that let a client of a submission service relay (explain_submission), instead of port 25's.
     """
     local_written, at, domain_written = address.rpartition("@")
     if not at or not local_written or not domain_written:
@@ -184,7 +189,7 @@ def explain(fleet: Fleet, tables: Tables, address: str, client: str | None = Non
     local, domain = local_written.lower(), domain_written.lower()
     steps: list[Step] = []
 
-    client_step, trusted, refusal = _client(fleet, tables, client)
+    client_step, trusted, refusal = _client(fleet, tables, client) if relaying is None else (relaying, True, None)
     steps.append(client_step)
     if refusal:
         return _verdict(address, REJECTED, refusal, steps)
@@ -451,3 +456,158 @@ def _capture(fleet: Fleet, tables: Tables, address: str) -> tuple[tuple[Delivery
     )
     copies, steps = _deliver(fleet, tables, group)
     return tuple(Delivery(f"{d.recipient} (capture)", d.route) for d in copies), [step] + steps
+
+
+# --- the submission services and the automation relay (docs/submission.md) ------------------------------------
+
+NOT_LOGGED_IN = "log in with your AAI account first (or use a declared client certificate)"
+ACCESS_DENIED = "Access denied"
+OUTSIDE = "any address outside the gateway"
+
+
+def explain_submission(
+    fleet: Fleet,
+    tables: Tables,
+    artifacts: dict[str, bytes],
+    sender: str,
+    rcpt: str | None,
+    *,
+    login: str | None = None,
+    certificate: str | None = None,
+    client: str | None = None,
+) -> Explanation:
+    """MAIL FROM:<sender> RCPT TO:<rcpt> on a submission service (a login or a certificate) or, with only a
+    client address, on the automation relay; the replay of the restrictions templates/postfix write.
+
+    The password itself is not checked here: a login is taken as Dovecot's yes. Without `rcpt`, only what
+    decides about the sender (any recipient outside the gateway). `certificate` is a SHA-256 fingerprint.
+    """
+    label = f"unknown[{client}]" if client else "CLIENT"
+    if login is None and certificate is None:
+        if client is None:
+            raise ValueError("explain a submission by a login, a certificate, or an automation client's address")
+        return _automation(fleet, tables, artifacts, sender, rcpt or "", client)
+    steps: list[Step] = []
+    if login is not None:
+        steps.append(
+            Step(
+                f"client: logged in as {login} (SASL; Dovecot checks the password against the AAI)",
+                (),
+                "may relay (permit_sasl_authenticated); the sender must be an address its uid owns",
+            )
+        )
+        refusal = _login_sender(tables, sender, login, steps)
+    else:
+        lookup = Lookup(
+            "client_certificates", certificate or "", tables.maps["client_certificates"].get(certificate or "")
+        )
+        rule = next((r for r in submission.certificates(fleet) if r.restriction_class == lookup.value), None)
+        if rule is None:
+            steps.append(Step("client: TLS client certificate (check_ccert_access)", (lookup,), "not declared"))
+            reply = f"554 5.7.1 <{label}>: Client host rejected: {NOT_LOGGED_IN}"
+            return _verdict(rcpt or OUTSIDE, REJECTED, ("RCPT TO", reply), steps)
+        steps.append(
+            Step(
+                f"client: certificate {rule.name} of site {rule.site} (check_ccert_access)",
+                (lookup,),
+                f"may relay (permit_tls_clientcerts); it sends as {', '.join(rule.sender_domains)}",
+            )
+        )
+        allowed = ("<>", *rule.sender_domains)  # a bounce is nobody's address
+        refusal = _listed_sender(sender, allowed, rule.refusal, "certificate's sender domains", steps)
+    if refusal:
+        return _verdict(rcpt or OUTSIDE, REJECTED, ("RCPT TO", refusal), steps)
+    return _recipient(fleet, tables, sender, rcpt, steps)
+
+
+def _login_sender(tables: Tables, sender: str, login: str, steps: list[Step]) -> str | None:
+    """reject_authenticated_sender_login_mismatch: the refusal, or None when the login owns the sender."""
+    title = "sender check (reject_authenticated_sender_login_mismatch over sender_logins)"
+    if not sender:
+        steps.append(Step(title, (), "the null sender (a bounce or an auto-reply) is nobody's: not checked"))
+        return None
+    local, _, domain = sender.lower().rpartition("@")
+    lookups, owners, _ = tables.find("sender_logins", address_keys(local, domain))
+    names = owners.split(",") if owners else []
+    if login.lower() in names:
+        steps.append(Step(title, tuple(lookups), f"owned by {login}: may send as it"))
+        return None
+    outcome = f"owned by {', '.join(names)}, not by {login}" if names else "nobody's: no login may send as it"
+    steps.append(Step(title, tuple(lookups), outcome))
+    return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
+
+
+def _listed_sender(sender: str, domains: tuple[str, ...], refusal: str, what: str, steps: list[Step]) -> str | None:
+    """check_sender_access inline:{ domain = ... }, then static:{REJECT ...}: the domain itself, no subdomain."""
+    domain = sender.lower().rpartition("@")[2] if sender else "<>"
+    found = domain in domains
+    lookup = Lookup(what, domain, "OK" if found else None)
+    steps.append(Step(f"sender check (check_sender_access: the {what})", (lookup,), "OK" if found else "refused"))
+    return None if found else f"554 5.7.1 <{sender}>: Sender address rejected: {refusal}"
+
+
+def _recipient(fleet: Fleet, tables: Tables, sender: str, rcpt: str | None, steps: list[Step]) -> Explanation:
+    """The recipient's checks as for any client that may relay; the message then gets outbound filtering."""
+    domain = sender.lower().rpartition("@")[2] if sender else ""
+    served = fleet.domain(domain)
+    policy = f"the outbound policy of {served.name}" if served else "the gateway's outbound defaults"
+    filtering = Step(
+        "filtering (Rspamd's milter, milter_macro_daemon_name = mailgw_outbound)",
+        (),
+        f"outbound mail: {policy}, at the end of DATA",
+    )
+    if rcpt is None:
+        steps.append(filtering)
+        return Explanation(OUTSIDE, ACCEPTED, "RCPT TO", OK_REPLY, None, None, (), tuple(steps))
+    found = explain(fleet, tables, rcpt, relaying=filtering)
+    return dataclasses.replace(found, steps=tuple(steps) + found.steps)
+
+
+def _automation(
+    fleet: Fleet, tables: Tables, artifacts: dict[str, bytes], sender: str, rcpt: str, client: str
+) -> Explanation:
+    ip = ipaddress.ip_address(client)
+    rules = {rule.restriction_class: rule for rule in submission.automation_clients(fleet)}
+    lookups, rule = [], None
+    for name, data in sorted(artifacts.items()):
+        if name.startswith("postfix/automation_") and name.endswith(".cidr"):
+            table = name.removeprefix("postfix/")
+            match = next(
+                (
+                    Lookup(table, str(net), value)
+                    for net, value in _read_cidr(data)
+                    if ip.version == net.version and ip in net
+                ),
+                Lookup(table, str(ip), None),
+            )
+            lookups.append(match)
+            rule = rule or rules.get(match.value or "")
+    if rule is None:
+        steps = [Step(f"client {ip} on the automation services (check_client_access)", tuple(lookups), "no client")]
+        return _verdict(
+            rcpt, REJECTED, ("RCPT TO", f"554 5.7.1 <unknown[{ip}]>: Client host rejected: {ACCESS_DENIED}"), steps
+        )
+    steps = [
+        Step(
+            f"client {ip}: automation client {rule.name} of site {rule.site} (check_client_access)",
+            tuple(lookups),
+            f"served on port {rule.port} only, at most {rule.messages_per_hour} messages an hour from this address "
+            "(anvil; then 450 4.7.1 at MAIL FROM)",
+        )
+    ]
+    refusal = _listed_sender(sender, rule.sender_domains, rule.sender_refusal, "site's domains", steps)
+    if refusal:
+        return _verdict(rcpt, REJECTED, ("RCPT TO", refusal), steps)
+    local, _, domain = rcpt.lower().rpartition("@")
+    tried, found = [], False
+    for key in access_keys(local, domain):
+        found = key in rule.destinations
+        tried.append(Lookup("destinations", key, "OK" if found else None))
+        if found:
+            break
+    title = "destination check (check_recipient_access: the client's destinations)"
+    steps.append(Step(title, tuple(tried), "OK" if found else "refused"))
+    if not found:
+        reply = f"554 5.7.1 <{rcpt}>: Recipient address rejected: {rule.destination_refusal}"
+        return _verdict(rcpt, REJECTED, ("RCPT TO", reply), steps)
+    return _recipient(fleet, tables, sender, rcpt, steps)

@@ -38,8 +38,9 @@ from pydantic import BaseModel
 
 from compiler import codeowners, ldapdiff
 from compiler.declarations import Address
-from compiler.fleet import Domain, Fleet
+from compiler.fleet import Domain, Fleet, network_order
 from compiler.model import PlanSettings
+from compiler.targets import submission
 from compiler.targets.postfix import transport_nexthop
 from compiler.widenings import Widening, widenings
 from compiler.write import MANIFEST
@@ -70,7 +71,7 @@ DIRECTORY_DIR, LDIF_SUFFIX = "ldap/", ".ldif"
 # How a directory entry says which domains it serves (RFC 4524 domainRelatedObject; misc.schema).
 DOMAIN_ATTRIBUTES, ADDRESS_ATTRIBUTES = ("associateddomain",), ("maillocaladdress",)
 # The fields shown in sections of their own; `reserved` follows from the addresses (docs/mx.md), never a setting.
-_OWN_SECTIONS = {"name", "addresses", "nexthops", "source", "reserved"}
+_OWN_SECTIONS = {"name", "addresses", "nexthops", "source", "reserved", "submission"}
 
 T = TypeVar("T")
 
@@ -113,6 +114,8 @@ class DomainPlan:
     directory: tuple[Change, ...]  # LDAP entries whose part for this domain changed
     dns: tuple[Change, ...] = ()  # record sets of out/dns/<domain>.zone: what the domain must publish
     guards: PlanSettings = DEFAULT_GUARDS  # the thresholds that judge it (the base's gateway.yaml)
+    # Who may send as what through the submission services and the automation relay (docs/submission.md).
+    senders: tuple[Change, ...] = ()
 
     @property
     def addresses_changed(self) -> int:
@@ -211,6 +214,7 @@ class Plan:
         counts = (
             (sum(1 for d in self.domains if d.routing and d.status == "changed"), "routing change"),
             (sum(len(d.settings) for d in self.domains), "setting change"),
+            (sum(len(d.senders) for d in self.domains), "sending right"),
             (len(self.changed_entries()), "directory entry"),
             (sum(len(d.dns) for d in self.domains) + len(self.records), "DNS record change"),
             (sum(1 for f in self.files if f.section == "policy"), "policy file"),
@@ -253,6 +257,7 @@ class Plan:
                     "routing": change(d.routing) if d.routing else None,
                     "settings": [change(c) for c in d.settings],
                     "directory": [change(c) for c in d.directory],
+                    "senders": [change(c) for c in d.senders],
                     "dns": [change(c) for c in d.dns],
                 }
                 for d in self.domains
@@ -295,8 +300,11 @@ def make_plan(
         old, new = old_domains.get(name), new_domains.get(name)
         plan = _domain_plan(name, old, new, tuple(by_domain.get(name, ())), guards)
         dns = tuple(records.get(name, ()))
-        if plan is None and dns:
+        senders = sending_rights(old_fleet, new_fleet, name, plan)
+        if plan is None and (dns or senders):
             plan = _domain_plan(name, old, new, (), guards, force=True)
+        if plan is not None and senders:
+            plan = dataclasses.replace(plan, senders=senders)
         if plan is not None:
             domains.append(dataclasses.replace(plan, dns=dns))
     gateway = _changes(
@@ -486,6 +494,58 @@ def _domains_named(lines: set[str]) -> set[str]:
         elif attribute in ADDRESS_ATTRIBUTES:
             found.add(_ldif_value(line).rpartition("@")[2].lower())
     return found
+
+
+# --- sending rights: the submission services and the automation relay (docs/submission.md) -------------------
+
+
+def sending_rights(
+    old_fleet: Fleet | None, new_fleet: Fleet | None, name: str, plan: DomainPlan | None
+) -> tuple[Change, ...]:
+    """Who gains or loses the right to send as what: addresses (their owners' logins), certificates and
+    automation clients of one domain. Nobody has any without gateway.yaml's submission section."""
+    fleets = (old_fleet, new_fleet)
+    on = tuple(f is not None and f.gateway.submission is not None for f in fleets)
+    old, new = (f.domain(name) if f is not None and o else None for f, o in zip(fleets, on, strict=True))
+    if on[0] == on[1] and plan is not None:
+        # The same service on both sides: only the addresses the plan shows changed can change owners.
+        changed = {c.name for c in plan.recipients + plan.aliases}
+    elif on[0] == on[1]:
+        changed = set()
+    else:
+        changed = {a.address for d in (old, new) if d is not None for a in d.addresses}
+    rights = _changes(_address_rights(old, changed), _address_rights(new, changed), str)
+    rights += _changes(_client_rights(old, old_fleet), _client_rights(new, new_fleet), str)
+    return tuple(rights)
+
+
+def _address_rights(domain: Domain | None, addresses: set[str]) -> dict[str, str]:
+    if domain is None or not addresses:
+        return {}
+    rights = {}
+    for address in domain.addresses:
+        if address.address in addresses:
+            owners = submission.sender_owners(address.kind, address.uid, address.owners)
+            if owners:
+                rights[address.address] = "logins " + ", ".join(owners)
+    return rights
+
+
+def _client_rights(domain: Domain | None, fleet: Fleet | None) -> dict[str, str]:
+    if domain is None or fleet is None or fleet.gateway.submission is None:
+        return {}
+    settings = fleet.gateway.submission
+    rights = {
+        f"certificate {name}": f"{cert.fingerprint} as {', '.join(submission.certificate_domains(domain.name, cert))}"
+        for name, cert in domain.submission.client_certificates.items()
+    }
+    for name, client in domain.submission.automation_clients.items():
+        networks = ", ".join(str(net) for net in sorted(set(client.networks), key=network_order))
+        rights[f"automation client {name}"] = (
+            f"from {networks} to {', '.join(sorted(set(client.destinations)))}, "
+            f"{client.messages_per_hour} messages an hour (port {settings.automation_port(client.messages_per_hour)})"
+        )
+    return rights
 
 
 # --- DNS records (docs/dns.md) ------------------------------------------------------------------------

@@ -785,6 +785,66 @@ def guard_min_addresses(value: int) -> int:
     return value
 
 
+# --- authenticated submission and the automation relay (docs/submission.md) -------------------
+
+# A SHA-256 digest is 32 bytes: 64 hex digits, written in pairs with ':' as `openssl x509 -fingerprint` prints them.
+FINGERPRINT_BYTES = 32
+_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]+")
+_CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# A Dovecot LDAP filter (dovecot-ldap.conf.ext pass_filter): the one variable %u, which Dovecot escapes (RFC 4515).
+_LDAP_FILTER = re.compile(r"\((?:[A-Za-z0-9=&|!()*._:-]|%u)+\)")
+_BIND_TEMPLATE_RDN = re.compile(r"[a-zA-Z][a-zA-Z0-9-]*=%u")
+# The largest message the MX itself takes (Postfix's message_size_limit, not changed in main.cf): cleanup(8)
+# enforces it for every service, so a submission limit above it would never apply.
+MX_MESSAGE_SIZE_LIMIT = 10240000
+MIN_MESSAGE_SIZE_LIMIT = 1048576
+MAX_RECIPIENT_LIMIT = 1000
+MAX_RATE = 100000
+
+
+def certificate_fingerprint(value: str) -> str:
+    """A client certificate's SHA-256 fingerprint, as 'AB:CD:...' (32 pairs) or 64 hex digits -> 'AB:CD:...'."""
+    if not isinstance(value, str):
+        raise _fail("bad-fingerprint", "a fingerprint is text like 'AB:CD:...' (quote it in YAML)")
+    if _HEX_PAIRS.fullmatch(value):
+        digits = value.replace(":", "")
+    elif _HEX_RUN.fullmatch(value) and len(value) % 2 == 0:
+        digits = value
+    else:
+        why = _describe_bad_text(value.replace(":", "x")) or _describe_non_ascii(value) or "is not hexadecimal"
+        raise _fail(
+            "bad-fingerprint",
+            "fingerprint '{value}' {why}; write the SHA-256 fingerprint as 'openssl x509 -noout -fingerprint "
+            "-sha256' prints it: 32 pairs of hex digits separated by ':'",
+            value=value,
+            why=why,
+        )
+    if len(digits) != 2 * FINGERPRINT_BYTES:
+        hint = {20: " (that is SHA-1)", 16: " (that is MD5)"}.get(len(digits) // 2, "")
+        raise _fail(
+            "bad-fingerprint",
+            "fingerprint '{value}' has {count} bytes{hint}; a SHA-256 fingerprint has 32",
+            value=value,
+            count=len(digits) // 2,
+            hint=hint,
+        )
+    upper = digits.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def client_name(value: str) -> str:
+    """The name of a client certificate or an automation client: what plans and logs call it."""
+    if not isinstance(value, str) or not _CLIENT_NAME.fullmatch(value):
+        raise _fail(
+            "bad-client-name",
+            "'{value}' is not a client name; use lower-case letters, digits and '-', at most 32 "
+            "(like 'backup-server' or 'lab-alarms')",
+            value=value,
+        )
+    return value
+
+
 # --- DKIM, DMARC and the DNS records a domain publishes (docs/dns.md) ------------------------------
 
 # A DKIM selector is one DNS label here (RFC 6376 3.1 allows dotted ones): it names a key file on the node too.
@@ -804,6 +864,95 @@ def dkim_selector(value: str) -> str:
             "selector '{value}' {why}; use lower-case letters, digits and '-', at most 63 (like 'mailgw2025a')",
             value=value,
             why=why,
+        )
+    return value
+
+
+def destination(value: str) -> str:
+    """Where an automation client may send: an address ('alarms@example.org') or a whole domain ('example.org')."""
+    if not isinstance(value, str):
+        raise _fail("bad-destination", "a destination is text like 'oncall@example.org' or 'example.org'")
+    try:
+        return mail_address(value).lower() if "@" in value else domain_name(value)
+    except PydanticCustomError as err:
+        raise _fail(
+            "bad-destination",
+            "destination '{value}' is neither an address like 'oncall@example.org' nor a domain like "
+            "'example.org': {why}",
+            value=value,
+            why=err.message(),
+        ) from None
+
+
+def messages_per_hour(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE:
+        raise _fail(
+            "bad-rate", "{value} is not a number of messages per hour from 1 to {limit}", value=value, limit=MAX_RATE
+        )
+    return value
+
+
+def service_port(value: int) -> int:
+    """A port of the MX's own services: not 25, which postscreen owns."""
+    if value == 25 and not isinstance(value, bool):
+        raise _fail("bad-port", "port 25 is postscreen's, the MX's own; give this service another port")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _fail("bad-port", "port {value} is not a TCP port from 1 to 65535", value=value)
+    return value
+
+
+def automation_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An automation client's network: the size and kind rules of a site relay's (relay_network)."""
+    try:
+        return relay_network(value)
+    except PydanticCustomError as err:
+        if err.type != "relay-network-too-large":
+            raise
+        net = network(value)
+        raise _fail(
+            "automation-network-too-large",
+            "automation network '{value}' has {count} addresses; an automation client's network may be at most "
+            "a /{smallest}, as a site relay's (list the devices themselves)",
+            value=value,
+            count=f"{net.num_addresses:,}",
+            smallest=RELAY_MIN_PREFIX[net.version],
+        ) from None
+
+
+def message_size_limit(value: int) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_MESSAGE_SIZE_LIMIT <= value <= MX_MESSAGE_SIZE_LIMIT
+    ):
+        raise _fail(
+            "bad-submission-setting",
+            "message size limit {value} is not a number of bytes from {low} to {high} (the MX's own limit)",
+            value=value,
+            low=MIN_MESSAGE_SIZE_LIMIT,
+            high=MX_MESSAGE_SIZE_LIMIT,
+        )
+    return value
+
+
+def recipient_limit(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RECIPIENT_LIMIT:
+        raise _fail(
+            "bad-submission-setting",
+            "recipient limit {value} is not a number of recipients per message from 1 to {limit}",
+            value=value,
+            limit=MAX_RECIPIENT_LIMIT,
+        )
+    return value
+
+
+def auth_rate_limit(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE:
+        raise _fail(
+            "bad-submission-setting",
+            "auth rate limit {value} is not a number of AUTH commands per client address and hour from 1 to {limit}",
+            value=value,
+            limit=MAX_RATE,
         )
     return value
 
@@ -893,6 +1042,38 @@ def mta_sts_max_age(value: int) -> int:
             low=low,
             high=high,
         )
+    return value
+
+
+def ldap_filter(value: str) -> str:
+    """The AAI search filter: parenthesised, balanced, '%u' (the login name) and no other variable or space."""
+    depth, balanced = 0, isinstance(value, str)
+    for char in value if isinstance(value, str) else "":
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        balanced = balanced and depth >= 0
+    if not (balanced and depth == 0 and _LDAP_FILTER.fullmatch(value) and "%u" in value):
+        raise _fail(
+            "bad-ldap-filter",
+            "'{value}' is not an LDAP filter like '(&(objectClass=inetOrgPerson)(uid=%u))': balanced "
+            "parentheses around letters, digits and '=&|!*._:-', with '%u' (the login name) and no spaces",
+            value=value,
+        )
+    return value
+
+
+def bind_template(value: str) -> str:
+    """A DN whose first part is 'ATTRIBUTE=%u' (Dovecot auth_bind_userdn): the user's own entry, bound directly."""
+    first, comma, rest = value.partition(",") if isinstance(value, str) else ("", "", "")
+    try:
+        if not (_BIND_TEMPLATE_RDN.fullmatch(first) and comma and distinguished_name(rest)):
+            raise _fail("bad-dn", "")
+    except PydanticCustomError:
+        raise _fail(
+            "bad-dn",
+            "'{value}' is not a bind DN template like 'uid=%u,ou=people,dc=example,dc=org' (the login name as "
+            "the value of its first part, then a plain DN)",
+            value=value,
+        ) from None
     return value
 
 

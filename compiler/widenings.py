@@ -8,7 +8,9 @@ postscreen permit added or reject dropped, a DNSBL site dropped, its weight
 lowered or an allowlist added, the DNSBL threshold raised or an action
 weakened, a spam quarantine or reject threshold raised or turned off, a virus
 action weakened, a quarantine turned off, an allow list entry added or a
-block list entry dropped.
+block list entry dropped; a client certificate or automation client a
+domain file declares, or widens (docs/submission.md), and the submission
+services turned on.
 
 Each kind is one entry of KINDS: a function from the base Fleet (None: no
 declarations yet) and the new one to the widenings it finds. A new way to let
@@ -26,8 +28,9 @@ from dataclasses import dataclass
 
 from compiler.filters import DIRECTIONS, FilterDefaults, FilterPolicy, resolve
 from compiler.fleet import Domain, Fleet
-from compiler.model import IPNetwork, PostscreenSettings
+from compiler.model import AutomationClient, IPNetwork, PostscreenSettings
 from compiler.pipeline import GATEWAY_FILE
+from compiler.targets import submission
 
 GATEWAY = "gateway"
 # postscreen's actions, weakest first (postscreen(8): ignore lets the client on, drop hangs up).
@@ -195,9 +198,74 @@ def _policy_changes(before: FilterPolicy, after: FilterPolicy) -> Iterator[str]:
             yield f"inbound block list: {entry} removed"
 
 
+# --- submission: who sends out without a login (docs/submission.md) ---------------------------
+
+
+def _submission(old: Fleet | None, new: Fleet) -> Iterator[Widening]:
+    """The submission services turned on (gateway.yaml); a client certificate, or a domain it may send as, that
+    its domain file did not declare before; an automation client's new network, destination or higher rate.
+
+    A login's addresses are not judged here: they follow the addresses the plan shows, like the recipients.
+    """
+    if new.gateway.submission is None:
+        return
+    was_on = old is not None and old.gateway.submission is not None
+    if not was_on:
+        yield Widening(
+            "submission",
+            GATEWAY,
+            "the submission services open: AAI logins send as the addresses they own",
+            GATEWAY_FILE,
+        )
+    before = _domains(old) if was_on else {}
+    for domain in new.domains:
+        was = before.get(domain.name)
+        old_certificates = (
+            {
+                c.fingerprint: set(submission.certificate_domains(domain.name, c))
+                for c in was.submission.client_certificates.values()
+            }
+            if was
+            else {}
+        )
+        for name, cert in sorted(domain.submission.client_certificates.items()):
+            domains = submission.certificate_domains(domain.name, cert)
+            held = old_certificates.get(cert.fingerprint)
+            if held is None:
+                change = f"client certificate {name} ({cert.fingerprint}) may send as {', '.join(domains)}"
+            elif added := [d for d in domains if d not in held]:
+                change = f"client certificate {name} may now also send as {', '.join(added)}"
+            else:
+                continue
+            yield Widening("submission", domain.name, change, domain.source)
+        old_clients = was.submission.automation_clients if was else {}
+        for name, client in sorted(domain.submission.automation_clients.items()):
+            yield from (
+                Widening("submission", domain.name, f"automation client {name}: {change}", domain.source)
+                for change in _automation_changes(old_clients.get(name), client)
+            )
+
+
+def _automation_changes(before: AutomationClient | None, after: AutomationClient) -> Iterator[str]:
+    if before is None:
+        networks, destinations = ", ".join(map(str, after.networks)), ", ".join(after.destinations)
+        yield f"{networks} may send without a login to {destinations}, {after.messages_per_hour} messages an hour"
+        return
+    for net in after.networks:
+        if not any(_within(net, wider) for wider in before.networks):
+            yield f"{net} may send without a login"
+    held = set(before.destinations)
+    added = [d for d in after.destinations if d not in held and d.rpartition("@")[2] not in held]
+    if added:
+        yield f"may now also send to {', '.join(added)}"
+    if after.messages_per_hour > before.messages_per_hour:
+        yield f"rate raised from {before.messages_per_hour} to {after.messages_per_hour} messages an hour"
+
+
 KINDS: tuple[Kind, ...] = (
     Kind("relay_networks", "relay networks", _relay_networks),
     Kind("recipient_check", "recipient check", _recipient_checks),
     Kind("postscreen", "postscreen and DNSBL", _postscreen),
     Kind("filters", "spam and virus filters", _filters),
+    Kind("submission", "certificates and automation clients", _submission),
 )

@@ -10,6 +10,10 @@ tests as if NAME were not installed (tests/test_conftest.py proves the banner).
 Property tests count the examples that reach their assertions
 (`reached(...)`); the share of each is shown at the end of the run, and one
 under MIN_REACHED fails it.
+
+Under pytest-xdist (pyproject.toml runs the suite on two workers, a module
+per worker) the workers send their counts to the controller, which prints
+the banner and the shares and fails the run.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ PACKAGES = {
     "git": "git",
     "ssh-keygen": "openssh-client",
     "jq": "jq",
+    "dovecot": "dovecot-core dovecot-ldap",
+    "doveconf": "dovecot-core",
 }
 # Examples of a property test that must reach its assertions (the rest are counted as discarded).
 MIN_REACHED = 0.8
@@ -126,6 +132,15 @@ def pytest_runtest_setup(item):
         pytest.skip(f"needs {', '.join(absent)} (Debian: {' '.join(PACKAGES.get(n, n) for n in absent)})")
 
 
+def pytest_collection_modifyitems(items):
+    """On pytest-xdist workers the modules that run `puppet apply` go first: each apply is seconds of Ruby, and
+    started last they would leave one worker running them alone at the end. The order within a module stays."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    puppet = {item.path for item in items for m in item.iter_markers("needs") if "puppet" in m.args}
+    items.sort(key=lambda item: item.path not in puppet)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A test that needs a real program or root and was skipped some other way counts as skipped too."""
@@ -152,7 +167,32 @@ def _low_reach() -> list[str]:
     return [test for test, runs in _examples.items() if runs and _reached[test] / runs < MIN_REACHED]
 
 
+def _counts() -> dict[str, dict[str, int] | dict[str, str]]:
+    return {
+        "skipped_for": dict(_skipped_for),
+        "skipped_root": dict(_skipped_root),
+        "skipped_other": dict(_skipped_other),
+        "examples": dict(_examples),
+        "reached": dict(_reached),
+    }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Under pytest-xdist each worker counts its own skips and examples: the controller adds them up."""
+    counts = getattr(node, "workeroutput", {}).get("mailgw_counts", {})
+    _skipped_for.update(counts.get("skipped_for", {}))
+    _skipped_root.update(counts.get("skipped_root", {}))
+    _skipped_other.update(counts.get("skipped_other", {}))
+    _examples.update(counts.get("examples", {}))
+    _reached.update(counts.get("reached", {}))
+
+
 def pytest_sessionfinish(session, exitstatus):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller judges the whole run
+        workeroutput["mailgw_counts"] = _counts()
+        return
     failing = under_ci() and (_skipped_for or _skipped_root or _skipped_other)
     if (failing or _low_reach()) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -265,7 +305,20 @@ def domain_yaml(domain: str = "tifpa.example.org", **overrides: str) -> str:
 def hs_cache(request, tmp_path_factory) -> Path:
     """Rspamd's compiled Hyperscan databases, kept between test runs (the first compile takes ~20 s)."""
     cache = getattr(request.config, "cache", None)
-    return cache.mkdir("rspamd-hyperscan") if cache is not None else tmp_path_factory.mktemp("hyperscan")
+    # One directory per pytest-xdist worker: two Rspamds never write the same database file at once.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    name = f"rspamd-hyperscan-{worker}" if worker else "rspamd-hyperscan"
+    return cache.mkdir(name) if cache is not None else tmp_path_factory.mktemp("hyperscan")
+
+
+@pytest.fixture(scope="module")
+def rspamadm_hs_cache(tmp_path_factory) -> Path:
+    """hs_cache for the rspamadm runs of one module (configtest, configdump): each regexp map compiled once.
+
+    rspamadm compiles the Hyperscan database of every regexp map it loads, most of its run time on a fresh tree.
+    The module's own directory: its rspamadm runs come one at a time, and nothing else compiles into it.
+    """
+    return tmp_path_factory.mktemp("rspamadm-hyperscan")
 
 
 @pytest.fixture(scope="session")

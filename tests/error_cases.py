@@ -33,6 +33,14 @@ SOURCE_URL = "https://directory.tifpa.example.org/mailgw/addresses.csv"
 TOKEN = "  token_file: /etc/mailgw-sync/tifpa.token\n"
 SOURCE = f"source:\n  url: {SOURCE_URL}\n  format: csv\n" + TOKEN
 CSV_HEADER = "address,kind,uid,owners\n"
+# A gateway with the submission services and one automation service (docs/submission.md).
+AAI = "  aai_directory: {uris: ['ldaps://ldap.aai.example.org'], base: 'ou=people,dc=aai,dc=org'}\n"
+SUBMISSION_GATEWAY = (
+    GATEWAY_HEAD + "submission:\n" + AAI + "  automation_services: [{port: 2525, messages_per_hour: 60}]\n"
+)
+FINGERPRINT = ":".join(["AB"] * 32)
+CERTIFICATES = "submission:\n  client_certificates:\n"
+AUTOMATION = "submission:\n  automation_clients:\n"
 # Public keys as a DKIM record publishes them (p=): RSA 2048, RSA 1024, an EC key, Ed25519.
 DKIM_RSA = (
     "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvEWDwo8mdQHrRNxBWgyNqdGEDEs6vN8l8q9e93fjcwjIBM/G4faFzJVb"
@@ -972,6 +980,286 @@ CASES = [
             f"{SYNCED}:1:1: error[unclaimed-synced-file]: no domain declares a source that 'mailgw sync' writes "
             f"into {SYNCED}; delete the file, or add the source back to its domain"
         ],
+    ),
+    # --- authenticated submission and the automation relay (docs/submission.md) -----------------------
+    Case(
+        "bad-fingerprint",
+        "model",
+        "a client certificate's fingerprint of the wrong length (SHA-256 has 32 bytes)",
+        _domain(
+            VALID
+            + CERTIFICATES
+            + f"    web-portal: {{fingerprint: '{':'.join(['AB'] * 20)}', sender_domains: [tifpa.example.org]}}\n"
+        ),
+        [
+            f"{DOMAIN}:10:31: error[bad-fingerprint]: submission.client_certificates['web-portal'].fingerprint: "
+            f"fingerprint '{':'.join(['AB'] * 20)}' has 20 bytes (that is SHA-1); a SHA-256 fingerprint has 32"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "bad-client-name",
+        "model",
+        "a client certificate or automation client named with characters a name may not have",
+        _domain(
+            VALID
+            + CERTIFICATES
+            + f"    Web_Portal: {{fingerprint: '{FINGERPRINT}', sender_domains: [tifpa.example.org]}}\n"
+        ),
+        [
+            f"{DOMAIN}:10:5: error[bad-client-name]: submission.client_certificates.Web_Portal: 'Web_Portal' is not a "
+            "client name; use lower-case letters, digits and '-', at most 32 (like 'backup-server' or 'lab-alarms')"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "automation-network-too-large",
+        "model",
+        "an automation client's network wider than a site relay's may be",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [198.51.0.0/16], destinations: [example.net], messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:10:29: error[automation-network-too-large]: submission.automation_clients['lab-alarms']."
+            "networks[0]: automation network '198.51.0.0/16' has 65,536 addresses; an automation client's network "
+            "may be at most a /24, as a site relay's (list the devices themselves)"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "bad-destination",
+        "model",
+        "an automation client's destination that is neither an address nor a domain",
+        _domain(
+            VALID + AUTOMATION + "    lab-alarms: {networks: [198.51.100.20], destinations: ['oncall at example.net'], "
+            "messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:10:60: error[bad-destination]: submission.automation_clients['lab-alarms'].destinations[0]: "
+            "destination 'oncall at example.net' is neither an address like 'oncall@example.org' nor a domain like "
+            "'example.org': domain 'oncall at example.net' contains a space; write a name like 'tifpa.example.org'"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "bad-rate",
+        "model",
+        "a rate that is not a number of messages per hour",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [198.51.100.20], destinations: [example.net], messages_per_hour: 0}\n"
+        ),
+        [
+            f"{DOMAIN}:10:93: error[bad-rate]: submission.automation_clients['lab-alarms'].messages_per_hour: 0 is not "
+            "a number of messages per hour from 1 to 100000"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "bad-port",
+        "model",
+        "a submission or automation service on port 25",
+        _domain(VALID),
+        [
+            "gateway.yaml:5:18: error[bad-port]: submission.starttls_port: port 25 is postscreen's, the MX's own; "
+            "give this service another port"
+        ],
+        gateway=GATEWAY_HEAD + "submission:\n" + AAI + "  starttls_port: 25\n",
+    ),
+    Case(
+        "bad-submission-setting",
+        "model",
+        "a submission message size limit above the MX's own",
+        _domain(VALID),
+        [
+            "gateway.yaml:5:23: error[bad-submission-setting]: submission.message_size_limit: message size limit "
+            "52428800 is not a number of bytes from 1048576 to 10240000 (the MX's own limit)"
+        ],
+        gateway=GATEWAY_HEAD + "submission:\n" + AAI + "  message_size_limit: 52428800\n",
+    ),
+    Case(
+        "bad-ldap-filter",
+        "model",
+        "an AAI search filter without the login name",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:105: error[bad-ldap-filter]: submission.aai_directory.user_filter: '(uid=*)' is not an "
+            "LDAP filter like '(&(objectClass=inetOrgPerson)(uid=%u))': balanced parentheses around letters, digits "
+            "and '=&|!*._:-', with '%u' (the login name) and no spaces"
+        ],
+        gateway=GATEWAY_HEAD + "submission:\n" + AAI.replace("}", ", user_filter: '(uid=*)'}"),
+    ),
+    Case(
+        "bad-dn",
+        "model",
+        "an AAI bind template that does not name the login",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:107: error[bad-dn]: submission.aai_directory.bind_template: 'uid=mrossi,ou=people,dc=aai,"
+            "dc=org' is not a bind DN template like 'uid=%u,ou=people,dc=example,dc=org' (the login name as the "
+            "value of its first part, then a plain DN)"
+        ],
+        gateway=GATEWAY_HEAD
+        + "submission:\n"
+        + AAI.replace("}", ", bind_template: 'uid=mrossi,ou=people,dc=aai,dc=org'}"),
+    ),
+    Case(
+        "bad-aai-directory",
+        "model",
+        "AAI directory servers of two kinds",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:18: error[bad-aai-directory]: submission.aai_directory: the uris mix ldap://, ldaps://; "
+            "list servers of one kind (Dovecot uses StartTLS for all of them or none)"
+        ],
+        gateway=GATEWAY_HEAD
+        + "submission:\n"
+        + AAI.replace("'ldaps://ldap.aai.example.org'", "'ldaps://a.aai.example.org', 'ldap://b.aai.example.org'"),
+    ),
+    Case(
+        "duplicate-port",
+        "model",
+        "two submission or automation services on one port",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:3: error[duplicate-port]: submission: port 587 is given to two services; each service "
+            "has its own"
+        ],
+        gateway=GATEWAY_HEAD + "submission:\n" + AAI + "  automation_services: [{port: 587, messages_per_hour: 60}]\n",
+    ),
+    Case(
+        "duplicate-rate",
+        "model",
+        "two automation services with the same rate",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:3: error[duplicate-rate]: submission: two automation services have the rate 60 messages "
+            "per hour; one service per rate"
+        ],
+        gateway=GATEWAY_HEAD
+        + "submission:\n"
+        + AAI
+        + "  automation_services: [{port: 2525, messages_per_hour: 60}, {port: 2526, messages_per_hour: 60}]\n",
+    ),
+    Case(
+        "no-submission-service",
+        "check",
+        "client certificates or automation clients without the gateway's submission service",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [198.51.100.20], destinations: [example.net], messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:8:1: error[no-submission-service]: this domain declares client certificates or automation "
+            "clients, but gateway.yaml declares no submission service (submission:) for them to use"
+        ],
+    ),
+    Case(
+        "unknown-automation-rate",
+        "check",
+        "an automation client's rate that no automation service has",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [198.51.100.20], destinations: [example.net], messages_per_hour: 100}\n"
+        ),
+        [
+            f"{DOMAIN}:10:93: error[unknown-automation-rate]: automation client 'lab-alarms': no automation service "
+            "of gateway.yaml has the rate 100 messages per hour (the rates offered: 60)"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "certificate-domain",
+        "check",
+        "a client certificate bound to a domain of another site",
+        {
+            DOMAIN: VALID + CERTIFICATES + f"    web-portal: {{fingerprint: '{FINGERPRINT}', sender_domains: "
+            "[tifpa.example.org, lnf.example.org]}\n",
+            "domains/lnf.example.org.yaml": VALID.replace("tifpa.example.org\n", "lnf.example.org\n", 1).replace(
+                "site: TIFPA", "site: LNF"
+            ),
+        },
+        [
+            f"{DOMAIN}:10:166: error[certificate-domain]: client certificate 'web-portal' may not send as "
+            "'lnf.example.org': it is a domain of site LNF, not of site TIFPA"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "duplicate-certificate",
+        "check",
+        "one certificate declared twice (in any spelling of its fingerprint)",
+        _domain(
+            VALID
+            + CERTIFICATES
+            + f"    web-portal: {{fingerprint: '{FINGERPRINT}', sender_domains: [tifpa.example.org]}}\n"
+            f"    backup: {{fingerprint: '{'ab' * 32}', sender_domains: [tifpa.example.org]}}\n"
+        ),
+        [
+            f"{DOMAIN}:11:27: error[duplicate-certificate]: client certificate 'backup' has the fingerprint of "
+            "'web-portal', declared at domains/tifpa.example.org.yaml:10:31; one certificate, one declaration"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "automation-network-claimed",
+        "check",
+        "networks of two automation clients that overlap",
+        _domain(
+            VALID + AUTOMATION + "    lab-alarms: {networks: [198.51.100.16/28], destinations: [example.net], "
+            "messages_per_hour: 60}\n    ups: {networks: [198.51.100.20], destinations: [example.net], "
+            "messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:11:22: error[automation-network-claimed]: network 198.51.100.20/32 of automation client 'ups' "
+            "overlaps 198.51.100.16/28 of automation client 'lab-alarms' at domains/tifpa.example.org.yaml:10:29; an "
+            "address belongs to one client"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "automation-network-is-gateway",
+        "check",
+        "an automation network holding one of the gateway's own MX hosts",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [192.0.2.0/28], destinations: [example.net], messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:10:29: error[automation-network-is-gateway]: network 192.0.2.0/28 of automation client "
+            "'lab-alarms' holds 192.0.2.2, one of the gateway's own MX hosts"
+        ],
+        gateway=SUBMISSION_GATEWAY.replace("[mx1.gw.example.org]", "[mx1.gw.example.org, 192.0.2.2]"),
+    ),
+    Case(
+        "undeclared-destination",
+        "check",
+        "an automation destination in a served domain that is not declared there",
+        _domain(
+            VALID
+            + AUTOMATION
+            + "    lab-alarms: {networks: [198.51.100.20], destinations: [alarms@tifpa.example.org], "
+            "messages_per_hour: 60}\n"
+        ),
+        [
+            f"{DOMAIN}:10:60: error[undeclared-destination]: destination 'alarms@tifpa.example.org' of automation "
+            "client 'lab-alarms' is in 'tifpa.example.org', which this gateway serves, but is not declared there"
+        ],
+        gateway=SUBMISSION_GATEWAY,
+    ),
+    Case(
+        "port-taken",
+        "check",
+        "a submission or automation service on the port of another service of the node",
+        _domain(VALID),
+        ["gateway.yaml:5:32: error[port-taken]: port 389 is already the port of the LDAP server (ldap.port)"],
+        gateway=GATEWAY_HEAD + "submission:\n" + AAI + "  automation_services: [{port: 389, messages_per_hour: 60}]\n",
     ),
     # --- DKIM keys, the DNS records, forwarded mail (docs/dns.md) ---------------------
     Case(

@@ -1,6 +1,7 @@
 """The skip banner: a test that cannot run its real program (or cannot run as root) is listed, and fails CI.
 
-Each case runs pytest in a child process on a three-test file, with this
+Each case runs pytest in a child process (on pytest-xdist workers, as the suite
+runs, and for the main cases in one process too) on a three-test file, with this
 repository's tests/conftest.py as its plugin and slapd hidden (--hide-program):
 as if slapd were not installed, whatever this machine has.
 """
@@ -38,8 +39,12 @@ def test_plain():
 """
 
 
+# pyproject.toml runs the suite on pytest-xdist workers; the counts must come out the same in one process.
+WORKERS = pytest.mark.parametrize("workers", ["2", "0"], ids=["xdist", "one-process"])
+
+
 def _pytest(
-    tmp_path: Path, *, ci: bool, user: list[str] | None = None, probe: str = PROBE
+    tmp_path: Path, *, ci: bool, user: list[str] | None = None, probe: str = PROBE, workers: str = "2"
 ) -> subprocess.CompletedProcess:
     (tmp_path / "test_probe.py").write_text(probe)
     tmp_path.chmod(0o777)  # the run as another user writes its own temporary directory here
@@ -63,6 +68,8 @@ def _pytest(
             str(tmp_path / "basetemp"),
             "--hide-program",
             "slapd",
+            "--numprocesses",
+            workers,
             str(tmp_path / "test_probe.py"),
         ],
         cwd=REPO,
@@ -80,8 +87,9 @@ def _banner(stdout: str) -> list[str]:
     return lines[starts[0] + 1 : starts[1]]
 
 
-def test_under_ci_a_missing_program_fails_the_run_and_the_banner_names_it(tmp_path):
-    done = _pytest(tmp_path, ci=True)
+@WORKERS
+def test_under_ci_a_missing_program_fails_the_run_and_the_banner_names_it(tmp_path, workers):
+    done = _pytest(tmp_path, ci=True, workers=workers)
     assert done.returncode == 1, done.stdout + done.stderr
     banner = _banner(done.stdout)
     assert banner[:2] == [
@@ -93,7 +101,7 @@ def test_under_ci_a_missing_program_fails_the_run_and_the_banner_names_it(tmp_pa
 
 
 def test_locally_a_missing_program_is_a_loud_warning(tmp_path):
-    done = _pytest(tmp_path, ci=False)
+    done = _pytest(tmp_path, ci=False, workers="0")
     assert done.returncode == 0, done.stdout + done.stderr
     banner = _banner(done.stdout)
     assert "  slapd: 1 test(s) skipped; install Debian package(s): slapd" in banner
@@ -106,7 +114,8 @@ def test_under_ci_a_root_only_test_run_without_root_fails_the_run():
     nobody = [program("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
     # Not pytest's tmp_path: its parent is root's alone, and the child runs as nobody.
     with tempfile.TemporaryDirectory(prefix="mailgw-conftest-") as tmp:
-        done = _pytest(Path(tmp), ci=True, user=nobody)
+        # One process: the child as nobody starts no worker of its own (the counts' transfer is proven above).
+        done = _pytest(Path(tmp), ci=True, user=nobody, workers="0")
     assert done.returncode == 1, done.stdout + done.stderr
     banner = _banner(done.stdout)
     assert "ROOT-ONLY TESTS WERE SKIPPED: this run is not root:" in banner
@@ -132,8 +141,9 @@ def test_returns_early_half_the_time(n):
 """
 
 
-def test_a_property_test_that_mostly_skips_its_assertions_fails_the_run(tmp_path):
-    done = _pytest(tmp_path, ci=False, probe=HALF_REACHED)
+@WORKERS
+def test_a_property_test_that_mostly_skips_its_assertions_fails_the_run(tmp_path, workers):
+    done = _pytest(tmp_path, ci=False, probe=HALF_REACHED, workers=workers)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     [share] = [line for line in lines if line.startswith("  half: ")]

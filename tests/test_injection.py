@@ -15,11 +15,12 @@ base fleet (BASE_GATEWAY, BASE_DOMAIN below) and runs `mailgw build`:
   one, as written (itself, lower case, its A-label, a normalised network or
   path; or unchanged, when it means the base value): `postmap -s` of every
   map, `postconf -n` of main.cf, `slapadd` then `slapcat` of the directory,
-  `rspamadm configdump` of the Rspamd sections mailgw writes, and the lines of
-  the cidr tables and Rspamd map files, dnspython's reading of the zone
-  snippets of out/dns and the MTA-STS policy, and the shell's reading of
-  postsrsd's settings. An injected line, parameter, entry, record or template
-  expansion shows up as a difference.
+  `rspamadm configdump` of the Rspamd sections mailgw writes, `doveconf -n` of
+  Dovecot's configuration, and the lines of the cidr tables, Rspamd map files
+  and Dovecot's LDAP settings, dnspython's reading of the zone snippets of
+  out/dns and the MTA-STS policy, and the shell's reading of postsrsd's
+  settings. An injected line, parameter, entry, record or template expansion
+  shows up as a difference.
 
 The strings: the base value with a piece put before, inside or after it, a
 piece alone, or any short text. Pieces are the separators of every consumer's
@@ -61,7 +62,7 @@ from tests.conftest import REPO, program
 from tests.mx_harness import age
 from tests.slapd import Slapd
 
-pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm")
+pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rspamadm", "doveconf")
 
 GATEWAY_FILE = "gateway.yaml"
 DOMAIN = "basedomain.example.org"
@@ -137,6 +138,19 @@ BASE_GATEWAY: dict[str, Any] = {
     },
     "national": {"domain": NATIONAL_DOMAIN},
     "capture": {"notice_service": "127.0.0.1:10098"},
+    "submission": {
+        "aai_directory": {
+            "uris": ["ldaps://aaibase.example.net"],
+            "base": "ou=aaibase,dc=example,dc=org",
+            "user_filter": "(&(objectClass=filterbase)(uid=%u))",
+            "search_dn": "cn=searchbase,dc=example,dc=org",
+            "search_password_file": "/etc/mailgw/searchbase.conf",
+            "ca_file": "/etc/ssl/aaicabase.pem",
+        },
+        "tls_chain_file": "/etc/postfix/tls/chainbase.pem",
+        "auth_socket": "/run/socketbase/auth",
+        "automation_services": [{"port": 2525, "messages_per_hour": 60}],
+    },
     "filters": {
         "inbound": {
             "spam": {"add_header": 5, "rewrite_subject": 7, "subject": "[GWINBASE] %s", "reject": 15},
@@ -191,6 +205,18 @@ BASE_DOMAIN: dict[str, Any] = {
         },
         "outbound": {"spam": {"subject": "[DOMOUTBASE] %s"}},
     },
+    "submission": {
+        "client_certificates": {
+            "certbase": {"fingerprint": ":".join(["10"] * 32), "sender_domains": [DOMAIN]},
+        },
+        "automation_clients": {
+            "automationbase": {
+                "networks": ["198.51.100.160/28"],
+                "destinations": ["destinationbase@externalbase.example.net"],
+                "messages_per_hour": 60,
+            },
+        },
+    },
     "dkim": {"selectors": [{"name": "selectorbase", "algorithm": "rsa", "public_key": DKIM_KEY, "signing": True}]},
     "dmarc": {
         "policy": "reject",
@@ -237,7 +263,19 @@ def base_document(field: Field) -> dict[str, Any]:
 def declarations(field: Field, changed: dict[str, Any]) -> tuple[dict, dict, dict]:
     """(gateway, domain, synced domain) with `changed` in the place of the field's own declaration."""
     document = base_document(field)
+    if field.path == ("domain",):
+        changed = renamed(changed, changed["domain"])
     return tuple(changed if base is document else base for base in (BASE_GATEWAY, BASE_DOMAIN, BASE_SYNCED))
+
+
+def renamed(domain: dict, name: Any) -> dict:
+    """The domain declaration under another name. Its certificates' sender_domains name the domain: left out,
+    they mean the domain of the file, as renamed."""
+    domain = copy.deepcopy(domain)
+    domain["domain"] = name
+    for certificate in domain["submission"]["client_certificates"].values():
+        certificate.pop("sender_domains")
+    return domain
 
 
 # --- the fields, from the schemas -------------------------------------------------------------
@@ -594,9 +632,9 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def read_rspamd(out: Path, work: Path) -> list[str]:
+def read_rspamd(out: Path, work: Path, hs_cache: Path | None = None) -> list[str]:
     """rspamadm configdump of the sections mailgw writes (every leaf as 'path = value'), and the map files' lines."""
-    tree = rspamd_env.config_tree(out, work / "rspamd")
+    tree = rspamd_env.config_tree(out, work / "rspamd", hs_cache=hs_cache)
     done = _run(program("rspamadm"), *tree.variables(), "configdump", "-j", "-c", str(tree.conf / "rspamd.conf"))
     assert done.returncode == 0, done.stderr
     dumped = json.loads(done.stdout[done.stdout.index("{") :])
@@ -617,6 +655,17 @@ def read_rspamd(out: Path, work: Path) -> list[str]:
     for map_file in sorted((out / "rspamd/maps.d").glob("*")):
         read += [f"{map_file.name}: {line}" for line in map_file.read_text().splitlines() if not line.startswith("#")]
     return [POLICY_NAME.sub("mailgw_CLASS", line).replace(str(tree.conf), "$CONFDIR") for line in read]
+
+
+def read_dovecot(out: Path) -> list[str]:
+    """doveconf -n of dovecot.conf (every setting it parsed), and the lines of the LDAP settings it names."""
+    done = _run(program("doveconf"), "-n", "-c", str(out / "dovecot/dovecot.conf"))
+    assert done.returncode == 0 and done.stderr == "", f"doveconf: {done.stderr}"
+    read = [f"dovecot.conf: {line}" for line in done.stdout.splitlines() if not line.startswith("#")]
+    for ldap_settings in sorted((out / "dovecot").glob("*.ext")):
+        lines = ldap_settings.read_text().splitlines()
+        read += [f"{ldap_settings.name}: {line}" for line in lines if not line.startswith("#")]
+    return read
 
 
 MTA_STS_ID = re.compile(r"v=STSv1; id=[A-Za-z0-9]+")
@@ -654,23 +703,26 @@ def read_srs(out: Path) -> list[str]:
     return [f"postsrsd: {line}" for line in done.stdout.splitlines()]
 
 
-def read_back(out: Path, work: Path, base_dn: str, only: set[str] | None = None) -> dict[str, list[str]]:
+def read_back(
+    out: Path, work: Path, base_dn: str, only: set[str] | None = None, hs_cache: Path | None = None
+) -> dict[str, list[str]]:
     readers = {
         "postfix": lambda: read_postfix(out, work),
         "ldap": lambda: read_directory(out, base_dn),
-        "rspamd": lambda: read_rspamd(out, work),
+        "rspamd": lambda: read_rspamd(out, work, hs_cache),
         "dns": lambda: read_dns(out),
         "srs": lambda: read_srs(out),
+        "dovecot": lambda: read_dovecot(out),
     }
     return {name: sorted(reader()) for name, reader in readers.items() if only is None or name in only}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> tuple[Build, dict[str, list[str]]]:
+def base(tmp_path_factory, rspamadm_hs_cache) -> tuple[Build, dict[str, list[str]]]:
     work = tmp_path_factory.mktemp("base")
     result = build(work / "build", BASE_GATEWAY, BASE_DOMAIN)
     assert result.code == 0, result.err
-    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"])
+    return result, read_back(result.out_dir, work, BASE_GATEWAY["ldap"]["base_dn"], hs_cache=rspamadm_hs_cache)
 
 
 def written_forms(value: str) -> list[str]:
@@ -678,6 +730,10 @@ def written_forms(value: str) -> list[str]:
     forms = [value, value.lower(), value.rstrip("/")]
     with contextlib.suppress(ValueError):
         forms.append(str(ipaddress.ip_network(value, strict=True)))
+    digits = value.replace(":", "")
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", digits):  # a SHA-256 fingerprint: 'AB:CD:...' (folded by postmap)
+        pairs = ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+        forms += [pairs.upper(), pairs.lower()]
     local, at, domain = value.rpartition("@")
     head, bracket, host = value.partition("[")
     host, closing, tail = host.partition("]")
@@ -718,7 +774,13 @@ def replaced(readback: dict[str, list[str]], old: str, new: str) -> dict[str, li
 
 
 def assert_read_back_exactly(
-    result: Build, base_build: Build, base_read: dict[str, list[str]], old: str, value: str, work: Path
+    result: Build,
+    base_build: Build,
+    base_read: dict[str, list[str]],
+    old: str,
+    value: str,
+    work: Path,
+    hs_cache: Path | None = None,
 ) -> None:
     """The consumers read the accepted build as they read the base one, with the base value replaced."""
     base_dn = yaml.safe_load((result.root / GATEWAY_FILE).read_text())["ldap"]["base_dn"]
@@ -730,10 +792,11 @@ def assert_read_back_exactly(
             ("rspamd", ["rspamd"]),
             ("dns", ["dns", "mta-sts"]),
             ("srs", ["srs"]),
+            ("dovecot", ["dovecot"]),
         )
         if any(_digest(result.out_dir / top) != _digest(base_build.out_dir / top) for top in tops)
     }
-    read = read_back(result.out_dir, work, base_dn, only=changed)
+    read = read_back(result.out_dir, work, base_dn, only=changed, hs_cache=hs_cache)
     tried = []
     for form in [old, *written_forms(value)]:
         expected = {name: lines for name, lines in replaced(base_read, old, form).items() if name in changed}
@@ -781,7 +844,9 @@ READ_BACKS = 3
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=str)
-def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(field, base, tmp_path_factory):
+def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(
+    field, base, rspamadm_hs_cache, tmp_path_factory
+):
     base_build, base_read = base
     work = tmp_path_factory.mktemp("injection")
     document = base_document(field)
@@ -817,7 +882,7 @@ def test_a_hostile_string_in_any_field_is_refused_cleanly_or_read_back_exactly(f
     for i, (value, result) in enumerate(accepted.values()):
         reader_work = work / f"read-{i}"
         reader_work.mkdir()
-        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work)
+        assert_read_back_exactly(result, base_build, base_read, base_value, value, reader_work, rspamadm_hs_cache)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -842,7 +907,7 @@ FOUND = [
 
 
 @pytest.mark.parametrize("file, path, value", FOUND, ids=[repr(value)[:40] for _, _, value in FOUND])
-def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
+def test_the_strings_the_issue_found(file, path, value, base, rspamadm_hs_cache, tmp_path):
     field = next(f for f in FIELDS if f.file == file and f.path == path)
     changed, old = put(base_document(field), path, value)
     gateway, domain, synced = declarations(field, changed)
@@ -852,7 +917,7 @@ def test_the_strings_the_issue_found(file, path, value, base, tmp_path):
     else:
         base_build, base_read = base
         (tmp_path / "read").mkdir()
-        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read")
+        assert_read_back_exactly(result, base_build, base_read, old, value, tmp_path / "read", rspamadm_hs_cache)
 
 
 def _name(length: int) -> str:
@@ -876,12 +941,11 @@ def test_the_directory_limits_are_what_slapadd_stores(fits, tmp_path):
     role = "r" * (245 - len("cn=@") - len(role_domain) + over)
     cases = [
         ({**BASE_GATEWAY, "ldap": {"base_dn": base_dn}}, BASE_DOMAIN, "245"),
-        (BASE_GATEWAY, {**BASE_DOMAIN, "domain": domain_name}, "228"),
+        (BASE_GATEWAY, renamed(BASE_DOMAIN, domain_name), "228"),
         (
             BASE_GATEWAY,
             {
-                **BASE_DOMAIN,
-                "domain": role_domain,
+                **renamed(BASE_DOMAIN, role_domain),
                 "recipients": {"ownerbase": "uidowner", role: {"kind": "role", "owners": ["uidowner"]}},
             },
             "245",

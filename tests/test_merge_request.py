@@ -23,7 +23,7 @@ from tests.gitrepo import ADMIN, GIT_ENV, commit_all, edit, fleet_repo, init
 
 TIFPA = "domains/tifpa.example.org.yaml"
 WORKFLOWS = REPO / ".github" / "workflows"
-SUMMARY = "tifpa.example.org: +1 -1 ~1 addresses, 3 directory entries, 3 out/ files"
+SUMMARY = "tifpa.example.org: +1 -1 ~1 addresses, 2 sending rights, 3 directory entries, 4 out/ files"
 
 
 def workflow_step(workflow: str, step_id: str) -> dict:
@@ -104,6 +104,10 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         "      ~ cn=visiting@tifpa.example.org,ou=external-aliases,ou=mailgw,dc=example,dc=org",
         "      + uid=gverdi,ou=people,ou=mailgw,dc=example,dc=org",
         "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        # gateway.yaml's submission section: who may send as the addresses (visiting forwards: nobody's).
+        "    sending rights:",
+        "      + giulia.verdi@tifpa.example.org: logins gverdi",
+        "      - paolo.conti@tifpa.example.org: logins pconti",
         "",
         "directory (out/ldap):",
         "    ~ ldap/directory.ldif (+7 -2 lines)",
@@ -112,6 +116,7 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         # With gateway.yaml's forwarding, external aliases are in forward_alias (docs/mx.md).
         "    ~ postfix/forward_alias (+1 -1 lines)",
         "    ~ postfix/relay_recipients (+1 -1 lines)",
+        "    ~ postfix/sender_logins (+1 -1 lines)",
         "",
         f"summary: {SUMMARY}",
         "verdict: safe",
@@ -159,6 +164,7 @@ def test_merge_request_plan_then_merge_then_one_publish_commit(origin, tmp_path,
         "out/ldap/directory.ldif",
         "out/postfix/forward_alias",
         "out/postfix/relay_recipients",
+        "out/postfix/sender_logins",
     ]
 
     # main now holds the out/ its declarations build, and a second run publishes nothing.

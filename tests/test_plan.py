@@ -34,21 +34,28 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # and CNAME, TLS-RPT and cnaf's report consent; cnaf 8, its consent being tifpa's; ge, lab.tifpa, città and
 # example.it 5 each: MX, SPF, MTA-STS twice, TLS-RPT; lnf 1, the backup MX; the gateway's own 8: SPF, A and AAAA
 # of mx1 and mx2, the SRS domain's MX and SPF, the ARC key); 14 policy files (9 in rspamd/local.d, 5 in
-# rspamd/maps.d); 81 gateway settings (the fields of gateway.yaml's model, set or left at their defaults: 31,
+# rspamd/maps.d); 96 gateway settings (the fields of gateway.yaml's model, set or left at their defaults: 31,
 # national.domain and capture.notice_service, the 19 of its portal section, 10 more of its ldap section: the
 # listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory, database_directory,
-# run_directory, tls_certificate, tls_key; the 3 of its plan section; and 16 of DKIM, DNS and forwarding:
+# run_directory, tls_certificate, tls_key; the 3 of its plan section; 16 of DKIM, DNS and forwarding:
 # dkim.key_directory, dns.spf_record, its 2 mx_addresses, ttl, the 3 of mta_sts and tls_reports, the 5 of
-# forwarding and the 2 of its arc key); 41 out/ files beside MANIFEST.json (25 with postfix/capture_bcc,
-# out/portal/portal.json, out/ldap/slapd-config, out/ldap/slapd.yaml, and 13 more: 8 zone snippets, the MTA-STS
-# policy, postfix/forward_alias, rspamd's dkim_signing.conf and arc.conf, srs/postsrsd).
-# 14 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# forwarding and the 2 of its arc key; and the 15 of its submission section: the 7 of aai_directory, the 2 ports,
+# tls_chain_file, message_size_limit, recipient_limit, auth_rate_limit, automation_services, auth_socket); 47 out/
+# files beside MANIFEST.json (25 with postfix/capture_bcc, out/portal/portal.json, out/ldap/slapd-config,
+# out/ldap/slapd.yaml, 13 more: 8 zone snippets, the MTA-STS policy, postfix/forward_alias, rspamd's
+# dkim_signing.conf and arc.conf, srs/postsrsd; and for submission out/dovecot/'s 2 files, postfix/sender_logins,
+# postfix/client_certificates and the 2 automation services' cidr tables).
+# 33 sending rights: the 30 declared addresses that are not external aliases (example.it's role and list
+# among them; the generated national aliases are not sending rights), tifpa's certificate web-portal, and the
+# automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
+# 18 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
 # domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
-# quarantined viruses, and gateway.yaml's postscreen permit and DNSBL allowlist.
-BUNDLED_WIDENINGS = 14
+# quarantined viruses, gateway.yaml's postscreen permit and DNSBL allowlist, and its submission services, tifpa's
+# certificate web-portal and automation client lab-alarms, cnaf's automation client ups-monitors.
+BUNDLED_WIDENINGS = 18
 BUNDLED_SUMMARY = (
-    f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 41 directory entries, "
-    "46 DNS record changes, 14 policy files, 81 gateway settings, 41 out/ files"
+    f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 33 sending rights, "
+    "41 directory entries, 46 DNS record changes, 14 policy files, 96 gateway settings, 47 out/ files"
 )
 # The MTA-STS policy of gateway.yaml's dns.mta_sts and mx_hosts, written out by hand (RFC 8461 3.2), and the
 # record's id: the first 20 hex digits of its sha256 (docs/dns.md).
@@ -171,6 +178,9 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    directory entries:",
         "      + associatedDomain=new.example.org,ou=domains,ou=mailgw,dc=example,dc=org",
         "      + uid=aneri,ou=people,ou=mailgw,dc=example,dc=org",
+        # gateway.yaml's submission section: each address a login may send as.
+        "    sending rights:",
+        "      + anna.neri@new.example.org: logins aneri",
         "    DNS records:",
         f'      + _mta-sts.new.example.org. TXT: "v=STSv1; id={MTA_STS_ID}"',
         '      + _smtp._tls.new.example.org. TXT: "v=TLSRPTv1; rua=mailto:tls-reports@gw.example.org"',
@@ -188,6 +198,10 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "      - cn=info@tifpa.example.org,ou=roles,ou=mailgw,dc=example,dc=org",
         "      + uid=gverdi,ou=people,ou=mailgw,dc=example,dc=org",
         "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "    sending rights:",
+        "      + giulia.verdi@tifpa.example.org: logins gverdi",
+        "      ~ info@tifpa.example.org: logins mrossi -> logins gneri, mrossi",
+        "      - paolo.conti@tifpa.example.org: logins pconti",
         "",
         "policy (out/rspamd):",
         # new.example.org joins the default classes: each names it in a comment and in its rule, inbound
@@ -217,12 +231,15 @@ def test_every_kind_of_domain_change(branch, mailgw):
         "    ~ postfix/relay_domains (+1 -0 lines)",
         # +anna.neri, +giulia.verdi, +sara, ~info and the new domain's postmaster@ and abuse@, -paolo.conti
         "    ~ postfix/relay_recipients (+6 -2 lines)",
+        # +anna.neri, +giulia.verdi, ~info (its owners), -paolo.conti; the new domain's postmaster@ and abuse@
+        # are nobody's.
+        "    ~ postfix/sender_logins (+3 -2 lines)",
         "    ~ postfix/sender_sites (+1 -0 lines)",
         # The new domain's next hop, and sara's way to the forwarding pass.
         "    ~ postfix/transport (+2 -0 lines)",
         "",
-        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 9 directory entries, "
-        "10 DNS record changes, 1 policy file, 10 out/ files",
+        "summary: 4 domains (1 added): +3 -1 ~2 addresses, 2 setting changes, 4 sending rights, 9 directory entries, "
+        "10 DNS record changes, 1 policy file, 11 out/ files",
         "verdict: safe",
     ]
 
@@ -235,7 +252,7 @@ def test_the_three_views_show_one_plan(branch, mailgw):
     document = mailgw(root, "plan", "--format", "json").out
     data = json.loads(document)
     assert document == json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 sending right, 1 directory entry, 3 out/ files"
     assert data["summary"] == summary and f"summary: {summary}" in text
     assert f"**{summary}**" in markdown
     assert data["verdict"] == "safe" and data["reasons"] == [] and data["forced"] is False
@@ -268,6 +285,13 @@ def test_the_three_views_show_one_plan(branch, mailgw):
             "lines_added": 0,
             "lines_removed": 1,
         },
+        {
+            "path": "postfix/sender_logins",
+            "status": "changed",
+            "section": "artifacts",
+            "lines_added": 0,
+            "lines_removed": 1,
+        },
     ]
 
 
@@ -293,7 +317,8 @@ def test_directory_entries_show_under_the_domain_whose_part_changed(branch, mail
         ],
     }
     assert data["directory"] == []
-    assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 3 directory entries, 3 out/ files"
+    # Sending rights: p.conti is pconti's, detector's owners changed (g.verdi forwards: nobody's, before and after).
+    assert data["summary"] == "2 domains: +1 -0 ~2 addresses, 2 sending rights, 3 directory entries, 4 out/ files"
 
 
 def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw):
@@ -310,7 +335,7 @@ def test_an_entry_of_two_domains_shows_under_both_and_counts_once(branch, mailgw
         name: [("uid=aneri,ou=people,ou=mailgw,dc=example,dc=org", "added")]
         for name in ("lab.tifpa.example.org", "tifpa.example.org")
     }
-    assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 1 directory entry, 2 out/ files"
+    assert data["summary"] == "2 domains: +2 -0 ~0 addresses, 2 sending rights, 1 directory entry, 3 out/ files"
 
 
 # --- the guards -----------------------------------------------------------------------------------

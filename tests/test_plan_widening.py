@@ -45,6 +45,9 @@ def widened(data: dict) -> list[tuple[str, str, str, str, str]]:
     return [(w["kind"], w["where"], w["change"], w["file"], w["approval"]) for w in data["widenings"]]
 
 
+# A client certificate's SHA-256 fingerprint, as the plan writes it (pairs of upper-case hex digits).
+CERTIFICATE = ":".join(["5A"] * 32)
+
 # Each edit of a domain file that widens, alone: (file, old text, new text, the widening in words).
 DOMAIN_WIDENINGS = {
     "relay network": (
@@ -103,6 +106,42 @@ DOMAIN_WIDENINGS = {
         'networks: ["2001:db8:bad::/48"]',
         "filters",
         "inbound block list: 203.0.113.0/24 removed",
+    ),
+    "client certificate added": (
+        TIFPA,
+        "  automation_clients:\n",
+        f'    ticketing: {{fingerprint: "{CERTIFICATE.lower()}"}}\n  automation_clients:\n',
+        "submission",
+        f"client certificate ticketing ({CERTIFICATE}) may send as tifpa.example.org",
+    ),
+    "automation client added": (
+        "domains/cnaf.example.org.yaml",
+        "  automation_clients:\n",
+        "  automation_clients:\n    chillers: {networks: [192.0.2.8/30], destinations: [ops@example.net], "
+        "messages_per_hour: 60}\n",
+        "submission",
+        "automation client chillers: 192.0.2.8/30 may send without a login to ops@example.net, 60 messages an hour",
+    ),
+    "automation network added": (
+        TIFPA,
+        "networks: [198.51.100.20, 198.51.100.32/28]",
+        "networks: [198.51.100.20, 198.51.100.32/28, 198.51.100.40, 192.0.2.7]",
+        "submission",
+        "automation client lab-alarms: 192.0.2.7/32 may send without a login",
+    ),
+    "automation destination added": (
+        TIFPA,
+        "destinations: [alarms@lab.tifpa.example.org, oncall@example.net]",
+        "destinations: [alarms@lab.tifpa.example.org, oncall@example.net, someone@example.net]",
+        "submission",
+        "automation client lab-alarms: may now also send to someone@example.net",
+    ),
+    "automation rate raised": (
+        TIFPA,
+        "messages_per_hour: 60",
+        "messages_per_hour: 600",
+        "submission",
+        "automation client lab-alarms: rate raised from 60 to 600 messages an hour",
     ),
 }
 

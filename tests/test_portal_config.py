@@ -94,7 +94,7 @@ def test_without_a_portal_section_nothing_of_the_portal_is_generated(make_repo):
 
 
 @pytest.mark.needs("rspamadm")
-def test_rspamd_reads_the_ingest_password_from_the_node_file(make_repo, tmp_path):
+def test_rspamd_reads_the_ingest_password_from_the_node_file(make_repo, tmp_path, rspamadm_hs_cache):
     include = tmp_path / "quarantine-ingest.ucl"
     gateway = _gateway(extra=f"  ingest_rspamd_include: {include}\n")
     held = "filters:\n  inbound: {spam: {quarantine: 10, reject: false}, quarantine: {enabled: true}}\n"
@@ -105,7 +105,7 @@ def test_rspamd_reads_the_ingest_password_from_the_node_file(make_repo, tmp_path
     for rel, data in compiled.artifacts.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
-    tree = rspamd_env.config_tree(out, tmp_path / "rspamd")
+    tree = rspamd_env.config_tree(out, tmp_path / "rspamd", hs_cache=rspamadm_hs_cache)
     include.write_text('password = "from-the-node";\n')
     checked = rspamd_env.configtest(tree)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -98,6 +98,8 @@ def test_every_table_is_a_generated_artifact_of_a_known_type(tmp_path):
     generated = {("lmdb", f"/etc/postfix/mailgw/{name}") for name in MAPS} | {
         ("cidr", f"/etc/postfix/mailgw/{name}") for name in postfix_config.CIDR_TABLES
     }
+    # One table per automation service of gateway.yaml (ports 2525 and 2526).
+    generated |= {("cidr", f"/etc/postfix/mailgw/automation_{port}.cidr") for port in (2525, 2526)}
     # gateway.yaml declares forwarding: the second pass's virtual_alias_maps (docs/mx.md).
     generated.add(("lmdb", "/etc/postfix/mailgw/forward_alias"))
     assert references == generated
@@ -195,10 +197,12 @@ def test_every_smtp_message_goes_to_rspamd_and_waits_while_it_is_down(tmp_path):
     overrides = subprocess.run([program("postconf"), "-c", str(conf), "-P"], capture_output=True, text=True)
     # Only two services skip Rspamd: the quarantine portal's release service (its mail was scanned before it was
     # held) and the capture notices' service of gateway.yaml (the MX writes those notices itself). The
+    # submission services (587, 465) and the automation relay (gateway.yaml's 2525, 2526) are outbound mail; the
     # forwarding pass (gateway.yaml's forwarding) goes through Rspamd under a name of its own: only its ARC seal.
     assert [line for line in overrides.stdout.splitlines() if "milter" in line] == [
         "127.0.0.1:10026/inet/smtpd_milters =",
         "127.0.0.1:10027/inet/milter_macro_daemon_name = mailgw_forward",
+        *(f"{port}/inet/milter_macro_daemon_name = mailgw_outbound" for port in (587, 465, 2525, 2526)),
         "127.0.0.1:10028/inet/smtpd_milters =",
     ]
 

@@ -36,16 +36,17 @@ def test_changed_declarations_give_one_commit_of_out_only(gateway, mailgw):
     assert result.code == 0, result.err
     commit = repo.head.commit
     assert commit.parents == (declared,)
-    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 directory entry, 2 out/ files"
+    summary = "tifpa.example.org: +0 -1 ~0 addresses, 1 sending right, 1 directory entry, 3 out/ files"
     assert result.out == f"published {commit.hexsha[:12]}: publish out/: {summary}\n"
     assert sorted(commit.stats.files) == [
         "out/MANIFEST.json",
         "out/ldap/directory.ldif",
         "out/postfix/relay_recipients",
+        "out/postfix/sender_logins",
     ]
     assert (commit.author.name, commit.author.email) == ("mailgw publish", "publish@gw.example.org")
     assert (commit.committer.name, commit.committer.email) == ("mailgw publish", "publish@gw.example.org")
-    assert commit.message.splitlines()[:10] == [
+    assert commit.message.splitlines()[:12] == [
         f"publish out/: {summary}",
         "",
         f"mailgw plan: the working tree against the last publish ({declared.parents[0].hexsha[:12]})",
@@ -55,6 +56,8 @@ def test_changed_declarations_give_one_commit_of_out_only(gateway, mailgw):
         "      - paolo.conti@tifpa.example.org: person pconti",
         "    directory entries:",
         "      ~ uid=pconti,ou=people,ou=mailgw,dc=example,dc=org",
+        "    sending rights:",
+        "      - paolo.conti@tifpa.example.org: logins pconti",
         "",
     ]
     assert not repo.is_dirty(untracked_files=True), "the working tree is clean after publish"
@@ -180,6 +183,7 @@ def test_gateway_root_in_a_subdirectory(tmp_path, mailgw):
         "mail/out/MANIFEST.json",
         "mail/out/ldap/directory.ldif",
         "mail/out/postfix/relay_recipients",
+        "mail/out/postfix/sender_logins",
     ]
     assert not repo.is_dirty(untracked_files=True)
 
@@ -208,4 +212,5 @@ def test_git_refusing_the_commit_is_one_line_and_the_next_publish_commits(gatewa
         "out/MANIFEST.json",
         "out/ldap/directory.ldif",
         "out/postfix/relay_recipients",
+        "out/postfix/sender_logins",
     ]

@@ -70,6 +70,7 @@ def test_publish_signs_its_commit_with_the_given_key(gateway, keys, mailgw):
         "out/MANIFEST.json",
         "out/ldap/directory.ldif",
         "out/postfix/relay_recipients",
+        "out/postfix/sender_logins",
     ]
     assert commit.message.startswith("publish out/: tifpa.example.org: +0 -1 ~0 addresses")
 

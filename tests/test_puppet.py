@@ -297,6 +297,10 @@ def node(first) -> Node:
     return node
 
 
+# The maps a new person changes: they are a recipient, and may send as their address (gateway.yaml's submission).
+NEW_PERSON_MAPS = ["relay_recipients", "sender_logins"]
+
+
 def changed_fleet(tmp_path: Path, edit: str) -> Path:
     """out/ of the bundled fleet with one more line in domains/tifpa.example.org.yaml's recipients."""
     repo = tmp_path / "repo"
@@ -390,7 +394,7 @@ def test_a_configuration_postfix_check_refuses_fails_the_run_and_the_running_one
     fixed = node.apply(changed_fleet(tmp_path / "fixed", "nuovo.arrivo: narrivo"))
     assert fixed.code == CHANGES, fixed.out + fixed.err
     assert fixed.checks == [], "the running main.cf and master.cf are the good ones: nothing new to check"
-    assert fixed.postmaps == ["relay_recipients"] and "postfix" in fixed.reloads
+    assert fixed.postmaps == NEW_PERSON_MAPS and "postfix" in fixed.reloads
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
 
 
@@ -421,16 +425,16 @@ def test_one_changed_map_is_reindexed_alone_and_postfix_reloads_once(node, tmp_p
 
     run = node.apply(changed)
     assert run.code == CHANGES, run.out + run.err
-    assert run.postmaps == ["relay_recipients"]
+    assert run.postmaps == NEW_PERSON_MAPS
     # The new person is in the directory too: the LDAP loader runs once, Postfix reloads once, Rspamd not at all.
     assert sorted(run.reloads) == ["ldap", "postfix"]
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
     after = node.snapshot()
     changed_files = {rel for rel in after if before.get(rel) != after[rel]}
     assert changed_files == {
-        "etc/postfix/mailgw/relay_recipients",
-        "etc/postfix/mailgw/relay_recipients.lmdb",
-        "var/lib/mailgw/out/postfix/relay_recipients",
+        *(f"etc/postfix/mailgw/{name}" for name in NEW_PERSON_MAPS),
+        *(f"etc/postfix/mailgw/{name}.lmdb" for name in NEW_PERSON_MAPS),
+        *(f"var/lib/mailgw/out/postfix/{name}" for name in NEW_PERSON_MAPS),
         "var/lib/mailgw/out/ldap/directory.ldif",
         "var/lib/mailgw/ldap/directory.ldif",
     }
@@ -543,7 +547,7 @@ def test_a_failed_postmap_keeps_the_old_table_and_the_next_run_completes_it(node
     node.postmap_fails.unlink()
     retried = node.apply(changed)  # the staged copy is already current: only the index step is left
     assert retried.code == CHANGES, retried.out + retried.err
-    assert retried.postmaps == ["relay_recipients"] and retried.reloads == ["postfix"]
+    assert retried.postmaps == NEW_PERSON_MAPS and retried.reloads == ["postfix"]
     assert node.query("relay_recipients", "nuovo.arrivo@tifpa.example.org") == "person"
 
 
@@ -565,7 +569,7 @@ def test_rolling_back_to_an_earlier_out_restores_it_and_removes_what_came_later(
 
     back = node.apply(fleet_out)
     assert back.code == CHANGES, back.out + back.err
-    assert back.postmaps == ["relay_recipients"]
+    assert back.postmaps == NEW_PERSON_MAPS
     assert sorted(back.reloads) == ["ldap", "postfix", "rspamd"], "each service once"
     after = node.files()
     assert after.keys() == before.keys(), "what came later is gone, what went is back"

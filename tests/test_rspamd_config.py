@@ -188,23 +188,23 @@ def test_generated_files_are_ascii_and_deterministic(make_repo, tmp_path):
 # --- rspamadm configtest ----------------------------------------------------------------
 
 
-def _configtest(out: Path, dest: Path) -> subprocess.CompletedProcess:
-    return rspamd_env.configtest(rspamd_env.config_tree(out, dest))
+def _configtest(out: Path, dest: Path, hs_cache: Path) -> subprocess.CompletedProcess:
+    return rspamd_env.configtest(rspamd_env.config_tree(out, dest, hs_cache=hs_cache))
 
 
 @pytest.mark.needs("rspamadm")
-def test_configtest_passes_without_a_warning_on_the_bundled_fleet(tmp_path):
+def test_configtest_passes_without_a_warning_on_the_bundled_fleet(tmp_path, rspamadm_hs_cache):
     out = tmp_path / "out"
     for rel, data in compile_repository(REPO).artifacts.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
-    result = _configtest(out, tmp_path / "tree")
+    result = _configtest(out, tmp_path / "tree", rspamadm_hs_cache)
     assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
 
 
 @pytest.mark.needs("rspamadm")
-def test_configtest_passes_without_a_warning_on_every_feature(make_repo, tmp_path):
-    result = _configtest(_build(make_repo, FEATURES, tmp_path / "out"), tmp_path / "tree")
+def test_configtest_passes_without_a_warning_on_every_feature(make_repo, tmp_path, rspamadm_hs_cache):
+    result = _configtest(_build(make_repo, FEATURES, tmp_path / "out"), tmp_path / "tree", rspamadm_hs_cache)
     assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
 
 
@@ -217,19 +217,19 @@ GATEWAY_QUARANTINES = [
 
 @pytest.mark.needs("rspamadm")
 @pytest.mark.parametrize("filters", GATEWAY_QUARANTINES, ids=["below-reject", "no-reject"])
-def test_configtest_passes_with_a_quarantine_in_the_gateway_defaults(make_repo, tmp_path, filters):
+def test_configtest_passes_with_a_quarantine_in_the_gateway_defaults(make_repo, tmp_path, filters, rspamadm_hs_cache):
     files = {"gateway": GATEWAY + QUARANTINE + filters, "domains/tifpa.example.org.yaml": domain_yaml()}
-    result = _configtest(_build(make_repo, files, tmp_path / "out"), tmp_path / "tree")
+    result = _configtest(_build(make_repo, files, tmp_path / "out"), tmp_path / "tree", rspamadm_hs_cache)
     assert (result.returncode, result.stdout, result.stderr) == (0, "syntax OK\n", "")
 
 
 @pytest.mark.needs("rspamadm")
-def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path):
+def test_configtest_does_fail_on_a_broken_file(make_repo, tmp_path, rspamadm_hs_cache):
     """The check above can fail: one stray brace in a generated file and rspamadm refuses the tree."""
     out = _build(make_repo, FEATURES, tmp_path / "out")
     with open(out / "rspamd/local.d/settings.conf", "a") as settings:
         settings.write("}\n")
-    result = _configtest(out, tmp_path / "tree")
+    result = _configtest(out, tmp_path / "tree", rspamadm_hs_cache)
     assert result.returncode != 0 and "syntax OK" not in result.stdout
 
 

@@ -100,7 +100,7 @@ def test_a_changed_site_list_goes_through_a_pull_request_to_out(site, tmp_path, 
     (seed_root / TIFPA).write_text(domain[:start] + source + domain[end:])
     first = mailgw(seed_root, "sync", "--credentials", str(credentials))
     assert first.code == 0, first.err
-    assert first.err == f"mailgw sync: wrote {SYNCED}: tifpa.example.org: +13 -0 ~0 addresses\n"
+    assert first.err == f"mailgw sync: wrote {SYNCED}: tifpa.example.org: +13 -0 ~0 addresses, 11 sending rights\n"
     assert mailgw(seed_root, "codeowners").code == 0
     assert mailgw(seed_root, "build").code == 0
     assert (seed_root / "out/postfix/relay_recipients").read_bytes() == (
@@ -132,8 +132,8 @@ def test_a_changed_site_list_goes_through_a_pull_request_to_out(site, tmp_path, 
     proposal = git.Repo(origin).commit(BRANCH)
     assert proposal.parents == (main_before,)
     assert list(proposal.stats.files) == [SYNCED]
-    subject = "sync tifpa.example.org: +1 -1 ~0 addresses"
-    assert proposal.message.splitlines()[:9] == [
+    subject = "sync tifpa.example.org: +1 -1 ~0 addresses, 2 sending rights"
+    assert proposal.message.splitlines()[:12] == [
         subject,
         "",
         "mailgw plan: the working tree against the repository before this sync",
@@ -142,6 +142,9 @@ def test_a_changed_site_list_goes_through_a_pull_request_to_out(site, tmp_path, 
         "    recipients:",
         "      + giulia.verdi@tifpa.example.org: person gverdi",
         "      - l.bianchi@tifpa.example.org: alias of lbianchi",
+        "    sending rights:",
+        "      + giulia.verdi@tifpa.example.org: logins gverdi",
+        "      - l.bianchi@tifpa.example.org: logins lbianchi",
         "",
     ]
     assert proposal.author.name == "mailgw sync"

@@ -118,6 +118,7 @@ def _sections(domain: DomainPlan) -> list[tuple[str, tuple[Change, ...]]]:
         ("routing", (domain.routing,) if domain.routing else ()),
         ("settings", domain.settings),
         ("directory entries", domain.directory),
+        ("sending rights", domain.senders),
         ("DNS records", domain.dns),
     ]
     return [(title, changes) for title, changes in sections if changes]

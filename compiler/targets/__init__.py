@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from compiler.fleet import Fleet
-from compiler.targets import dns, ldap, portal, postfix, postfix_config, rspamd, slapd, srs
+from compiler.targets import dns, dovecot, ldap, portal, postfix, postfix_config, rspamd, slapd, srs
 
-TARGETS = (postfix, postfix_config, rspamd, ldap, slapd, portal, dns, srs)
+TARGETS = (postfix, postfix_config, rspamd, ldap, slapd, portal, dns, srs, dovecot)
 
 
 def render(fleet: Fleet) -> dict[str, bytes]:

@@ -29,7 +29,7 @@ import jinja2
 from compiler import capture
 from compiler.fleet import Fleet, network_order
 from compiler.model import DnsblSite, IPNetwork
-from compiler.targets import postfix, rspamd
+from compiler.targets import postfix, rspamd, submission
 from compiler.targets.postfix import HEADER, captured
 
 REFERENCES = (
@@ -68,21 +68,15 @@ _ENV = jinja2.Environment(
 
 
 def artifacts(fleet: Fleet) -> dict[str, bytes]:
-    return {
+    files = {
         "postfix/main.cf": render("main.cf.j2", main_cf_context(fleet)),
-        "postfix/master.cf": render(
-            "master.cf.j2",
-            {
-                "header": HEADER.rstrip("\n"),
-                "release": release_service(fleet),
-                "notices": notice_services(fleet),
-                "forwarding": forwarding(fleet),
-            },
-        ),
+        "postfix/master.cf": render("master.cf.j2", master_cf_context(fleet)),
         "postfix/site_relays.cidr": render_cidr(site_relays(fleet)),
         "postfix/site_relay_senders.cidr": render_cidr(site_relay_senders(fleet)),
         "postfix/postscreen_access.cidr": render_cidr(postscreen_access(fleet)),
     }
+    files.update(automation_tables(fleet))
+    return files
 
 
 def render(template: str, context: dict[str, Any]) -> bytes:
@@ -106,8 +100,28 @@ def main_cf_context(fleet: Fleet) -> dict[str, Any]:
         "rspamd_milter": rspamd.MILTER,
         "milter_daemon_name": rspamd.INBOUND_DAEMON,
         "notices": notice_services(fleet),
+        "submission": submission.services(fleet),
+        "restriction_classes": restriction_classes(fleet),
         "forwarding": forwarding(fleet),
     }
+
+
+def master_cf_context(fleet: Fleet) -> dict[str, Any]:
+    return {
+        "header": HEADER.rstrip("\n"),
+        "release": release_service(fleet),
+        "submission": submission.services(fleet),
+        "map_directory": fleet.gateway.postfix.map_directory,
+        "outbound_daemon": rspamd.OUTBOUND_DAEMON,
+        "forwarding": forwarding(fleet),
+        "notices": notice_services(fleet),
+    }
+
+
+def restriction_classes(fleet: Fleet) -> list[str]:
+    """smtpd_restriction_classes: the site relays' classes, then those of certificates and automation clients."""
+    services = submission.services(fleet)
+    return [site.restriction_class for site in relay_sites(fleet)] + (services.restriction_classes if services else [])
 
 
 def forged_helo_pattern(host: str) -> str:
@@ -256,3 +270,18 @@ def render_cidr(entries: Iterable[tuple[IPNetwork, str, str]]) -> bytes:
             lines.append(f"# site {site}\n")
         lines.append(f"{net}\t{result}\n")
     return "".join(lines).encode("ascii")
+
+
+# --- authenticated submission and the automation relay (docs/submission.md) --------------------------------
+
+
+def automation_tables(fleet: Fleet) -> dict[str, bytes]:
+    """automation_<port>.cidr for each automation service: client network -> the client's restriction class."""
+    files = {}
+    for port, entries in submission.automation_tables(fleet).items():
+        lines = [HEADER]
+        for net, rule in entries:
+            lines.append(f"# automation client {rule.name} of {rule.domain}\n")
+            lines.append(f"{net}\t{rule.restriction_class}\n")
+        files[f"postfix/{submission.automation_table_name(port)}"] = "".join(lines).encode("ascii")
+    return files

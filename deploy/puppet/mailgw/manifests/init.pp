@@ -18,6 +18,8 @@
 #   staged only: the class mailgw::slapd runs it from them when the node declares it.
 # * out/portal/*.json: the quarantine portal's configuration, deployed by
 #   mailgw::portal on the nodes that include it (staged only elsewhere).
+# * out/dovecot/*: Dovecot's auth service for the submission services, deployed by
+#   mailgw::dovecot on the nodes that include it (staged only elsewhere).
 # * out/srs/postsrsd: postsrsd's settings, deployed with its secret by
 #   mailgw::mail_auth (which also installs the DKIM and ARC private keys).
 # * out/dns/*.zone and out/mta-sts/*: what the domains publish in DNS and what
@@ -166,14 +168,15 @@ class mailgw (
   $ldifs = $artifacts.filter |$path, $_| { $path =~ /\Aldap\/[^\/]+\.ldif\z/ }
   $slapd_files = $artifacts.filter |$path, $_| { $path in ['ldap/slapd-config', 'ldap/slapd.yaml'] }
   $portal_configs = $artifacts.filter |$path, $_| { $path =~ /\Aportal\/[^\/]+\.json\z/ }
+  $dovecot_configs = $artifacts.filter |$path, $_| { $path =~ /\Adovecot\/[^\/]+\z/ }
   # postsrsd's settings, deployed by mailgw::mail_auth. (dns/ and mta-sts/ are for the domains' DNS and the
   # MTA-STS web server, not for an MX node: verified and staged, never deployed.)
   $srs_files = $artifacts.filter |$path, $_| { $path == 'srs/postsrsd' }
 
   $placed = $maps + $cidr_tables + $postfix_configs + $rspamd_maps + $rspamd_configs + $ldifs + $slapd_files
-    + $portal_configs + $srs_files
+    + $portal_configs + $srs_files + $dovecot_configs
   $unplaced = $artifacts.keys.filter |$path| {
-    $path =~ /\A(postfix|rspamd|ldap|portal|srs)\// and !($path in $placed)
+    $path =~ /\A(postfix|rspamd|ldap|portal|srs|dovecot)\// and !($path in $placed)
   }
   unless $unplaced.empty {
     fail("mailgw: no rule says where these go on the MX node, so nothing is deployed: ${unplaced.join(', ')}")
