@@ -358,7 +358,8 @@ def bench_repository(
 
     Only what cannot run on loopback changes: every next hop is the sink, the maps
     live in the instance's directory, postscreen asks no DNSBL, clamd is the
-    benchmark's, and the portal's release service and the forwarding pass (fixed ports) are left out.
+    benchmark's, the portal's release service and the forwarding pass (fixed ports) and the national domain
+    are left out.
     """
     generate(addresses - traffic, root)
     gateway = yaml.safe_load((REPO / "gateway.yaml").read_text())
@@ -367,6 +368,7 @@ def bench_repository(
     gateway.pop("portal", None)
     # The forwarding pass listens on a fixed loopback port too, and the benchmark forwards nothing.
     gateway.pop("forwarding", None)
+    gateway.pop("national", None)  # the generated fleet has no national domain's file
     gateway["clamav"] = {"socket": str(clamd_socket)}
     # Nothing is quarantined (the message is clean); a closed port all the same.
     gateway["quarantine"] = {"url": f"https://{LOOPBACK}:{free_port()}/quarantine"}

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 import idna
 
-from compiler import values
+from compiler import capture, values
 from compiler.declarations import Declarations, DomainSource
 from compiler.filters import DIRECTIONS, SPAM_ACTIONS, Setting, merged
 from compiler.findings import Finding
@@ -103,7 +103,8 @@ def list_domains_accept_someone(decls: Declarations) -> list[Finding]:
             "declared, so the MX would reject all mail for the domain",
         )
         for source in decls.domains
-        if source.decl.recipient_check == "list" and not source.addresses
+        # The national domain's people have generated addresses (compiler/national.py).
+        if source.decl.recipient_check == "list" and not source.addresses and source.decl.domain != _national(decls)
     ]
 
 
@@ -144,10 +145,17 @@ def owners_are_known_uids(decls: Declarations) -> list[Finding]:
 
 def _accepted(decls: Declarations) -> dict[str, set[str]]:
     """Served domain -> the lower-case local parts it accepts: its addresses, postmaster and abuse."""
-    return {
+    accepted = {
         source.decl.domain: {entry.key.lower() for entry in source.addresses} | set(RESERVED_LOCAL_PARTS)
         for source in decls.domains
     }
+    if decls.national is not None and decls.national.domain in accepted:  # and the national aliases
+        accepted[decls.national.domain] |= {alias.key for alias in decls.national.aliases}
+    return accepted
+
+
+def _national(decls: Declarations) -> str | None:
+    return decls.gateway.national.domain if decls.gateway.national is not None else None
 
 
 def _postmaster_where(decls: Declarations) -> tuple[Document, tuple[str | int, ...], str]:
@@ -300,7 +308,8 @@ def subdomains_stay_with_their_site(decls: Declarations) -> list[Finding]:
         labels = name.split(".")
         for i in range(1, len(labels) - 1):
             parent = by_name.get(".".join(labels[i:]))
-            if parent and parent.decl.site != source.decl.site:
+            # The sites' domains may lie under the national domain (lnf.infn.it under infn.it).
+            if parent and parent.decl.site != source.decl.site and parent.decl.domain != _national(decls):
                 findings.append(
                     source.doc.finding(
                         ("domain",),
@@ -588,6 +597,123 @@ def sourced_domains_are_synced(decls: Declarations) -> list[Finding]:
 
 
 RULES += (sourced_domains_are_synced,)
+
+
+# --- the national alias domain and capture-and-notify (docs/national-aliases.md, docs/site-admins.md) ---
+
+
+def national_aliases_hold(decls: Declarations) -> list[Finding]:
+    """The ledger, the choices and the national domain's own file (compiler/national.py finds them)."""
+    return list(decls.national.findings) if decls.national is not None else []
+
+
+def _routes(decls: Declarations) -> dict[str, tuple[str, ...]]:
+    """What the MX rewrites an address into: external aliases and national aliases (virtual_alias)."""
+    routes = {entry.address: entry.targets for source in decls.domains for entry in source.addresses if entry.targets}
+    if decls.national is not None:
+        routes.update((alias.address, alias.targets) for alias in decls.national.aliases)
+    return routes
+
+
+def captures_hold(decls: Declarations) -> list[Finding]:
+    """Captured addresses exist; the copy and the notices go to mailboxes that are not captured themselves.
+
+    A destination or a person told that is captured (or whose mail reaches a
+    captured address) would have the capture's own mail captured again.
+    """
+    capturing = [source for source in decls.domains if source.decl.capture is not None]
+    if not capturing:
+        return []
+    findings = []
+    declared_in = {source.decl.domain: {entry.address for entry in source.addresses} for source in capturing}
+    captured = []
+    for source in capturing:
+        spec = source.decl.capture
+        assert spec is not None
+        seen: set[str] = set()
+        for i, local in enumerate(spec.addresses):
+            address = f"{local.lower()}@{source.decl.domain}"
+            if address in seen:
+                findings.append(
+                    source.doc.finding(("capture", "addresses", i), "capture-twice", f"'{local}' is listed twice")
+                )
+            elif source.decl.recipient_check == "list" and address not in declared_in[source.decl.domain]:
+                findings.append(
+                    source.doc.finding(
+                        ("capture", "addresses", i),
+                        "capture-undeclared",
+                        f"'{local}' is not an address of {source.decl.domain}: capture declared addresses only",
+                    )
+                )
+            seen.add(address)
+            captured.append(address)
+    reached = capture.reaching(captured, _routes(decls))
+    listed = {s.decl.domain for s in decls.domains if s.decl.recipient_check == "list"}
+    own = set(decls.gateway.mx_hosts)
+    accepted = None
+    for source in capturing:
+        spec = source.decl.capture
+        assert spec is not None
+        places: list[tuple[tuple[str | int, ...], str, str]] = [
+            (("capture", "destination"), spec.destination, "destination")
+        ]
+        places += [(("capture", "notify", i), person, "person told") for i, person in enumerate(spec.notify)]
+        for loc, target, what in places:
+            local, _, domain = target.lower().partition("@")
+            if target.lower() in reached:
+                findings.append(
+                    source.doc.finding(
+                        loc,
+                        "capture-loop",
+                        f"the {what} '{target}' is captured itself (its mail reaches "
+                        f"{reached[target.lower()]}): the capture's own mail would be captured again",
+                    )
+                )
+            elif domain in own:
+                findings.append(
+                    source.doc.finding(
+                        loc, "capture-to-mx-host", f"the {what} '{target}' is at one of the gateway's own MX hosts"
+                    )
+                )
+            elif domain in listed:
+                accepted = accepted if accepted is not None else _accepted(decls)
+                if local not in accepted[domain]:
+                    findings.append(
+                        source.doc.finding(
+                            loc,
+                            "undeclared-capture-target",
+                            f"the {what} '{target}' is in '{domain}', which this gateway serves, "
+                            "but is not declared there",
+                        )
+                    )
+    return findings
+
+
+def names_agree(decls: Declarations) -> list[Finding]:
+    """A person has one name: where several addresses of a uid carry one, it is the same everywhere."""
+    first: dict[str, tuple[str, str]] = {}
+    findings = []
+    for source in sorted(decls.domains, key=lambda s: s.doc.relpath):
+        for entry in source.addresses:
+            if not entry.name or entry.uid is None:
+                continue
+            loc = ("recipients", entry.key, "name")
+            if entry.uid not in first:
+                first[entry.uid] = (entry.name, source.doc.location(loc))
+            elif first[entry.uid][0] != entry.name:
+                name, where = first[entry.uid]
+                findings.append(
+                    source.doc.finding(
+                        loc,
+                        "name-conflict",
+                        f"{entry.uid} is named '{name}' at {where}; a person has one name "
+                        "(write it once, or the same everywhere)",
+                    )
+                )
+    return findings
+
+
+RULES += (names_agree, national_aliases_hold, captures_hold)
 
 
 # --- authenticated submission and the automation relay (docs/submission.md) ----------------------
@@ -895,6 +1021,7 @@ def forwarding_is_the_gateways_own(decls: Declarations) -> list[Finding]:
     services: dict[str, str] = {}
     if decls.gateway.portal is not None:
         services[decls.gateway.portal.release_service] = "portal.release_service"
+    services.setdefault(decls.gateway.capture.notice_service, "capture.notice_service")
     for name in ("srs_forward_lookup", "srs_reverse_lookup", "service"):
         address = getattr(forwarding, name)
         if address in services:

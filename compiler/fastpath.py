@@ -32,10 +32,12 @@ _UID = values.UID_PATTERN
 # The local-part grammar with upper case allowed (keys keep their case; the address is folded).
 _KEY = values.LOCAL_PART_PATTERN.replace("a-z", "A-Za-z")
 _TAIL = r"[ ]*(?: #[^\n]*)?$"
-# One pass over a whole section: a person, an alias (or explicit person), or an owned address.
+# One pass over a whole section: a person, an alias (or explicit person), an owned address, or a person
+# with a name in double quotes (no escapes: a backslash or a quote sends the file to libyaml).
 _RECIPIENT = re.compile(
     rf"^( +)({_KEY}): +(?:({_UID})|\{{kind: (alias|person), uid: ({_UID})\}}"
-    rf"|\{{kind: (role|list), owners: \[([^\[\]{{}}#\n]+)\]\}}){_TAIL}",
+    rf"|\{{kind: (role|list), owners: \[([^\[\]{{}}#\n]+)\]\}}"
+    rf'|\{{uid: ({_UID}), name: "([^"\\\x00-\x1f\x7f]*)"\}}){_TAIL}',
     re.M,
 )
 _EXTERNAL = re.compile(rf"^( +)({_KEY}): +(?:\[([^\[\]{{}}#\n]+)\]|([^\[\]{{}},#\s]+)){_TAIL}", re.M)
@@ -130,13 +132,17 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
         if any(len(key) > 64 for _, key, *_ in matches):
             return None
         found += people
-        for _, key, uid, kind, kind_uid, owned_kind, owners in matches:
+        for _, key, uid, kind, kind_uid, owned_kind, owners, named_uid, name in matches:
             if uid:
                 continue
             if kind:
                 if not _is_text(kind_uid):
                     return None
                 found.append(Address(key.lower() + at, kind, kind_uid, (), (), key))
+            elif named_uid:
+                if not _is_text(named_uid) or not _is_name(name):
+                    return None
+                found.append(Address(key.lower() + at, "person", named_uid, (), (), key, name))
             else:
                 listed = [owner.strip() for owner in owners.split(",")]
                 if not all(owner and _UID_RE.fullmatch(owner) and _is_text(owner) for owner in listed):
@@ -145,6 +151,15 @@ def addresses(sections: dict[str, list[str]], at: str) -> list[Address] | None:
         if sum(1 for m in matches if m[2]) != len(people):
             return None  # a uid that YAML reads as a number, a boolean or a date
     return found
+
+
+def _is_name(written: str) -> bool:
+    """A name as values.person_name accepts it (the slow path gives the finding of one it refuses)."""
+    try:
+        values.person_name(written)
+    except PydanticCustomError:
+        return False
+    return True
 
 
 def _targets(written: list[str]) -> tuple[str, ...] | None:

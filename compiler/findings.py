@@ -77,3 +77,23 @@ def report(findings: list[Finding], stream: TextIO) -> None:
         for finding in findings:
             print(finding.annotation(), file=stream)
     print(f"{len(findings)} error(s)", file=stream)
+
+
+@dataclass(frozen=True, order=True)
+class Note(Finding):
+    """Something a declaration should add, which does not stop a build (a name, a pending alias)."""
+
+    def __str__(self) -> str:
+        return f"{shown(self.path)}:{self.line}:{self.col}: note[{shown(self.code)}]: {shown(self.message)}"
+
+    def annotation(self) -> str:
+        return "::notice" + super().annotation().removeprefix("::error")
+
+
+def report_notes(notes: list[Note], stream: TextIO) -> None:
+    """Print every note; under GitHub Actions also as notice annotations."""
+    for note in notes:
+        print(note, file=stream)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for note in notes:
+            print(note.annotation(), file=stream)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from compiler.declarations import Address, Declarations, DomainSource
+from compiler.declarations import Address, Declarations, DomainSource, NationalResolution
 from compiler.filters import FilterPolicy, resolve
-from compiler.model import DkimKey, Dmarc, DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
+from compiler.model import Capture, DkimKey, Dmarc, DomainSubmission, GatewayDeclaration, IPNetwork, NextHop
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Domain:
     relays: tuple[IPNetwork, ...] = ()  # the site's relays allowed to send outbound through the MX
     # postmaster@ and abuse@ of the domain when it declares neither as an address: accepted all the same.
     reserved: tuple[str, ...] = ()
+    # Addresses whose every message is copied, with a notice (docs/site-admins.md); None: no capture.
+    capture: Capture | None = None
     # Its client certificates and automation clients (docs/submission.md).
     submission: DomainSubmission = field(default_factory=DomainSubmission)
     # Its DKIM keys in selector order, and its DMARC record (docs/dns.md).
@@ -56,6 +58,8 @@ class Fleet:
     # Domain name -> its resolved filter policy; default_filters: the gateway's own (docs/filtering.md).
     filters: dict[str, FilterPolicy] = field(default_factory=dict)
     default_filters: FilterPolicy | None = None
+    # The national alias domain (gateway.yaml national.domain); its Domain holds the generated aliases too.
+    national: str | None = None
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name), None)
@@ -70,13 +74,15 @@ class Fleet:
 
 def build_fleet(declarations: Declarations) -> Fleet:
     """Normalise checked declarations into the Fleet."""
-    domains = tuple(sorted((_domain(source) for source in declarations.domains), key=lambda d: d.name))
+    national = declarations.national
+    domains = tuple(sorted((_domain(source, national) for source in declarations.domains), key=lambda d: d.name))
     return Fleet(
         gateway=declarations.gateway,
         domains=domains,
         postmaster=gateway_postmaster(declarations.gateway) or "",
         filters={s.decl.domain: resolve(declarations.gateway.filters, s.decl.filters) for s in declarations.domains},
         default_filters=resolve(declarations.gateway.filters),
+        national=national.domain if national is not None else None,
     )
 
 
@@ -88,9 +94,14 @@ def gateway_postmaster(gateway: GatewayDeclaration) -> str | None:
     return f"postmaster@{named[0].partition('.')[2]}" if named else None
 
 
-def _domain(source: DomainSource) -> Domain:
+def _domain(source: DomainSource, national: NationalResolution | None = None) -> Domain:
     decl = source.decl
     addresses = tuple(sorted(source.addresses))
+    if national is not None and national.domain == decl.domain:  # its own addresses, and the generated aliases
+        declared = addresses
+        addresses = tuple(sorted(source.addresses + list(national.aliases)))
+    else:
+        declared = addresses
     return Domain(
         name=decl.domain,
         site=decl.site,
@@ -104,8 +115,9 @@ def _domain(source: DomainSource) -> Domain:
         reserved=tuple(
             f"{local}@{decl.domain}"
             for local in RESERVED_LOCAL_PARTS
-            if not _declares(addresses, f"{local}@{decl.domain}")
+            if not _declares(declared, f"{local}@{decl.domain}")
         ),
+        capture=decl.capture,
         submission=decl.submission,
         dkim=tuple(sorted(decl.dkim.selectors, key=lambda key: key.name)) if decl.dkim else (),
         dmarc=decl.dmarc,

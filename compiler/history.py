@@ -19,6 +19,7 @@ from gitdb.exc import BadName, BadObject  # type: ignore[import-untyped]
 from compiler.errors import UserError, file_error
 from compiler.findings import FindingsError
 from compiler.fleet import Fleet, build_fleet
+from compiler.national import NATIONAL_DIR
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, load_declarations
 from compiler.sync.synced import SOURCES_DIR
 
@@ -119,7 +120,7 @@ def revision(checkout: Checkout, commit: git.Commit | None, label: str) -> Revis
         with tempfile.TemporaryDirectory(prefix="mailgw-base-") as tmp:
             root = Path(tmp)
             _materialise(root / GATEWAY_FILE, gateway)
-            for directory in (DOMAINS_DIR, SOURCES_DIR):
+            for directory in (DOMAINS_DIR, SOURCES_DIR, NATIONAL_DIR):
                 for rel, blob in _blobs(commit, checkout.path(directory)):
                     _materialise(root / directory / rel, blob)
             try:

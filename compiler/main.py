@@ -14,11 +14,24 @@ import traceback
 from pathlib import Path
 
 from compiler import __version__
-from compiler.commands import build, codeowners, dkim, dns, explain, ldap_diff, plan, publish, schema, sync, validate
+from compiler.commands import (
+    build,
+    codeowners,
+    dkim,
+    dns,
+    explain,
+    ldap_diff,
+    national,
+    plan,
+    publish,
+    schema,
+    sync,
+    validate,
+)
 from compiler.errors import EXIT_USAGE, UserError, flush_output
 
 # Each verb is a module in compiler/commands with register(verbs) and run(args).
-COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners, sync, dkim, dns)
+COMMANDS = (validate, build, explain, ldap_diff, plan, publish, schema, codeowners, sync, dkim, dns, national)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -67,11 +67,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+PersonName = Annotated[str, AfterValidator(values.person_name)]
+
+
 class Person(_Strict):
-    """A person's own address."""
+    """A person's own address; the name gives the national domain's name.surname alias (docs/national-aliases.md)."""
 
     kind: Literal["person"] = "person"
     uid: Uid
+    name: PersonName | None = None
 
 
 class Alias(_Strict):
@@ -99,6 +103,9 @@ def _recipient_shorthand(value: Any) -> Any:
     # 'mario.rossi: mrossi' is the common case: a person and its uid.
     if isinstance(value, str):
         return {"kind": "person", "uid": value}
+    # 'mario.rossi: {uid: mrossi, name: "Mario Rossi"}': a person with a name.
+    if isinstance(value, dict) and "kind" not in value and "uid" in value:
+        return {"kind": "person", **value}
     if not isinstance(value, dict) or "kind" not in value:
         raise PydanticCustomError(
             "bad-recipient",
@@ -174,6 +181,17 @@ class SyncedAddresses(_Strict):
 
     recipients: dict[LocalPart, Recipient] = {}
     external_aliases: dict[LocalPart, ExternalTargets] = {}
+
+
+# --- capture and notify (docs/site-admins.md) ------------------------------------------------------
+
+
+class Capture(_Strict):
+    """Addresses of the domain whose every message is copied to `destination`, with a short notice to `notify`."""
+
+    addresses: Annotated[list[LocalPart], Field(min_length=1)]
+    destination: MailAddress
+    notify: Annotated[list[MailAddress], Field(min_length=1)]
 
 
 # --- authenticated submission and the automation relay (docs/submission.md) -----------------------
@@ -361,6 +379,7 @@ class DomainDeclaration(_Strict):
     filters: DomainFilters = DomainFilters()
     # The site's own list, fetched by mailgw sync into sources/<domain>.yaml instead of recipients here.
     source: Source | None = None
+    capture: Capture | None = None
     # Client certificates and automation clients of the site's servers and devices (docs/submission.md).
     submission: DomainSubmission = DomainSubmission()
     # DKIM keys and the DMARC record the domain publishes (docs/dns.md).
@@ -500,6 +519,45 @@ class PortalSettings(_Strict):
     store_directory: Annotated[str, AfterValidator(values.absolute_path)] = "/var/lib/mailgw-portal"
     database_url_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-database.url"
     session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
+    # A clone of this repository: people's national alias choices are committed there (docs/national-aliases.md).
+    repository: Annotated[str, AfterValidator(values.absolute_path)] = "/var/lib/mailgw-portal/repository"
+
+
+# --- the national alias domain and capture-and-notify (docs/national-aliases.md, docs/site-admins.md) ---
+
+
+class NationalSettings(_Strict):
+    """The national alias domain: name.surname@ and uid@ it route to each person's primary address."""
+
+    # Its own file (domains/<domain>.yaml) gives its site, next hop and its own roles and lists.
+    domain: DomainName
+
+
+class CaptureService(_Strict):
+    """Where the capture notices enter the MX: a loopback smtpd whose cleanup never captures."""
+
+    notice_service: Annotated[str, PlainValidator(values.listen_address, json_schema_input_type=str)] = (
+        "127.0.0.1:10028"
+    )
+
+
+class NationalAliases(_Strict):
+    """national/aliases.yaml: every alias of the national domain ever given, under the uid it belongs to."""
+
+    aliases: dict[Uid, list[LocalPart]] = {}
+
+
+class NationalChoice(_Strict):
+    """One person's choices: their extended alias and their primary address."""
+
+    alias: LocalPart | None = None
+    primary: MailAddress | None = None
+
+
+class NationalChoices(_Strict):
+    """national/choices.yaml: each person's choices (docs/national-aliases.md)."""
+
+    choices: dict[Uid, NationalChoice] = {}
 
 
 class PlanSettings(_Strict):
@@ -601,6 +659,8 @@ class GatewayDeclaration(_Strict):
     quarantine: QuarantineService | None = None
     clamav: ClamavSettings = ClamavSettings()
     portal: PortalSettings | None = None
+    national: NationalSettings | None = None
+    capture: CaptureService = CaptureService()
     plan: PlanSettings = PlanSettings()
     # Authenticated submission (587, 465) and the automation relay (docs/submission.md); none without it.
     submission: SubmissionSettings | None = None
@@ -640,6 +700,12 @@ _MODELS = (
     PortalSettings,
     PlanSettings,
     GatewayDeclaration,
+    Capture,
+    NationalSettings,
+    CaptureService,
+    NationalAliases,
+    NationalChoice,
+    NationalChoices,
     AaiDirectory,
     AutomationService,
     SubmissionSettings,

@@ -18,6 +18,7 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
+from compiler import capture
 from compiler.fleet import Fleet
 from compiler.model import IPNetwork
 from compiler.targets import submission
@@ -34,11 +35,13 @@ REFERENCES = (
     "transport(5)",
     "cidr_table(5)",
     "postconf(5)",
+    "canonical(5) (the recipient_bcc_maps search order)",
 )
 
 ACCEPTED, REJECTED, SITE_DECIDES = "accepted", "rejected", "decided by the site"
 # relay_recipients' value for postmaster@ and abuse@ of a domain that does not declare them (targets/postfix).
 RESERVED = "reserved"
+NATIONAL = "national"
 OK_REPLY = "250 2.1.5 Ok"
 # split_addr(3): these local parts are never split at the delimiter.
 _NEVER_SPLIT = ("postmaster", "mailer-daemon", "double-bounce")
@@ -244,6 +247,10 @@ def explain(
 
     deliveries, delivery_steps = _deliver(fleet, tables, address)
     steps += delivery_steps
+    if relayed:
+        copies, capture_steps = _capture(fleet, tables, address)
+        deliveries += copies
+        steps += capture_steps
     if verify:
         rejected = (
             f"550 5.1.1 <{address}>: Recipient address rejected: undeliverable address: {UNVERIFIED_REJECT_REASON}"
@@ -258,6 +265,8 @@ def _listed(tables: Tables, aliased: str | None, kind: str | None, keys: list[st
         _, listed, _ = tables.find("relay_recipients", keys)
         if listed == RESERVED:
             return "postmaster@ or abuse@, not declared by the domain: the gateway team's (gateway.yaml postmaster)"
+        if listed == NATIONAL:
+            return "a national alias: it reaches the person's primary address"
         return "an external alias of the gateway"
     if kind == "verify":
         return "a domain whose site decides"
@@ -328,6 +337,8 @@ def _owner(fleet: Fleet, domain: str, address: str) -> str | None:
     found = next((a for a in served.addresses if a.address == address), None)
     if found is None:
         return None
+    if found.kind == NATIONAL:
+        return f"{found.uid} (a national alias, to their primary address {found.targets[0]})"
     if found.uid:
         return f"{found.uid} ({found.kind}, site {served.site})"
     if found.owners:
@@ -372,7 +383,9 @@ def _deliver(
         found, more = _deliver(fleet, tables, address, depth + 1, forwarded=True)
         return found, [step, *more]
     served = fleet.domain(domain)
-    if nexthop:
+    if nexthop == f"{capture.NOTICE_TRANSPORT}:":
+        route = f"{nexthop} the notifier, which tells {local.replace('=', '@')} (sender, subject, date, message id)"
+    elif nexthop:
         route = nexthop + (
             f" (site {served.site}" + (", backup MX: held while the site is down)" if served.role == "backup" else ")")
             if served
@@ -418,6 +431,31 @@ def render(explanation: Explanation) -> str:
             lines.append(f"       {lookup.table:<{width}}  {lookup.key} -> {value}")
         lines.append(f"     => {step.outcome}")
     return "\n".join(lines) + "\n"
+
+
+def bcc_keys(local: str, domain: str) -> list[str]:
+    """recipient_bcc_maps (canonical(5) order): user+ext@domain, user@domain, user+ext, user, @domain."""
+    user, extension = split_extension(local)
+    if extension is None:
+        return [f"{local}@{domain}", local, f"@{domain}"]
+    return [f"{local}@{domain}", f"{user}@{domain}", local, user, f"@{domain}"]
+
+
+def _capture(fleet: Fleet, tables: Tables, address: str) -> tuple[tuple[Delivery, ...], list[Step]]:
+    """The blind copy cleanup adds for a captured address (capture_bcc), and where that copy goes."""
+    local, _, domain = address.lower().rpartition("@")
+    lookups, group, _ = tables.find("capture_bcc", bcc_keys(local, domain))
+    if group is None:
+        return (), []
+    captured = group.rpartition("@")[0].replace("=", "@")
+    step = Step(
+        "capture (recipient_bcc_maps)",
+        tuple(lookups),
+        f"captured as {captured}: a blind copy to {group}, which becomes the capture's copy and one notice "
+        "per person told (the notices never carry the body, and are never captured)",
+    )
+    copies, steps = _deliver(fleet, tables, group)
+    return tuple(Delivery(f"{d.recipient} (capture)", d.route) for d in copies), [step] + steps
 
 
 # --- the submission services and the automation relay (docs/submission.md) ------------------------------------

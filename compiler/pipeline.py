@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler import check, fastpath, targets
+from compiler import check, fastpath, national, targets
 from compiler.declarations import Address, Declarations, DomainSource, addresses_of
 from compiler.errors import file_error
-from compiler.findings import Finding, FindingsError
+from compiler.findings import Finding, FindingsError, Note
 from compiler.fleet import Fleet, build_fleet
 from compiler.load import ADDRESS_SECTIONS, Document, document, load_file, load_yaml, read_document
 from compiler.model import DomainDeclaration, GatewayDeclaration, SyncedAddresses, parse
@@ -26,6 +26,7 @@ class Compiled:
     fleet: Fleet
     artifacts: dict[str, bytes]  # out/ relative path -> bytes, MANIFEST.json included
     inputs: dict[str, bytes]
+    notes: tuple[Note, ...] = ()  # what the declarations should add, which does not stop a build
 
 
 def declaration_files(root: Path) -> tuple[list[str], list[Finding]]:
@@ -101,9 +102,12 @@ def load_declarations(
     # leaves its synced file looking unclaimed.
     if not findings:
         findings += unclaimed_synced_files(root, domains)
+    national_files, found = national.load_files(root, gateway)
+    findings += found
     if findings or gateway is None or gateway_doc is None:  # a gateway is only parsed from its document
         raise FindingsError(findings)
-    declarations = Declarations(gateway_doc, gateway, tuple(domains))
+    resolution = national.resolve(gateway, gateway_doc, tuple(domains), national_files)
+    declarations = Declarations(gateway_doc, gateway, tuple(domains), national_files, resolution)
     findings = check.check(declarations) if cross_checked else []
     if findings:
         raise FindingsError(findings)
@@ -217,5 +221,9 @@ def compile_repository(root: Path) -> Compiled:
     inputs = {declarations.gateway_doc.relpath: declarations.gateway_doc.raw}
     inputs.update((source.doc.relpath, source.doc.raw) for source in declarations.domains)
     inputs.update((s.doc.sections.relpath, s.doc.sections.raw) for s in declarations.domains if s.doc.sections)
+    files = declarations.national_files
+    if files is not None:
+        inputs.update((doc.relpath, doc.raw) for doc in (files.aliases_doc, files.choices_doc) if doc is not None)
     artifacts["MANIFEST.json"] = manifest(artifacts, inputs)
-    return Compiled(fleet, artifacts, inputs)
+    notes = declarations.national.notes if declarations.national is not None else ()
+    return Compiled(fleet, artifacts, inputs, notes)

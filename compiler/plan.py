@@ -370,6 +370,8 @@ def describe(address: Address) -> str:
         return f"alias of {address.uid}"
     if address.kind == "external":
         return "forwarded to " + ", ".join(address.targets)
+    if address.kind == "national":
+        return f"national alias of {address.uid}, to " + ", ".join(address.targets)
     return f"{address.kind} owned by " + ", ".join(address.owners)
 
 

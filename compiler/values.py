@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import unicodedata
 
 import idna
 from pydantic_core import PydanticCustomError
@@ -705,6 +706,66 @@ def ldap_time_limit(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
         raise _fail("bad-ldap-setting", "time limit {value} is not a number of seconds from 1 to 3600", value=value)
     return value
+
+
+# --- the national alias domain and capture-and-notify (docs/national-aliases.md) ----------------
+
+# A person's name as the site writes it: letters (any script, with their accents), spaces between words,
+# apostrophes, hyphens and dots inside words, and at most one comma for 'Surname, Given names'.
+_NAME_PUNCTUATION = frozenset("'\u2019-.")
+MAX_NAME = 128
+
+
+def person_name(value: str) -> str:
+    """A display name like 'Mario Rossi', 'Maria Chiara De Luca' or 'Rossi Bianchi, Anna'."""
+    if not isinstance(value, str):
+        raise _fail("bad-name", "a name must be text like 'Mario Rossi'")
+    why = None
+    if not value or len(value) > MAX_NAME:
+        why = f"must have from 1 to {MAX_NAME} characters"
+    elif value != value.strip() or "  " in value or " ," in value or value.count(",") > 1:
+        why = "has a space at an end, two spaces in a row, or more than one comma"
+    else:
+        bad = next(
+            (
+                c
+                for i, c in enumerate(value)
+                if not (c.isalpha() or c in _NAME_PUNCTUATION or c in " ," or (i and _combining(c, value[i - 1])))
+            ),
+            None,
+        )
+        if bad is not None:
+            shown = bad if bad.isprintable() else f"U+{ord(bad):04X}"
+            why = f"contains '{shown}' (U+{ord(bad):04X}); write letters, spaces, apostrophes, '-' and '.'"
+        elif len(name_parts(value)[0]) == 0 or len(name_parts(value)[1]) == 0:
+            why = "needs a given name and a surname ('Mario Rossi', or 'Rossi Bianchi, Anna' for 'Surname, Given')"
+    if why:
+        raise _fail("bad-name", "name '{value}' {why}", value=value, why=why)
+    return value
+
+
+def _combining(char: str, before: str) -> bool:
+    """A combining mark on a letter: a name written decomposed ('e' and U+0301 for 'é')."""
+    return unicodedata.category(char).startswith("M") and (before.isalpha() or unicodedata.combining(before) > 0)
+
+
+# Words that belong to the surname that follows them ('Maria De Luca' is Maria, De Luca).
+SURNAME_PARTICLES = frozenset((
+    "d'", "da", "dai", "dal", "dalla", "dalle", "das", "de", "dei", "degli", "del", "della", "delle", "dello",
+    "der", "des", "di", "do", "dos", "du", "la", "le", "lo", "ten", "ter", "van", "von",
+))  # fmt: skip
+
+
+def name_parts(name: str) -> tuple[list[str], list[str]]:
+    """(given names, surnames) of a name: 'Surname, Given' as written, else the last word and its particles."""
+    if "," in name:
+        surname, _, given = name.partition(",")
+        return given.split(), surname.split()
+    words = name.split()
+    start = len(words) - 1
+    while start > 1 and words[start - 1].lower() in SURNAME_PARTICLES:
+        start -= 1
+    return words[:start], words[start:]
 
 
 # --- the plan's guards (gateway.yaml `plan:`, docs/site-admins.md) ---------------------

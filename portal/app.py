@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from portal import ingest, release, render
+from portal import aliases, ingest, release, render
 from portal.config import Config, read_secret
 from portal.directory import Directory, DirectoryError
 from portal.store import Filters, Message, Store
@@ -324,6 +324,9 @@ def create_app(config: Config, store: Store | None = None, directory: Directory 
         Route("/messages/{id}/delete", signed_in(delete_message), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
+    # The national alias page (portal/aliases.py), when gateway.yaml names a national domain.
+    routes += aliases.routes(config, signed_in, page, error)
+    templates.globals["national"] = config.national is not None
     if config.ingest_path is not None:
         routes.insert(0, Route(config.ingest_path, ingest_message, methods=["POST"]))
     middleware = [

@@ -29,6 +29,14 @@ class Ldap:
 
 
 @dataclass(frozen=True)
+class National:
+    """The national alias domain, and the clone of the gateway repository the portal commits choices in."""
+
+    domain: str
+    repository: str
+
+
+@dataclass(frozen=True)
 class Config:
     public_url: str
     oidc: Oidc
@@ -47,6 +55,7 @@ class Config:
     # domain -> direction -> days
     retention: dict[str, dict[str, int]]
     default_retention: dict[str, int]
+    national: National | None = None  # None: no national domain, no alias page
 
     def retention_days(self, domain: str, direction: str, fallback: int | None = None) -> int:
         """The retention of a domain's direction; a domain the gateway does not serve gets `fallback` or the default."""
@@ -100,6 +109,9 @@ def load(path: str | Path) -> Config:
             session_secret_file=document["session_secret_file"],
             retention={domain: dict(days) for domain, days in document["domains"].items()},
             default_retention=dict(document["default_retention"]),
+            national=National(national["domain"], national["repository"])
+            if (national := document.get("national"))
+            else None,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{path} is not a portal configuration of 'mailgw build': {err!r}") from None

@@ -1445,6 +1445,287 @@ CASES = [
 ]
 
 
+# --- the national alias domain and capture-and-notify (docs/national-aliases.md, docs/site-admins.md) ---
+
+NATIONAL_GATEWAY = GATEWAY_HEAD + "national: {domain: example.it}\n"
+NATIONAL = "domains/example.it.yaml"
+NATIONAL_HEAD = 'domain: example.it\nsite: AC\nadmins: ["@example/mail-gateway"]\n'
+NATIONAL_HEAD += 'delivery: {nexthop: "smtp:[smtp.ac.example.it]:25"}\n'
+NATIONAL_VALID = NATIONAL_HEAD + "recipients:\n  presidenza: {kind: role, owners: [mrossi]}\n"
+LEDGER = "national/aliases.yaml"
+CHOICES = "national/choices.yaml"
+NAMED = HEAD + DELIVERY + 'recipients:\n  mario.rossi: {uid: mrossi, name: "Mario Rossi"}\n'
+CAPTURE = (
+    "capture:\n  addresses: [mario.rossi]\n  destination: archivio@example.net\n  notify: [segreteria@example.net]\n"
+)
+CASES += [
+    Case(
+        "bad-name",
+        "model",
+        "a name without a surname",
+        _domain(HEAD + DELIVERY + 'recipients:\n  mario.rossi: {uid: mrossi, name: "Mario"}\n'),
+        [
+            "domains/tifpa.example.org.yaml:7:36: error[bad-name]: recipients['mario.rossi'].name: name "
+            "'Mario' needs a given name and a surname ('Mario Rossi', or 'Rossi Bianchi, Anna' for "
+            "'Surname, Given')",
+        ],
+    ),
+    Case(
+        "bad-name",
+        "model",
+        "a name with a digit",
+        _domain(HEAD + DELIVERY + 'recipients:\n  mario.rossi: {uid: mrossi, name: "Mario Rossi 2"}\n'),
+        [
+            "domains/tifpa.example.org.yaml:7:36: error[bad-name]: recipients['mario.rossi'].name: name "
+            "'Mario Rossi 2' contains '2' (U+0032); write letters, spaces, apostrophes, '-' and '.'",
+        ],
+    ),
+    Case(
+        "name-conflict",
+        "check",
+        "one person, two names",
+        _domain(NAMED + '  m.rossi: {kind: person, uid: mrossi, name: "Marco Rossi"}\n'),
+        [
+            "domains/tifpa.example.org.yaml:8:46: error[name-conflict]: mrossi is named 'Mario Rossi' at "
+            "domains/tifpa.example.org.yaml:7:36; a person has one name (write it once, or the same "
+            "everywhere)",
+        ],
+    ),
+    Case(
+        "national-domain-undeclared",
+        "check",
+        "gateway.yaml names a national domain without a file",
+        _domain(VALID),
+        [
+            "gateway.yaml:3:20: error[national-domain-undeclared]: the national domain 'example.it' has no "
+            "file: add domains/example.it.yaml with its site, its next hop (where its own roles, lists, "
+            "postmaster@ and abuse@ go) and recipient_check: list",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-own-address",
+        "check",
+        "a person's address in the national domain's own file",
+        {DOMAIN: VALID, NATIONAL: NATIONAL_VALID + "  mario.rossi: mrossi\n"},
+        [
+            "domains/example.it.yaml:7:3: error[national-own-address]: 'mario.rossi' is a person address in "
+            "the national domain, whose people's addresses are generated (docs/national-aliases.md); "
+            "declare roles, lists and external aliases here",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-verify",
+        "check",
+        "a national domain whose site would be asked",
+        {DOMAIN: VALID, NATIONAL: NATIONAL_VALID + "recipient_check: verify\n"},
+        [
+            "domains/example.it.yaml:7:18: error[national-verify]: the national domain knows every address "
+            "it has (its own and the generated aliases): recipient_check must be 'list'",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-source",
+        "check",
+        "a national domain with a site's list",
+        {DOMAIN: VALID, NATIONAL: NATIONAL_HEAD + SOURCE},
+        [
+            "domains/example.it.yaml:5:1: error[national-source]: the national domain's addresses are its "
+            "own roles and lists and the generated aliases; it cannot have a source",
+            "domains/example.it.yaml:5:1: error[not-synced]: example.it has a source but "
+            "sources/example.it.yaml does not exist yet; run 'mailgw sync example.it' and commit the file "
+            "with this change",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-not-declared",
+        "load",
+        "the national domain's files, but no national domain",
+        {DOMAIN: VALID, LEDGER: "aliases:\n  mrossi: [mrossi]\n"},
+        [
+            "national/aliases.yaml:1:1: error[national-not-declared]: national/aliases.yaml is for the national "
+            "alias domain, but gateway.yaml names none (national: {domain: ...})",
+        ],
+    ),
+    Case(
+        "national-alias-twice",
+        "check",
+        "one alias given to two uids",
+        {
+            DOMAIN: VALID,
+            NATIONAL: NATIONAL_VALID,
+            LEDGER: "aliases:\n  mrossi: [mrossi, m.rossi]\n  mrossi2: [m.rossi]\n",
+        },
+        [
+            "national/aliases.yaml:3:13: error[national-alias-twice]: alias 'm.rossi' is already given to "
+            "mrossi; an alias belongs to one uid for good",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-alias-reserved",
+        "check",
+        "an RFC 2142 name given as an alias",
+        {DOMAIN: VALID, NATIONAL: NATIONAL_VALID, LEDGER: "aliases:\n  mrossi: [mrossi, info]\n"},
+        [
+            "national/aliases.yaml:2:20: error[national-alias-reserved]: 'info' is an RFC 2142 or system "
+            "mailbox name; it is never anybody's alias",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-alias-reserved",
+        "check",
+        "the national domain declares an address that is somebody's alias",
+        {
+            DOMAIN: VALID,
+            NATIONAL: NATIONAL_VALID + "  mrossi: {kind: list, owners: [mrossi]}\n",
+            LEDGER: "aliases:\n  mrossi: [mrossi]\n",
+        },
+        [
+            "domains/example.it.yaml:7:3: error[national-alias-reserved]: 'mrossi' is the national alias of "
+            "mrossi (national/aliases.yaml); an alias is never taken back: choose another name for this "
+            "address",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-choice",
+        "check",
+        "a chosen alias the ledger does not give the person",
+        {
+            DOMAIN: NAMED,
+            NATIONAL: NATIONAL_VALID,
+            LEDGER: "aliases:\n  mrossi: [mrossi, mario.rossi]\n",
+            CHOICES: "choices:\n  mrossi: {alias: m.rossi}\n",
+        },
+        [
+            "national/choices.yaml:2:19: error[national-choice]: mrossi's chosen alias 'm.rossi' is not "
+            "given to mrossi in national/aliases.yaml; choose with 'mailgw national choose mrossi --alias "
+            "FORM' (or the portal), which checks the form is free",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "capture-undeclared",
+        "check",
+        "a captured address the domain does not have",
+        _domain(VALID + CAPTURE.replace("[mario.rossi]", "[direttore]")),
+        [
+            "domains/tifpa.example.org.yaml:9:15: error[capture-undeclared]: 'direttore' is not an address "
+            "of tifpa.example.org: capture declared addresses only",
+        ],
+    ),
+    Case(
+        "capture-twice",
+        "check",
+        "an address captured twice",
+        _domain(VALID + CAPTURE.replace("[mario.rossi]", "[mario.rossi, Mario.Rossi]")),
+        [
+            "domains/tifpa.example.org.yaml:9:28: error[capture-twice]: 'Mario.Rossi' is listed twice",
+        ],
+    ),
+    Case(
+        "capture-loop",
+        "check",
+        "the capture's copy would be captured again",
+        _domain(VALID + CAPTURE.replace("archivio@example.net", "mario.rossi@tifpa.example.org")),
+        [
+            "domains/tifpa.example.org.yaml:10:16: error[capture-loop]: the destination "
+            "'mario.rossi@tifpa.example.org' is captured itself (its mail reaches "
+            "mario.rossi@tifpa.example.org): the capture's own mail would be captured again",
+        ],
+    ),
+    Case(
+        "capture-to-mx-host",
+        "check",
+        "a person told at an MX host",
+        _domain(VALID + CAPTURE.replace("segreteria@example.net", "segreteria@mx1.gw.example.org")),
+        [
+            "domains/tifpa.example.org.yaml:11:12: error[capture-to-mx-host]: the person told "
+            "'segreteria@mx1.gw.example.org' is at one of the gateway's own MX hosts",
+        ],
+    ),
+    Case(
+        "undeclared-capture-target",
+        "check",
+        "a capture's destination not declared in its served domain",
+        _domain(VALID + CAPTURE.replace("archivio@example.net", "archivio@tifpa.example.org")),
+        [
+            "domains/tifpa.example.org.yaml:10:16: error[undeclared-capture-target]: the destination "
+            "'archivio@tifpa.example.org' is in 'tifpa.example.org', which this gateway serves, but is not "
+            "declared there",
+        ],
+    ),
+]
+
+
+# Notes: what a declaration should add, which does not stop a build (mailgw validate and plan print them).
+_NATIONAL_FILES = {NATIONAL: NATIONAL_VALID}
+NOTE_CASES = [
+    Case(
+        "national-no-name",
+        "note",
+        "people without a name get no name.surname alias",
+        {**_NATIONAL_FILES, DOMAIN: VALID, LEDGER: "aliases:\n  mrossi: [mrossi]\n"},
+        [
+            "domains/tifpa.example.org.yaml:7:3: note[national-no-name]: 1 person(s) of tifpa.example.org "
+            "have no name (mrossi), so no name.surname alias in the national domain: add it where the "
+            "person is declared, like 'mario.rossi: {uid: mrossi, name: \"Mario Rossi\"}'",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-unassigned",
+        "note",
+        "people whose aliases 'mailgw national assign' has not given yet",
+        {**_NATIONAL_FILES, DOMAIN: NAMED},
+        [
+            "national/aliases.yaml:1:1: note[national-unassigned]: 1 person(s) have national aliases still "
+            "to be given (mrossi): run 'mailgw national assign' and commit national/aliases.yaml; until "
+            "then they have none",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-name-unspellable",
+        "note",
+        "a name with no letter an address can spell",
+        {
+            **_NATIONAL_FILES,
+            DOMAIN: NAMED.replace("Mario Rossi", "Σωκράτης Παππάς"),
+            LEDGER: "aliases:\n  mrossi: [mrossi]\n",
+        },
+        [
+            "national/aliases.yaml:1:1: note[national-name-unspellable]: the names of mrossi have no letter "
+            "an address can spell (a-z once accents are taken off), so no name.surname alias; the gateway "
+            "team can give one by hand in national/aliases.yaml and national/choices.yaml",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+    Case(
+        "national-choice-set-aside",
+        "note",
+        "a chosen primary address that is no longer the person's",
+        {
+            **_NATIONAL_FILES,
+            DOMAIN: NAMED,
+            LEDGER: "aliases:\n  mrossi: [mrossi, mario.rossi]\n",
+            CHOICES: "choices:\n  mrossi: {primary: m.rossi@tifpa.example.org}\n",
+        },
+        [
+            "national/choices.yaml:2:21: note[national-choice-set-aside]: mrossi's chosen primary address "
+            "'m.rossi@tifpa.example.org' is not one of theirs any more; their national aliases go to "
+            "mario.rossi@tifpa.example.org until they choose again",
+        ],
+        gateway=NATIONAL_GATEWAY,
+    ),
+]
+
+
 @dataclass(frozen=True)
 class SyncCase:
     """A site's list that mailgw sync refuses, and the finding it prints for the row."""
@@ -1535,6 +1816,18 @@ def markdown() -> str:
         lines.append(
             f"| `{case.code}` | {case.stage} | {case.summary} | {f'`{shown}`' if shown else ''} | `{example}` |"
         )
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "A note says what a declaration should add; it never fails a command. `mailgw validate` and `mailgw plan`",
+        "print them (under GitHub Actions also as notice annotations) as `path:line:col: note[code]: message`.",
+        "",
+        "| code | what to add | the note printed |",
+        "|---|---|---|",
+    ]
+    for note in NOTE_CASES:
+        lines.append(f"| `{note.code}` | {note.summary} | `{note.expected[0].replace('|', chr(92) + '|')}` |")
     lines += [
         "",
         "## mailgw sync: a site's list",

@@ -19,6 +19,7 @@ from __future__ import annotations
 DEFAULTS = "(no served domain)"  # mail of no served domain: the gateway's own policy
 DOMAINS = (
     "cnaf.example.org",
+    "example.it",
     "ge.example.org",
     "lab.tifpa.example.org",
     "lnf.example.org",

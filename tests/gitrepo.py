@@ -23,7 +23,7 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
 }
 # What a gateway repository commits besides the compiler: declarations, out/, generated files.
-BUNDLED = ("gateway.yaml", "domains", "out", "schema", ".github/CODEOWNERS")
+BUNDLED = ("gateway.yaml", "domains", "national", "out", "schema", ".github/CODEOWNERS")
 
 
 def init(path: Path, *, bare: bool = False) -> git.Repo:

@@ -440,7 +440,7 @@ class GatewaySlapd:
 MOVES = (
     ("  m.rossi: {kind: alias, uid: mrossi}\n", "  m.rossi: {kind: alias, uid: pconti}\n"),
     ("  l.bianchi: {kind: alias, uid: lbianchi}\n", "  l.bianchi: {kind: alias, uid: gneri}\n"),
-    ("  giulia.neri: gneri\n", "  giulia.neri: mrossi\n"),
+    ('  giulia.neri: {uid: gneri, name: "Giulia Neri"}\n', "  giulia.neri: mrossi\n"),
     ("  paolo.conti: pconti\n", "  paolo.conti: zconti\n"),
     ("  seminari: {kind: list, owners: [gneri]}\n", "  seminari: mseminari\n  nuovo.arrivo: narrivo\n"),
 )

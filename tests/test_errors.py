@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GATEWAY, REPO
-from tests.error_cases import CASES, SYNC_CASES, Case, markdown
+from tests.error_cases import CASES, NOTE_CASES, SYNC_CASES, Case, markdown
 
 
 def _materialise(root: Path, case: Case) -> None:
@@ -46,10 +46,20 @@ def test_every_code_has_a_case():
     not_codes |= {"link-local"}
     # The fallback for a pydantic error type the model does not produce today.
     fallback = {"invalid-value"}
-    assert emitted - not_codes - fallback - {case.code for case in CASES + SYNC_CASES} == set()
+    assert emitted - not_codes - fallback - {case.code for case in CASES + SYNC_CASES + NOTE_CASES} == set()
 
 
 def test_docs_table_is_current():
     assert (REPO / "docs" / "errors.md").read_text() == markdown(), (
         "docs/errors.md is stale: run 'python -m tests.error_cases > docs/errors.md'"
     )
+
+
+@pytest.mark.parametrize("case", NOTE_CASES, ids=[case.code for case in NOTE_CASES])
+def test_note_case(case, tmp_path, mailgw):
+    """A note is printed, and the command succeeds all the same."""
+    root = tmp_path / "repo"
+    _materialise(root, case)
+    result = mailgw(root, "validate")
+    assert result.code == 0, result.err
+    assert [line for line in result.err.splitlines() if ": note[" in line] == case.expected

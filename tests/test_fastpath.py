@@ -45,17 +45,28 @@ TARGET_DOMAINS = ["example.net", "EXAMPLE.net", "città.example.org", "xn--citt-
 TARGET = st.builds(lambda local, domain: f"{local}@{domain}", KEY, st.sampled_from(TARGET_DOMAINS))
 INDENT = st.sampled_from(["  ", "  ", "  ", "    ", " "])
 COMMENT = st.sampled_from(["", "", "", " # note", "  # a longer note: with words"])
+# A person's name (docs/site-admins.md): words of letters with their accents, apostrophes, '-'; a given name and a
+# surname, or 'Surname, Given'.
+WORD = st.sampled_from(
+    ["Mario", "Rossi", "Maria", "Chiara", "De", "Luca", "D'Esposito", "Jean-Luc", "Nicolò", "Müller"]
+)
+NAME = st.one_of(
+    st.lists(WORD, min_size=2, max_size=4).map(" ".join),
+    st.builds(lambda surname, given: f"{surname}, {given}", WORD, WORD),
+)
 
 
 @st.composite
 def recipient(draw, key: str) -> str:
     """One line of a common shape (README: the fast path), without its indentation."""
-    form = draw(st.sampled_from(["person", "person", "person", "alias", "explicit person", "role", "list"]))
+    form = draw(st.sampled_from(["person", "person", "person", "alias", "explicit person", "role", "list", "named"]))
     gap = draw(st.sampled_from([" ", " ", "  "]))
     if form == "person":
         value = draw(UID)
     elif form in ("alias", "explicit person"):
         value = f"{{kind: {'alias' if form == 'alias' else 'person'}, uid: {draw(UID)}}}"
+    elif form == "named":
+        value = f'{{uid: {draw(UID)}, name: "{draw(NAME)}"}}'
     else:
         owners = draw(st.lists(UID, min_size=1, max_size=3))
         value = f"{{kind: {form}, owners: [{', '.join(owners)}]}}"
@@ -148,6 +159,24 @@ VALID_UIDS = [
     "m.rossi",
 ]
 # Keys are text whatever they look like; these break the local-part grammar: refused.
+# Names the grammar refuses (no surname, a digit, spaces at an end or doubled, two commas, a control, a quote's
+# escape), and valid ones.
+REFUSED_NAMES = [
+    "Mario",
+    "Mario Rossi 2",
+    " Mario Rossi",
+    "Mario  Rossi",
+    "Rossi, Mario, Jr",
+    "Mario Rossi!",
+    "Ma\\x01rio",
+]
+VALID_NAMES = [
+    "Maria Chiara De Luca",
+    "Carlo D'Esposito",
+    "Rossi Bianchi, Anna",
+    "Jean-Luc Picard",
+    "Zoe\\u0308 Martin",
+]
 REFUSED_KEYS = ["a..b", ".a", "a.", "a#b", "a b", "x" * 65, "a@b", "a,b", "~", "1:20", "a\\b", "é"]
 VALID_KEYS = ["no", "on", "12", "0x1f", "true", "null", "1_000", "2001-12-14", "+1", "-1", "M.Rossi", "a+b", "_x", "-"]
 
@@ -162,6 +191,9 @@ CHANGES = {
     "valid key": (lambda key, word: f"{word}: mrossi", VALID_KEYS, "valid"),
     "quoted uid": (lambda key, word: f'{key}: "{word}"', ["mrossi", "m.rossi"], "valid"),
     "reordered mapping": (lambda key, word: f"{key}: {{uid: {word}, kind: alias}}", ["mrossi"], "valid"),
+    "refused name": (lambda key, word: f'{key}: {{uid: mrossi, name: "{word}"}}', REFUSED_NAMES, "refused"),
+    "valid name": (lambda key, word: f'{key}: {{uid: mrossi, name: "{word}"}}', VALID_NAMES, "valid"),
+    "name first": (lambda key, word: f'{key}: {{name: "{word}", uid: mrossi}}', ["Mario Rossi"], "valid"),
     "alias": (lambda key, word: f"{key}: *{word}", ["mrossi", "a"], "refused"),
     "unknown tag": (lambda key, word: f"{key}: !{word} mrossi", ["foo", "python/name:os.system"], "refused"),
     # The loader reads a standard tag and an anchor nothing refers to as the plain value (the fast path declines).

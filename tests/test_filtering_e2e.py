@@ -61,8 +61,8 @@ GENERATED_MILTER = "inet:127.0.0.1:11332"  # out/postfix/main.cf: Rspamd's stock
 
 
 def recipient(domain: str) -> str:
-    """A declared address of the domain that the site itself receives (not an external alias)."""
-    return next(a.address for a in BUNDLED.domain(domain).addresses if a.kind != "external")
+    """A declared address of the domain that the site itself receives (not an external or a national alias)."""
+    return next(a.address for a in BUNDLED.domain(domain).addresses if a.kind not in ("external", "national"))
 
 
 def relay_of(domain: str) -> str | None:

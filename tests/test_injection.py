@@ -66,6 +66,17 @@ pytestmark = pytest.mark.needs("postmap", "postconf", "slapadd", "slapcat", "rsp
 
 GATEWAY_FILE = "gateway.yaml"
 DOMAIN = "basedomain.example.org"
+# The national alias domain's own file: fixed, its fields are tried in BASE_DOMAIN like any domain's; an
+# external alias only, so that no uid tried elsewhere is named twice.
+NATIONAL_DOMAIN = "nationalbase.example.net"
+NATIONAL_FILE = f"""\
+domain: {NATIONAL_DOMAIN}
+site: SITENATIONAL
+admins: ["@orgnational/mail"]
+delivery: {{nexthop: "smtp:[relaynational.example.net]:25"}}
+external_aliases:
+  forwardnational: [targetnational@externalnational.example.net]
+"""
 DOMAIN_FILE = f"domains/{DOMAIN}.yaml"
 
 # Every value a distinct token, found nowhere else in the artifacts, so that replacing it is exact.
@@ -123,7 +134,10 @@ BASE_GATEWAY: dict[str, Any] = {
         "store_directory": "/var/lib/storebase",
         "database_url_file": "/etc/mailgw/databasebase.url",
         "session_secret_file": "/etc/mailgw/sessionbase.key",
+        "repository": "/var/lib/repositorybase",
     },
+    "national": {"domain": NATIONAL_DOMAIN},
+    "capture": {"notice_service": "127.0.0.1:10098"},
     "submission": {
         "aai_directory": {
             "uris": ["ldaps://aaibase.example.net"],
@@ -171,12 +185,17 @@ BASE_DOMAIN: dict[str, Any] = {
     "recipient_check": "list",
     "outbound_relays": ["198.51.100.64/28"],
     "recipients": {
-        "personbase": "uidperson",
+        "personbase": {"uid": "uidperson", "name": "Givenbase Surnamebase"},
         "aliasbase": {"kind": "alias", "uid": "uidalias"},
         "ownerbase": "uidowner",
         "rolebase": {"kind": "role", "owners": ["uidowner"]},
     },
     "external_aliases": {"forwardbase": ["targetbase@externalbase.example.net"]},
+    "capture": {
+        "addresses": ["ownerbase"],
+        "destination": "capturebase@capturedestbase.example.net",
+        "notify": ["noticebase@noticedestbase.example.net"],
+    },
     "filters": {
         "inbound": {
             "spam": {"subject": "[DOMINBASE] %s"},
@@ -465,6 +484,7 @@ def build(work: Path, gateway: dict, domain: dict, synced: dict | None = None) -
     (root / "domains").mkdir(parents=True)
     (root / "sources").mkdir()
     (root / "sources" / f"{SYNCED_DOMAIN}.yaml").write_text(synced_file())
+    (root / "domains" / f"{NATIONAL_DOMAIN}.yaml").write_text(NATIONAL_FILE)
     synced = BASE_SYNCED if synced is None else synced
     for rel, data in ((GATEWAY_FILE, gateway), (domain_file(domain), domain), (synced_domain_file(synced), synced)):
         text = yaml.dump(data, Dumper=yaml.CSafeDumper, allow_unicode=True, sort_keys=False, width=1 << 20)
@@ -729,8 +749,14 @@ def written_forms(value: str) -> list[str]:
 
 
 def _variants(text: str) -> list[str]:
-    """The spellings of one value in the artifacts: itself, in a regexp (HELO check), in a Rspamd symbol."""
-    return [text, text.replace(".", "\\."), text.upper().replace("-", "__").replace(".", "_")]
+    """The spellings of one value in the artifacts: itself, in a regexp (HELO check), in a Rspamd symbol,
+    and an address inside a capture's internal ones ('@' as '=', compiler/capture.py)."""
+    return [
+        text,
+        text.replace(".", "\\."),
+        text.upper().replace("-", "__").replace(".", "_"),
+        text.replace("@", "=") if "@" in text else text,
+    ]
 
 
 def replaced(readback: dict[str, list[str]], old: str, new: str) -> dict[str, list[str]]:

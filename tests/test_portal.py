@@ -46,8 +46,8 @@ def _owned(uid: str) -> set[str]:
 
 def _person_and_list() -> tuple[str, str, str, str]:
     """A uid with an own address and a list it owns, and a list owner's role address."""
-    lists = {k: v for k, v in TIFPA["recipients"].items() if isinstance(v, dict) and v["kind"] == "list"}
-    roles = {k: v for k, v in TIFPA["recipients"].items() if isinstance(v, dict) and v["kind"] == "role"}
+    lists = {k: v for k, v in TIFPA["recipients"].items() if isinstance(v, dict) and v.get("kind") == "list"}
+    roles = {k: v for k, v in TIFPA["recipients"].items() if isinstance(v, dict) and v.get("kind") == "role"}
     uid = sorted(set.intersection(*(set(v["owners"]) for v in [*lists.values(), *roles.values()][:1])))[0]
     own = next(k for k, v in TIFPA["recipients"].items() if v == uid)
     a_list = next(k for k, v in lists.items() if uid in v["owners"])

@@ -65,8 +65,12 @@ def _owner_of_a_person_list_and_role(domain: dict) -> tuple[str, str, str, str]:
     recipients = domain["recipients"]
     for uid in sorted({v for v in recipients.values() if isinstance(v, str)}):
         own = [k for k, v in recipients.items() if v == uid]
-        lists = [k for k, v in recipients.items() if isinstance(v, dict) and v["kind"] == "list" and uid in v["owners"]]
-        roles = [k for k, v in recipients.items() if isinstance(v, dict) and v["kind"] == "role" and uid in v["owners"]]
+        lists = [
+            k for k, v in recipients.items() if isinstance(v, dict) and v.get("kind") == "list" and uid in v["owners"]
+        ]
+        roles = [
+            k for k, v in recipients.items() if isinstance(v, dict) and v.get("kind") == "role" and uid in v["owners"]
+        ]
         if own and lists and roles:
             return uid, *(f"{local.lower()}@{DOMAIN}" for local in (own[0], lists[0], roles[0]))
     raise AssertionError("the bundled domain has nobody who owns a list and a role")

@@ -195,13 +195,15 @@ def test_every_smtp_message_goes_to_rspamd_and_waits_while_it_is_down(tmp_path):
         "milter_macro_daemon_name": "mailgw_inbound",
     }
     overrides = subprocess.run([program("postconf"), "-c", str(conf), "-P"], capture_output=True, text=True)
-    # Only the quarantine portal's release service skips Rspamd: its mail was scanned before it was held. The
+    # Only two services skip Rspamd: the quarantine portal's release service (its mail was scanned before it was
+    # held) and the capture notices' service of gateway.yaml (the MX writes those notices itself). The
     # submission services (587, 465) and the automation relay (gateway.yaml's 2525, 2526) are outbound mail; the
     # forwarding pass (gateway.yaml's forwarding) goes through Rspamd under a name of its own: only its ARC seal.
     assert [line for line in overrides.stdout.splitlines() if "milter" in line] == [
         "127.0.0.1:10026/inet/smtpd_milters =",
         "127.0.0.1:10027/inet/milter_macro_daemon_name = mailgw_forward",
         *(f"{port}/inet/milter_macro_daemon_name = mailgw_outbound" for port in (587, 465, 2525, 2526)),
+        "127.0.0.1:10028/inet/smtpd_milters =",
     ]
 
 

@@ -69,7 +69,9 @@ def declared_domains() -> list[Declared]:
             _alabel(data["domain"]), data.get("recipient_check", "list"), _transport(data["delivery"]["nexthop"])
         )
         for local, value in (data.get("recipients") or {}).items():
-            domain.kinds[f"{str(local).lower()}@{domain.name}"] = value["kind"] if isinstance(value, dict) else "person"
+            domain.kinds[f"{str(local).lower()}@{domain.name}"] = (
+                value.get("kind", "person") if isinstance(value, dict) else "person"
+            )
         for local, targets in (data.get("external_aliases") or {}).items():
             address = f"{str(local).lower()}@{domain.name}"
             domain.kinds[address] = "external"
@@ -79,6 +81,35 @@ def declared_domains() -> list[Declared]:
 
 
 DECLARED = declared_domains()
+
+
+def national_aliases() -> dict[str, str]:
+    """National alias -> the person's primary address, from national/*.yaml and the domain files
+    (docs/national-aliases.md): uid@ when the ledger gives the uid its own name; the extended alias the person
+    chose, else the one the ledger gave after it (the bundled ledger gives each uid at most one by the rules);
+    the chosen primary address, else the person's own address (the first in order)."""
+    national = yaml.safe_load((REPO / "gateway.yaml").read_text())["national"]["domain"]
+    ledger = yaml.safe_load((REPO / "national/aliases.yaml").read_text())["aliases"]
+    choices = yaml.safe_load((REPO / "national/choices.yaml").read_text())["choices"]
+    own: dict[str, list[str]] = {}
+    for path in sorted((REPO / "domains").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        for local, value in (data.get("recipients") or {}).items():
+            uid = value if isinstance(value, str) else value.get("uid")
+            kind = "person" if isinstance(value, str) else value.get("kind", "person")
+            if uid and kind == "person":
+                own.setdefault(uid, []).append(f"{str(local).lower()}@{_alabel(data['domain'])}")
+    expected = {}
+    for uid, given in ledger.items():
+        choice = choices.get(uid, {})
+        primary = choice.get("primary") or sorted(own[uid])[0]
+        extended = choice.get("alias") or (given[1] if len(given) > 1 else None)
+        for alias in {given[0] if given[0] == uid else None, extended} - {None}:
+            expected[f"{alias}@{national}"] = primary
+    return expected
+
+
+NATIONAL_ALIASES = national_aliases()
 # The gateway team's mailbox (gateway.yaml `postmaster`): the node's own postmaster, and an LMTP domain's reserved ones.
 GATEWAY_POSTMASTER = yaml.safe_load((REPO / "gateway.yaml").read_text())["postmaster"]
 # gateway.yaml's forwarding (docs/mx.md): external aliases take the second pass, at this smtpd, from forward_alias.
@@ -124,7 +155,8 @@ def keys(work: Path, name: str) -> set[str]:
 
 
 def test_the_bundled_fleet_is_what_this_test_reads():
-    assert len(DECLARED) == 6 and sum(len(d.kinds) for d in DECLARED) == 31
+    assert len(DECLARED) == 7 and sum(len(d.kinds) for d in DECLARED) == 33
+    assert len(NATIONAL_ALIASES) == 16
     assert {d.recipient_check for d in DECLARED} == {"list", "verify"}
 
 
@@ -132,6 +164,7 @@ def test_every_declared_address_is_found_with_its_kind_and_nothing_else(indexed)
     expected = {address: kind for d in DECLARED for address, kind in d.kinds.items()}
     expected |= {f"@{d.name}": "verify" for d in DECLARED if d.recipient_check == "verify"}
     expected |= {address: "reserved" for d in DECLARED for address in d.reserved}
+    expected |= {address: "national" for address in NATIONAL_ALIASES}
     assert keys(indexed, "relay_recipients") == set(expected)
     for address, kind in expected.items():
         assert query(indexed, "relay_recipients", address) == kind, address
@@ -160,7 +193,9 @@ def test_transport_and_relay_domains_answer_for_every_domain(indexed):
     aliases = {address for d in DECLARED for address in d.targets}
     # The SRS domain is relayed too: bounces to its SRS addresses come back (docs/mx.md).
     assert keys(indexed, "relay_domains") == {d.name for d in DECLARED} | {FORWARDING["srs_domain"]}
-    assert keys(indexed, "transport") == {d.name for d in DECLARED} | aliases
+    # lnf.example.org captures: the notices' internal domain goes to the notifier (docs/site-admins.md).
+    assert keys(indexed, "transport") == {d.name for d in DECLARED} | aliases | {"notice.mailgw.invalid"}
+    assert query(indexed, "transport", "notice.mailgw.invalid") == "mailgw_notice:"
     for domain in DECLARED:
         assert query(indexed, "relay_domains", domain.name) == "OK"
         assert query(indexed, "transport", domain.name) == domain.transport
@@ -187,6 +222,12 @@ def test_external_aliases_resolve_to_their_targets_on_the_forwarding_pass(indexe
     # The first pass's virtual_alias: the gateway's own postmaster and the LMTP domains' reserved addresses.
     expected = {"postmaster": GATEWAY_POSTMASTER}
     expected |= {a: GATEWAY_POSTMASTER for d in DECLARED if d.transport.startswith("lmtp:") for a in d.reserved}
+    expected |= NATIONAL_ALIASES
+    # lnf.example.org captures direzione@: its blind copy goes to the destination and a notice per person told.
+    capture = yaml.safe_load((REPO / "domains/lnf.example.org.yaml").read_text())["capture"]
+    notices = ", ".join(f"{p.replace('@', '=')}@notice.mailgw.invalid" for p in sorted(capture["notify"]))
+    for local in capture["addresses"]:
+        expected[f"{local}=lnf.example.org@capture.mailgw.invalid"] = f"{capture['destination']}, {notices}"
     assert keys(indexed, "virtual_alias") == set(expected)
     for address, targets in expected.items():
         assert query(indexed, "virtual_alias", address) == targets
@@ -195,3 +236,14 @@ def test_external_aliases_resolve_to_their_targets_on_the_forwarding_pass(indexe
 
 def test_lookups_fold_case_as_the_docs_say(indexed):
     assert query(indexed, "relay_recipients", "Mario.Rossi@TIFPA.example.org") == "person"
+
+
+def test_captured_addresses_get_their_blind_copy(indexed):
+    """recipient_bcc_maps: every captured address, and the national aliases that reach one, -> its copy."""
+    capture = yaml.safe_load((REPO / "domains/lnf.example.org.yaml").read_text())["capture"]
+    captured = {f"{local}@lnf.example.org" for local in capture["addresses"]}
+    expected = {a: f"{a.replace('@', '=')}@capture.mailgw.invalid" for a in captured}
+    expected |= {alias: expected[to] for alias, to in NATIONAL_ALIASES.items() if to in captured}
+    assert keys(indexed, "capture_bcc") == set(expected)
+    for address, copy in expected.items():
+        assert query(indexed, "capture_bcc", address) == copy

@@ -55,7 +55,9 @@ def with_venv(root: Path, repo) -> None:
 def gateway(tmp_path):
     root = tmp_path / "gw"
     repo = init(root)
-    copy_bundled(root, ("gateway.yaml", "domains", "out", "schema", ".github/CODEOWNERS", ".pre-commit-config.yaml"))
+    copy_bundled(
+        root, ("gateway.yaml", "domains", "national", "out", "schema", ".github/CODEOWNERS", ".pre-commit-config.yaml")
+    )
     with_venv(root, repo)
     commit_all(repo, "the bundled fleet")
     return root, repo
@@ -154,7 +156,7 @@ def test_the_published_hook_in_another_repository(tmp_path):
     assert (hook["id"], hook["entry"], hook["language"]) == ("mailgw-validate", "mailgw validate", "python")
     root = tmp_path / "consumer"
     repo = init(root)
-    copy_bundled(root, ("gateway.yaml", "domains"))
+    copy_bundled(root, ("gateway.yaml", "domains", "national"))
     (root / "README.md").write_text("our gateway\n")
     local = {**hook, "language": "system"}
     (root / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))

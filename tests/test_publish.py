@@ -73,7 +73,12 @@ def test_author_from_the_environment_and_from_git_config(gateway, mailgw, monkey
     monkeypatch.setenv("MAILGW_AUTHOR", "CI Bot <ci@gw.example.org>")
     assert mailgw(root, "publish").code == 0
     assert repo.head.commit.author.email == "ci@gw.example.org"
-    edit(root, TIFPA, "  giulia.neri: gneri\n", "  giulia.neri: gneri\n  g.neri: gneri\n")
+    edit(
+        root,
+        TIFPA,
+        "  l.bianchi: {kind: alias, uid: lbianchi}\n",
+        "  l.bianchi: {kind: alias, uid: lbianchi}\n  g.neri: gneri\n",
+    )
     commit_all(repo, "edit again")
     monkeypatch.delenv("MAILGW_AUTHOR")
     assert mailgw(root, "publish").code == 0
@@ -95,7 +100,7 @@ def test_first_publish_of_a_repository_without_out(tmp_path, mailgw):
 
     root = tmp_path / "gw"
     repo = init(root)
-    copy_bundled(root, ("gateway.yaml", "domains"))
+    copy_bundled(root, ("gateway.yaml", "domains", "national"))
     commit_all(repo, "declarations only")
     result = mailgw(root, "publish", "--author", BOT)
     assert result.code == 0
@@ -131,7 +136,7 @@ def test_refusals_leave_out_and_git_untouched(gateway, mailgw, mess, message):
     commit_all(repo, "edit")
     head, out_before = repo.head.commit, (root / "out/postfix/relay_recipients").read_bytes()
     if mess == "uncommitted":
-        edit(root, TIFPA, "  giulia.neri: gneri\n", "")
+        edit(root, TIFPA, "  l.bianchi: {kind: alias, uid: lbianchi}\n", "")
     elif mess == "untracked":
         (root / "domains/new.example.org.yaml").write_text("domain: new.example.org\n")
     elif mess == "staged":

@@ -121,7 +121,14 @@ class Node:
         self.map_dir = self.root / "etc/postfix/mailgw"
         self.config_dir = self.root / "etc/postfix"
         self.staging = self.root / "var/lib/mailgw/out"
-        for directory in ("etc/postfix", "etc/rspamd/local.d", "etc/rspamd/maps.d", "var/lib", "var/spool/postfix"):
+        for directory in (
+            "etc/postfix",
+            "etc/rspamd/local.d",
+            "etc/rspamd/maps.d",
+            "var/lib",
+            "var/spool/postfix",
+            "usr/local/sbin",
+        ):
             (self.root / directory).mkdir(parents=True)  # what the Debian packages create: no main.cf
         (self.root / "var/lib/postfix").mkdir()
         shutil.chown(self.root / "var/lib/postfix", "postfix")
@@ -175,6 +182,7 @@ class Node:
               postfix_reload_command => ['{self.base}/reload', 'postfix'],
               rspamd_reload_command  => ['{self.base}/reload', 'rspamd'],
               ldap_load_command      => ['{self.base}/reload', 'ldap'],
+              capture_notifier       => '{self.root}/usr/local/sbin/mailgw-capture-notify',
             }}
             """)
         )
@@ -298,6 +306,7 @@ def changed_fleet(tmp_path: Path, edit: str) -> Path:
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "domains", repo / "domains")
     shutil.copy(REPO / "gateway.yaml", repo / "gateway.yaml")
+    shutil.copytree(REPO / "national", repo / "national")  # the new person's national alias waits for assign
     domain = repo / "domains/tifpa.example.org.yaml"
     domain.write_text(domain.read_text().replace("recipients:\n", f"recipients:\n  {edit}\n", 1))
     return build_out(repo, tmp_path / "out")
@@ -336,6 +345,9 @@ def test_first_run_deploys_every_artifact_and_indexes_every_map(first, fleet_out
             assert (node.pristine / place).read_bytes() == compiled, place
     for name in maps_of(fleet_out):
         assert (node.pristine / f"etc/postfix/mailgw/{name}.lmdb").stat().st_size > 0
+    notifier = node.pristine / "usr/local/sbin/mailgw-capture-notify"  # master.cf's pipe service runs it
+    assert notifier.read_bytes() == (REPO / "deploy/puppet/mailgw/files/capture_notify.py").read_bytes()
+    assert notifier.stat().st_mode & 0o777 == 0o755
     assert not list(node.pristine.rglob(".*building*")), "no temporary table left behind"
 
 

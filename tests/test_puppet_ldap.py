@@ -175,6 +175,7 @@ class {{ 'mailgw':
   postmap_command        => ['{self.base}/postmap'],
   postfix_reload_command => ['/bin/true'],
   rspamd_reload_command  => ['/bin/true'],
+  capture_notifier       => '{self.base}/mailgw-capture-notify',
 }}
 class {{ 'mailgw::slapd':
   reader_password_hash => Sensitive('{password_hash}'),

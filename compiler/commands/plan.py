@@ -15,6 +15,7 @@ import sys
 
 from compiler import history, widenings
 from compiler.errors import output_failed
+from compiler.findings import report_notes
 from compiler.pipeline import compile_repository
 from compiler.plan import (
     FORCE_ENV,
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(RENDERERS[args.format](plan, forced, widened))
     except OSError as err:  # a large plan goes straight to the file, past the buffer
         raise output_failed(err) from None
+    report_notes(list(compiled.notes), sys.stderr)
     if plan.allowed(forced, widened):
         return 0
     print("mailgw: the plan is unsafe:", file=sys.stderr)

@@ -26,6 +26,7 @@ import git
 from compiler import history
 from compiler.commands.plan import render_text
 from compiler.errors import UserError, file_error
+from compiler.national import NATIONAL_DIR
 from compiler.pipeline import DOMAINS_DIR, GATEWAY_FILE, compile_repository
 from compiler.plan import Plan, make_plan
 from compiler.sync.synced import SOURCES_DIR
@@ -146,7 +147,7 @@ def commit_message(plan: Plan) -> str:
 def _refuse_unclean(checkout: history.Checkout) -> None:
     """out/ must be built from committed declarations, and the commit must hold out/ only."""
     repo = checkout.repo
-    paths = [checkout.path(GATEWAY_FILE), checkout.path(DOMAINS_DIR), checkout.path(SOURCES_DIR)]
+    paths = [checkout.path(p) for p in (GATEWAY_FILE, DOMAINS_DIR, SOURCES_DIR, NATIONAL_DIR)]
     dirty = repo.git.status("--porcelain", "--untracked-files=all", "--", *paths)
     if dirty:
         names = ", ".join(line[3:] for line in dirty.splitlines())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from compiler.commands.national import print_notes
 from compiler.pipeline import load_declarations
 
 
@@ -16,4 +17,5 @@ def run(args: argparse.Namespace) -> int:
     declarations = load_declarations(args.root)
     addresses = sum(len(s.addresses) for s in declarations.domains)
     print(f"ok: {len(declarations.domains)} domain(s), {addresses} address(es)", file=sys.stderr)
+    print_notes(declarations)
     return 0

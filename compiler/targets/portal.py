@@ -83,4 +83,7 @@ def configuration(fleet: Fleet, settings: PortalSettings) -> dict[str, Any]:
             for domain in fleet.domains
         },
         "default_retention": {"inbound": defaults.inbound.retention_days, "outbound": defaults.outbound.retention_days},
+        # People choose their national aliases on the portal, which commits the choice in this clone
+        # through 'mailgw national choose' (docs/national-aliases.md); None: no national domain.
+        "national": {"domain": fleet.national, "repository": settings.repository} if fleet.national else None,
     }

@@ -26,10 +26,11 @@ from typing import Any
 
 import jinja2
 
+from compiler import capture
 from compiler.fleet import Fleet, network_order
 from compiler.model import DnsblSite, IPNetwork
 from compiler.targets import postfix, rspamd, submission
-from compiler.targets.postfix import HEADER
+from compiler.targets.postfix import HEADER, captured
 
 REFERENCES = (
     "postconf(5)",
@@ -98,6 +99,7 @@ def main_cf_context(fleet: Fleet) -> dict[str, Any]:
         "relay_sites": relay_sites(fleet),
         "rspamd_milter": rspamd.MILTER,
         "milter_daemon_name": rspamd.INBOUND_DAEMON,
+        "notices": notice_services(fleet),
         "submission": submission.services(fleet),
         "restriction_classes": restriction_classes(fleet),
         "forwarding": forwarding(fleet),
@@ -112,6 +114,7 @@ def master_cf_context(fleet: Fleet) -> dict[str, Any]:
         "map_directory": fleet.gateway.postfix.map_directory,
         "outbound_daemon": rspamd.OUTBOUND_DAEMON,
         "forwarding": forwarding(fleet),
+        "notices": notice_services(fleet),
     }
 
 
@@ -143,6 +146,38 @@ def release_service(fleet: Fleet) -> ReleaseService | None:
     return ReleaseService(
         portal.release_service,
         tuple(str(net) if net.version == 4 else f"[{net.network_address}]/{net.prefixlen}" for net in clients),
+    )
+
+
+@dataclass(frozen=True)
+class NoticeServices:
+    """Capture and notify's services in master.cf (compiler/capture.py): the notifier and where it submits."""
+
+    transport: str  # the pipe(8) service that runs the notifier, once per person told
+    notifier: str
+    user: str
+    sender: str  # the notices' sender: the gateway team's mailbox, which gets their bounces
+    service: str  # master.cf service name of the loopback smtpd the notices enter: 'IP:port'
+    host: str
+    port: int
+    cleanup: str  # that smtpd's cleanup, without recipient_bcc_maps
+
+
+def notice_services(fleet: Fleet) -> NoticeServices | None:
+    """Only when some domain captures (and there is a postmaster to send the notices as: check.py says so)."""
+    if not fleet.postmaster or not captured(fleet):
+        return None
+    service = fleet.gateway.capture.notice_service
+    host, _, port = service.rpartition(":")
+    return NoticeServices(
+        capture.NOTICE_TRANSPORT,
+        capture.NOTIFIER,
+        capture.NOTIFIER_USER,
+        fleet.postmaster,
+        service,
+        host.strip("[]"),
+        int(port),
+        capture.NO_CAPTURE_CLEANUP,
     )
 
 

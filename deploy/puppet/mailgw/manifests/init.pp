@@ -76,6 +76,9 @@
 #   Run once when an LDIF file changed, if given.
 # @param portal_config_dir
 #   Where mailgw::portal puts out/portal/*.json (the portal reads portal.json there).
+# @param capture_notifier
+#   Where the capture's notifier goes: master.cf's pipe service runs it there (compiler/capture.py
+#   NOTIFIER); it needs only the system's python3.
 # @param allowed_signers
 #   The node's allowed-signers file (ssh-keygen(1) ALLOWED SIGNERS, one `principal key` per line), from
 #   the node's own Puppet data. When set, source must be out/ of a git checkout, and only the out/ of
@@ -118,6 +121,7 @@ class mailgw (
   Mailgw::Command $rspamd_reload_command = ['/bin/systemctl', 'try-reload-or-restart', 'rspamd'],
   Optional[Mailgw::Command] $ldap_load_command = undef,
   Mailgw::Absolutepath $portal_config_dir = '/etc/mailgw/portal',
+  Mailgw::Absolutepath $capture_notifier = '/usr/local/sbin/mailgw-capture-notify',
   Optional[String[1]] $allowed_signers = undef,
   String[1] $revision = 'HEAD',
   Optional[String[1]] $rollout_follows = undef,

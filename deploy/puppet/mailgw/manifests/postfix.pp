@@ -76,6 +76,15 @@ class mailgw::postfix {
     }
   }
 
+  # Capture and notify's notifier, in place before a master.cf that runs it (docs/site-admins.md).
+  file { $mailgw::capture_notifier:
+    ensure  => file,
+    content => file('mailgw/capture_notify.py'),
+    mode    => '0755',
+    backup  => false,
+    before  => Exec['mailgw postfix check'],
+  }
+
   exec { 'mailgw postfix reload':
     command     => $mailgw::postfix_reload_command,
     refreshonly => true,
