@@ -9,8 +9,9 @@ lowered or an allowlist added, the DNSBL threshold raised or an action
 weakened, a spam quarantine or reject threshold raised or turned off, a virus
 action weakened, a quarantine turned off, an allow list entry added or a
 block list entry dropped; a client certificate or automation client a
-domain file declares, or widens (docs/submission.md), and the submission
-services turned on.
+domain file declares, or widens (docs/submission.md), the submission
+services turned on, and an address whose mail is now copied to a capture
+destination (a copy leaves the site's hands).
 
 Each kind is one entry of KINDS: a function from the base Fleet (None: no
 declarations yet) and the new one to the widenings it finds. A new way to let
@@ -262,10 +263,33 @@ def _automation_changes(before: AutomationClient | None, after: AutomationClient
         yield f"rate raised from {before.messages_per_hour} to {after.messages_per_hour} messages an hour"
 
 
+# --- capture: whose mail is copied, and to where (docs/site-admins.md) -------------------------------
+
+
+def _capture(old: Fleet | None, new: Fleet) -> Iterator[Widening]:
+    """An address of a domain whose mail is now copied to a destination it was not copied to before."""
+    before = _domains(old)
+    for domain in new.domains:
+        if domain.capture is None:
+            continue
+        was = before.get(domain.name)
+        held = was.capture if was else None
+        for local in sorted(set(domain.capture.addresses)):
+            if held is not None and held.destination == domain.capture.destination and local in held.addresses:
+                continue
+            yield Widening(
+                "capture",
+                domain.name,
+                f"every message to {local}@{domain.name} is copied to {domain.capture.destination}",
+                domain.source,
+            )
+
+
 KINDS: tuple[Kind, ...] = (
     Kind("relay_networks", "relay networks", _relay_networks),
     Kind("recipient_check", "recipient check", _recipient_checks),
     Kind("postscreen", "postscreen and DNSBL", _postscreen),
     Kind("filters", "spam and virus filters", _filters),
     Kind("submission", "certificates and automation clients", _submission),
+    Kind("capture", "captured addresses", _capture),
 )

@@ -45,16 +45,17 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # out/ldap/slapd.yaml, 13 more: 8 zone snippets, the MTA-STS policy, postfix/forward_alias, rspamd's
 # dkim_signing.conf and arc.conf, srs/postsrsd; and for submission out/dovecot/'s 2 files, postfix/sender_logins,
 # postfix/client_certificates and the 2 automation services' cidr tables).
-# 33 sending rights: the 30 declared addresses that are not external aliases (example.it's role and list
-# among them; the generated national aliases are not sending rights), tifpa's certificate web-portal, and the
-# automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
-# 18 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
+# 49 sending rights: the 30 declared addresses that are not external aliases (example.it's role and list
+# among them), the 16 generated national aliases (10 uid@ and 6 name.surname@, each its person's own),
+# tifpa's certificate web-portal, and the automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
+# 19 widenings against nothing (tests/test_plan_widening.py lists them): the 6 relay networks of the sites'
 # domain files, ge's verify, cnaf's inbound reject turned off, tifpa's 3 allowed senders and networks and its
 # quarantined viruses, gateway.yaml's postscreen permit and DNSBL allowlist, and its submission services, tifpa's
-# certificate web-portal and automation client lab-alarms, cnaf's automation client ups-monitors.
-BUNDLED_WIDENINGS = 18
+# certificate web-portal and automation client lab-alarms, cnaf's automation client ups-monitors, and lnf's
+# capture of direzione.
+BUNDLED_WIDENINGS = 19
 BUNDLED_SUMMARY = (
-    f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 33 sending rights, "
+    f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 49 sending rights, "
     "41 directory entries, 46 DNS record changes, 14 policy files, 96 gateway settings, 47 out/ files"
 )
 # The MTA-STS policy of gateway.yaml's dns.mta_sts and mx_hosts, written out by hand (RFC 8461 3.2), and the

@@ -114,6 +114,20 @@ DOMAIN_WIDENINGS = {
         "submission",
         f"client certificate ticketing ({CERTIFICATE}) may send as tifpa.example.org",
     ),
+    "captured address added": (
+        LNF,
+        "addresses: [direzione]",
+        "addresses: [direzione, acceleratori]",
+        "capture",
+        "every message to acceleratori@lnf.example.org is copied to archivio.direzione@example.net",
+    ),
+    "capture destination changed": (
+        LNF,
+        "destination: archivio.direzione@example.net",
+        "destination: archive@example.com",
+        "capture",
+        "every message to direzione@lnf.example.org is copied to archive@example.com",
+    ),
     "automation client added": (
         "domains/cnaf.example.org.yaml",
         "  automation_clients:\n",

@@ -86,6 +86,10 @@ def test_the_bundled_fleet_s_services_and_tables(tmp_path):
     assert logins["helpdesk@cnaf.example.org"] == "lgallo,sromano"
     assert "g.verdi@tifpa.example.org" not in logins and "l.gallo@cnaf.example.org" not in logins
     assert "postmaster@cnaf.example.org" not in logins, "an undeclared reserved address is nobody's"
+    # The national aliases (gateway.yaml national.domain) are their people's own: uid@ and name.surname@.
+    assert logins["mrossi@example.it"] == "mrossi"
+    assert logins["francesca.bruni@example.it"] == "fbruni"
+    assert "presidenza@example.it" in logins and "ricercatori@example.it" in logins
     fingerprint = "3E:9A:51:C0:7B:22:D4:18:6F:0E:A3:95:4C:B1:28:7D:E6:50:19:C4:8A:F3:2B:6D:71:0C:94:E8:5A:3F:B2:16"
     assert list(_map(artifacts["postfix/client_certificates"])) == [fingerprint]
     conf = tmp_path / "conf"

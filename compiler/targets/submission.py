@@ -64,8 +64,11 @@ def sender_logins(fleet: Fleet) -> Iterable[tuple[str, str]]:
 
 
 def sender_owners(kind: str, uid: str | None, owners: tuple[str, ...]) -> tuple[str, ...]:
-    """The uids that may send as an address of this kind; none for an external alias (it is nobody's mailbox)."""
-    if kind in ("person", "alias") and uid:
+    """The uids that may send as an address of this kind; none for an external alias (it is nobody's mailbox).
+
+    A national alias is its person's own address (docs/national-aliases.md): they may send as it.
+    """
+    if kind in ("person", "alias", "national") and uid:
         return (uid,)
     if kind in ("role", "list"):
         return owners
