@@ -31,7 +31,7 @@ def lint(*files: Path) -> subprocess.CompletedProcess:
 
 def test_workflows_pass_actionlint():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["publish.yml", "pull-request.yml", "sync.yml"]
+    assert [f.name for f in files] == ["national.yml", "publish.yml", "pull-request.yml", "sync.yml"]
     done = lint(*files)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
@@ -77,3 +77,14 @@ def test_publish_runs_on_main_only_one_at_a_time():
     assert document[True] == {"push": {"branches": ["main"]}}
     assert document["permissions"] == {"contents": "write"}
     assert document["concurrency"] == {"group": "publish", "cancel-in-progress": False}
+
+
+def test_new_people_get_their_national_aliases_proposed_after_each_change_and_nightly():
+    document = yaml.safe_load((WORKFLOWS / "national.yml").read_text())
+    on = document[True]
+    assert on["push"]["branches"] == ["main"]
+    assert {"domains/**", "sources/**"} <= set(on["push"]["paths"])
+    assert "schedule" in on
+    script = document["jobs"]["assign"]["steps"][-1]["run"]
+    assert script.index(".venv/bin/mailgw national assign") < script.index("git push --force origin national/assign")
+    assert "gh pr create --base main --head national/assign" in script
