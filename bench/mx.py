@@ -15,7 +15,9 @@ rejections) per second from the first connection to the last delivery,
 per-message latency from Postfix's log (`delay=`: from MAIL FROM to the
 next hop's 250), and the CPU seconds of each process tree from /proc.
 Then the generated configuration runs again with Rspamd's milter and clamd
-on, as deployed. Prints one table; --write-doc puts it into the page.
+on, as deployed (the milter on the unix socket of the generated
+worker-proxy.inc), and once more with the milter over loopback TCP, as the
+MX had it before. Prints one table; --write-doc puts it into the page.
 """
 
 from __future__ import annotations
