@@ -490,6 +490,8 @@ class PortalSettings(_Strict):
     )
     # The claim of the ID token (or userinfo) that carries the AAI uid of the directory.
     uid_claim: Annotated[str, PlainValidator(values.client_id, json_schema_input_type=str)] = "uid"
+    # The scopes the sign-in asks for: many AAI providers release the uid's claim only for a scope of their own.
+    oidc_scopes: list[Annotated[str, PlainValidator(values.oidc_scope, json_schema_input_type=str)]] = ["openid"]
     # AAI uids that see and act on every held message.
     operators: list[Uid] = []
     ldap_uri: Annotated[str, PlainValidator(values.ldap_uri, json_schema_input_type=str)] = (
@@ -521,6 +523,17 @@ class PortalSettings(_Strict):
     session_secret_file: Annotated[str, AfterValidator(values.absolute_path)] = "/etc/mailgw/secrets/portal-session.key"
     # A clone of this repository: people's national alias choices are committed there (docs/national-aliases.md).
     repository: Annotated[str, AfterValidator(values.absolute_path)] = "/var/lib/mailgw-portal/repository"
+
+    @model_validator(mode="after")
+    def _sign_in_is_openid(self) -> PortalSettings:
+        # Without 'openid' the provider answers with plain OAuth 2.0: no ID token, no uid claim.
+        if "openid" not in self.oidc_scopes or len(set(self.oidc_scopes)) != len(self.oidc_scopes):
+            raise PydanticCustomError(
+                "bad-oidc-scopes",
+                "oidc_scopes {scopes} must name 'openid', and each scope once",
+                {"scopes": "[" + ", ".join(self.oidc_scopes) + "]"},
+            )
+        return self
 
 
 # --- the national alias domain and capture-and-notify (docs/national-aliases.md, docs/site-admins.md) ---

@@ -590,6 +590,17 @@ def client_id(value: str) -> str:
     return value
 
 
+def oidc_scope(value: str) -> str:
+    """An OpenID Connect scope (RFC 6749's scope-token, narrowed to the client id's characters)."""
+    if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
+        raise _fail(
+            "bad-oidc-scope",
+            "'{value}' is not an OpenID Connect scope (letters, digits, '.', '_', ':', '-'; at most 128)",
+            value=value,
+        )
+    return value
+
+
 def ldap_uri(value: str) -> str:
     """ldap://host[:port], ldaps://host[:port] or ldapi://ENCODED-SOCKET-PATH (RFC 4516, without a DN)."""
     match = _LDAP_URI.fullmatch(value) if isinstance(value, str) else None

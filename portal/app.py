@@ -112,7 +112,7 @@ def create_app(config: Config, store: Store | None = None, directory: Directory 
         server_metadata_url=f"{config.oidc.issuer}/.well-known/openid-configuration",
         client_id=config.oidc.client_id,
         client_secret=read_secret(config.oidc.client_secret_file),
-        client_kwargs={"scope": "openid"},
+        client_kwargs={"scope": " ".join(config.oidc.scopes)},
     )
 
     def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

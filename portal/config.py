@@ -18,6 +18,7 @@ class Oidc:
     client_id: str
     client_secret_file: str
     uid_claim: str
+    scopes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def load(path: str | Path) -> Config:
         oidc, ldap, ingest = document["oidc"], document["ldap"], document["ingest"]
         return Config(
             public_url=document["public_url"].rstrip("/"),
-            oidc=Oidc(oidc["issuer"], oidc["client_id"], oidc["client_secret_file"], oidc["uid_claim"]),
+            oidc=Oidc(
+                oidc["issuer"], oidc["client_id"], oidc["client_secret_file"], oidc["uid_claim"], tuple(oidc["scopes"])
+            ),
             operators=frozenset(document["operators"]),
             ldap=Ldap(ldap["uri"], ldap["base_dn"], ldap["reader_dn"], ldap["reader_password_file"]),
             release_host=document["release"]["host"],

@@ -650,6 +650,28 @@ CASES = [
         + _PORTAL_REQUIRED.replace("  oidc_client_id: mailgw-quarantine\n", ""),
     ),
     Case(
+        "bad-oidc-scope",
+        "model",
+        "an OIDC scope with a character outside the grammar",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:25: error[bad-oidc-scope]: portal.oidc_scopes[1]: 'eduperson entitlement' is not an "
+            "OpenID Connect scope (letters, digits, '.', '_', ':', '-'; at most 128)"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  oidc_scopes: [openid, eduperson entitlement]\n" + _PORTAL_REQUIRED,
+    ),
+    Case(
+        "bad-oidc-scopes",
+        "model",
+        "OIDC scopes without 'openid' (plain OAuth 2.0: no ID token, no uid claim)",
+        _domain(VALID),
+        [
+            "gateway.yaml:4:3: error[bad-oidc-scopes]: portal: oidc_scopes [profile, uid] must name 'openid', and "
+            "each scope once"
+        ],
+        gateway=GATEWAY_HEAD + "portal:\n  oidc_scopes: [profile, uid]\n" + _PORTAL_REQUIRED,
+    ),
+    Case(
         "bad-ldap-uri",
         "model",
         "a portal LDAP URI that is not ldap://, ldaps:// or ldapi://",

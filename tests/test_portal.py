@@ -12,6 +12,7 @@ import json
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -26,7 +27,8 @@ DOCUMENT = json.loads((REPO / "out" / "portal" / "portal.json").read_text())
 BASE_DN = yaml.safe_load((REPO / "gateway.yaml").read_text())["ldap"]["base_dn"]
 TIFPA = yaml.safe_load((REPO / "domains" / "tifpa.example.org.yaml").read_text())
 OPERATOR = yaml.safe_load((REPO / "gateway.yaml").read_text())["portal"]["operators"][0]
-GATEWAY_FILTERS = yaml.safe_load((REPO / "gateway.yaml").read_text())["filters"]
+GATEWAY = yaml.safe_load((REPO / "gateway.yaml").read_text())
+GATEWAY_FILTERS = GATEWAY["filters"]
 
 
 def address(local: str) -> str:
@@ -332,6 +334,14 @@ def test_digests_go_to_the_person_and_to_the_list_owners_once_with_a_sign_in_lin
     with portal.client() as anonymous:
         reply = anonymous.get(f"/?address={OWN}")
         assert reply.status_code == 303 and reply.headers["location"].startswith("/login")
+
+
+def test_sign_in_asks_the_provider_for_the_scopes_of_gateway_yaml(stack):
+    portal, _ = stack
+    with portal.client() as client:
+        authorize = client.get("/login").headers["location"]
+    [scope] = parse_qs(urlsplit(authorize).query)["scope"]
+    assert scope.split(" ") == GATEWAY["portal"]["oidc_scopes"]
 
 
 def test_sign_in_returns_only_to_a_page_of_the_portal(stack):

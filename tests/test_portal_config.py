@@ -38,6 +38,7 @@ def test_the_bundled_portal_configuration_comes_from_gateway_yaml_and_the_domain
     assert document["public_url"] == portal["public_url"]
     assert document["oidc"]["issuer"] == portal["oidc_issuer"]
     assert document["oidc"]["client_id"] == portal["oidc_client_id"]
+    assert document["oidc"]["scopes"] == portal["oidc_scopes"]
     assert document["operators"] == sorted(portal["operators"])
     assert document["ldap"]["base_dn"] == ldap["base_dn"]
     assert document["ldap"]["reader_dn"] == f"cn=reader,{ldap['base_dn']}"
@@ -64,6 +65,7 @@ def test_no_secret_and_only_file_names(make_repo):
     assert document["database_url_file"].startswith("/etc/mailgw/secrets/")
     assert document["oidc"]["issuer"] == "https://aai.example.org/oidc"  # no trailing slash: the metadata URL adds one
     assert document["operators"] == ["adam", "zed"]
+    assert document["oidc"]["scopes"] == ["openid"], "gateway.yaml names none: the sign-in asks for openid only"
     assert document["ingest"]["path"] == "/ingest/v1"
     assert compiled.artifacts["portal/portal.json"].startswith(b'{\n  "_generated": "by \'mailgw build\'')
 

@@ -55,6 +55,7 @@ def configuration(fleet: Fleet, settings: PortalSettings) -> dict[str, Any]:
             "client_id": settings.oidc_client_id,
             "client_secret_file": settings.oidc_client_secret_file,
             "uid_claim": settings.uid_claim,
+            "scopes": settings.oidc_scopes,
         },
         "operators": sorted(set(settings.operators)),
         "ldap": {
