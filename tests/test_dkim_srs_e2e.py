@@ -351,6 +351,26 @@ def test_inbound_mail_is_not_signed_even_from_a_signing_domain(gw):
     assert _signatures(gw.arrived(gw.sites, "in1").content) == []
 
 
+def test_the_forwarding_pass_signs_nothing_a_stranger_sends_as_a_signing_domain(gw):
+    """An external alias forwards a stranger's mail claiming tifpa: neither pass may give it tifpa's signature."""
+    sender = "mario.rossi@tifpa.example.org"
+    alias = "g.verdi@tifpa.example.org"
+    assert gw.send(STRANGER, sender, alias, message(sender, alias, "fwd-forged")).startswith("250 ")
+    assert _signatures(gw.arrived(gw.internet, "fwd-forged").content) == []
+
+
+def test_a_site_s_mail_to_an_external_alias_is_signed_on_the_way_in_only(gw):
+    """From a site relay: signed once with both keys on the first pass; the forwarding pass adds no signature."""
+    sender = "mario.rossi@tifpa.example.org"
+    alias = "g.verdi@tifpa.example.org"
+    assert gw.send(TIFPA_RELAY, sender, alias, message(sender, alias, "fwd-site")).startswith("250 ")
+    forwarded = gw.arrived(gw.internet, "fwd-site")
+    signatures = _signatures(forwarded.content)
+    assert sorted("a=ed25519-sha256" in s for s in signatures) == [False, True], signatures
+    verifier = dkim.DKIM(forwarded.content)
+    assert [verifier.verify(idx=i, dnsfunc=gw.txt) for i in range(len(signatures))] == [True, True]
+
+
 def test_mail_of_a_domain_without_dkim_is_not_signed(gw):
     sender = "luca.gallo@cnaf.example.org"
     assert gw.send(CNAF_RELAY, sender, "friend@example.net", message(sender, "friend@example.net", "out2")).startswith(

@@ -23,6 +23,7 @@ the compiler:
     cnaf-ups    CNAF's device 127.0.0.40, to the domain example.org, 3 messages an hour
     cnaf-pdu    CNAF's device 127.0.0.41, to example.org, 1000 messages an hour (the other service)
     outbound    tifpa: spam quarantined, the sender not told; cnaf: spam refused (the sender told)
+    DKIM        tifpa signs with selector sub1 (its key in the test's key directory); cnaf has no key
 
 Client addresses: each case that counts against a per-address limit has an
 address of its own, so the cases do not share anvil's counters.
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import email
+import email.policy
 import re
 import shutil
 import smtplib
@@ -40,8 +43,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import dkim
 import pytest
 
+from compiler import dkim as keys
 from compiler.main import main
 from compiler.mx import Tables, explain_submission
 from compiler.pipeline import Compiled, compile_repository
@@ -62,6 +67,8 @@ PASSWORDS["lgone"] = "leaving-aai-password"
 AUTH_RATE_LIMIT = 4
 AUTOMATION_RATE = 3
 EXTERNAL = "friend@example.net"
+# tifpa's DKIM key, made once for the module (the YAML declares its public half as selector sub1).
+SIGNING = keys.generate("rsa")
 SPAM_REJECTED = "554 5.7.1 Spam message rejected"
 
 
@@ -116,6 +123,7 @@ ldap: {{base_dn: "ou=mailgw,dc=example,dc=org"}}
 postfix: {{map_directory: {gw["maps"]}}}
 quarantine: {{url: "{gw["quarantine"]}"}}
 clamav: {{socket: {gw["clamd"]}}}
+dkim: {{key_directory: {gw["keys"]}}}
 submission:
   aai_directory:
     uris: ["{gw["aai"]}"]
@@ -149,6 +157,9 @@ external_aliases:
   g.verdi: [giuseppe.verdi@example.net]
 filters:
   outbound: {{notify_sender: false, quarantine: {{enabled: true, retention_days: 14}}}}
+dkim:
+  selectors:
+    - {{name: sub1, algorithm: rsa, public_key: "{SIGNING.public_key}"}}
 submission:
   client_certificates:
     web-portal: {{fingerprint: "{fingerprint}", sender_domains: [tifpa.example.org]}}
@@ -210,7 +221,11 @@ def gw(clamd, quarantine_sink, hs_cache):
             "aai": dovecot_env.ldapi_uri(Path(aai.server.work) / "ldapi"),
             "tls": instance.conf / "tls" / "mx.pem",
             "socket": base / "dovecot" / "auth-mailgw",
+            "keys": base / "keys",
         }
+        # The private key Puppet installs from the secret store: KEY_DIRECTORY/<domain>.<selector>.key.
+        (base / "keys").mkdir()
+        (base / "keys" / "tifpa.example.org.sub1.key").write_bytes(SIGNING.private_key)
         root = base / "repo"
         _write_fleet(root, _gateway_yaml(settings), _domains(sinks, certificates["web-portal"][2]))
         compiled = _compile(root, base / "out")
@@ -628,6 +643,49 @@ def test_automation_mail_gets_its_domain_s_outbound_policy(gw):
     assert reply.startswith("250 2.0.0 Ok: queued as "), "tifpa's outbound policy: quarantined"
     message_id = re.search(rb"^Message-ID: <([^>]+)>", spam, re.M).group(1)
     wait_for(lambda: [p for p in gw.quarantine.received if message_id in p.body], 20, "the quarantine POST")
+
+
+# --- DKIM: what leaves through submission and the automation relay is signed ------------------------------------
+
+
+def _dkim_record(name: bytes, timeout: int = 5) -> bytes | None:
+    """The DNS answer tifpa publishes for sub1, written from the declaration above (not from out/dns/)."""
+    if name == b"sub1._domainkey.tifpa.example.org.":
+        return f"v=DKIM1; k=rsa; p={SIGNING.public_key}".encode()
+    return None
+
+
+def _signatures(message) -> list[str]:
+    parsed = email.message_from_bytes(message.content, policy=email.policy.default)
+    return [str(value).replace(" ", "") for value in parsed.get_all("DKIM-Signature") or []]
+
+
+def test_mail_of_a_login_a_certificate_and_an_automation_client_is_signed_and_verifies(gw):
+    """Outbound through each kind of client: one signature of tifpa's key (d=, s=sub1) that dkimpy verifies."""
+    assert (
+        send_as(gw, "mrossi", "mario.rossi@tifpa.example.org", ["signed-login@example.net"], "127.0.0.12")[:4] == "250 "
+    )
+    session = submission(gw, "127.0.0.12", certificate=gw.certificates["web-portal"])
+    try:
+        assert transaction(session, "noreply@tifpa.example.org", ["signed-cert@example.net"]).startswith("250 ")
+    finally:
+        _quit(session)
+    assert automation(gw, "127.0.0.36", "panel-6@tifpa.example.org", ["oncall@example.net"]).startswith("250 ")
+    for rcpt, sender in (
+        ("signed-login@example.net", "mario.rossi@tifpa.example.org"),
+        ("signed-cert@example.net", "noreply@tifpa.example.org"),
+        ("oncall@example.net", "panel-6@tifpa.example.org"),
+    ):
+        [message] = gw.delivered("internet", rcpt, sender)
+        [signature] = _signatures(message)
+        assert "d=tifpa.example.org;" in signature and "s=sub1;" in signature, signature
+        assert dkim.DKIM(message.content).verify(dnsfunc=_dkim_record), f"{sender}'s signature verifies"
+
+
+def test_mail_of_a_domain_without_a_key_leaves_unsigned(gw):
+    assert send_as(gw, "lgallo", "luca.gallo@cnaf.example.org", ["unsigned@example.net"], "127.0.0.12")[:4] == "250 "
+    [message] = gw.delivered("internet", "unsigned@example.net", "luca.gallo@cnaf.example.org")
+    assert _signatures(message) == []
 
 
 # --- mailgw explain agrees with Postfix --------------------------------------------------------------------------

@@ -78,6 +78,8 @@ OUTBOUND_DAEMON = "mailgw_outbound"
 # The second pass of forwarded mail (postfix_config.FORWARD_DAEMON): a settings rule of its own seals it with ARC.
 FORWARD_DAEMON = "mailgw_forward"
 ARC_SYMBOL = "ARC_SIGNED"
+# dkim_signing.conf signs whatever reaches it: settings.conf turns this symbol off for all but outbound mail.
+DKIM_SYMBOL = "DKIM_SIGNED"
 
 # A threshold no score reaches: reject and discard stay available for forced verdicts
 # (viruses, block lists) in a class that never rejects or quarantines spam by score.
@@ -203,9 +205,8 @@ def signing_context(fleet: Fleet, rules: list[SettingsRule]) -> dict[str, object
     if forwarding is not None and forwarding.arc is not None:
         domain = forwarding.srs_domain
         arc = ArcSigner(domain, forwarding.arc.name, key_path(domain, forwarding.arc.name))
-    relays = {net for nets in fleet.site_relays().values() for net in nets}
     return {
-        "sign_networks": [str(net) for net in sorted(relays, key=network_order)],
+        "dkim_symbol": DKIM_SYMBOL,
         "dkim_domains": [
             (domain.name, [key for key in domain.dkim if key.signing])
             for domain in fleet.domains
