@@ -26,7 +26,9 @@
 #   the MTA-STS web server serves; staged only, nothing on an MX node reads them.
 #
 # Postfix is reloaded once when anything it reads changed, Rspamd likewise;
-# a run that changes nothing runs neither. Files an earlier run deployed and
+# a run that changes nothing runs neither. Rspamd's files and reload come
+# before Postfix's: a new main.cf may name a milter socket that only the new
+# Rspamd configuration makes. Files an earlier run deployed and
 # the current out/ no longer has are removed (that is how a rollback takes
 # back what a later out/ added).
 #
@@ -216,6 +218,8 @@ class mailgw (
 
   # Nothing is deployed unless every artifact was staged and verified.
   Class['mailgw::stage'] -> [Class['mailgw::postfix'], Class['mailgw::rspamd'], Class['mailgw::ldap']]
+  # main.cf names the milter socket that Rspamd's new local.d/worker-proxy.inc makes: Rspamd reloads first.
+  Class['mailgw::rspamd'] -> Class['mailgw::postfix']
 
   if $allowed_signers {
     contain mailgw::health
