@@ -212,8 +212,8 @@ def install(instance: PostfixInstance, out: Path, *, internet_port: int, milter:
     """Copy out/postfix onto the instance as Puppet does on a node, then apply the test-only overrides.
 
     The overrides, and why, are listed in docs/mx.md. `milter` is smtpd_milters
-    for this instance: empty for no filtering, or None to keep the generated
-    one (Rspamd's stock proxy address, which the test's own Rspamd must hold).
+    for this instance: empty for no filtering, the test Rspamd's milter, or None
+    to keep the generated one (Rspamd's socket in /run/rspamd).
     """
     maps = instance.conf / "mailgw"
     maps.mkdir(parents=True)

@@ -39,7 +39,7 @@ def test_bench_mx_runs_every_load_at_a_tiny_size(clamd, hs_cache):
         [measured] = row.generated
         assert measured.rate > 0 and measured.scan_ms is not None, "Rspamd scanned the messages"
     assert sum(row.generated[0].cpu["Rspamd"] for row in with_filtering) > 0
-    assert [row.load for row in results.rows if row.filtering.endswith("unix socket")] == [
+    assert [row.load for row in results.rows if row.filtering.endswith("loopback TCP")] == [
         "1 rcpt, 1 session",
         "1 rcpt, 20 sessions",
     ]

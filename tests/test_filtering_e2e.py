@@ -11,10 +11,12 @@ message must get is tests/filter_table.py, written by hand from the YAML.
 
 One Postfix, one Rspamd and one clamd serve the whole module, in a private
 network namespace (rspamd_env.private_network) where Rspamd keeps Debian's
-stock workers: its milter proxy listens on 11332, and Postfix runs the
-generated main.cf with the test overrides of docs/mx.md and smtpd_milters as
-generated (inet:127.0.0.1:11332), so the address the MX is shipped with is
-the one mail takes here. Rspamd runs the generated local.d/maps.d over the
+stock workers (normal 11333, controller 11334) and the generated
+worker-proxy.inc binds its milter proxy: on the stock port 11332 and on
+milter.sock in its RUNDIR. Postfix runs the generated main.cf with the test
+overrides of docs/mx.md; smtpd_milters names the socket in the test's RUNDIR
+instead of Debian's /run/rspamd, and a test proves that with Debian's RUNDIR
+the generated files meet at main.cf's socket. Rspamd runs the generated local.d/maps.d over the
 stock configuration, with the offline overlay of tests/rspamd_env.py and its
 test-only X-Test-Score rule (which places a message between two thresholds).
 Clients connect from:
@@ -30,8 +32,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import smtplib
+import socket
+import stat
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +63,7 @@ RELAY_OF = {site: f"127.0.0.{10 + i}" for i, site in enumerate(sorted(BUNDLED.si
 EXTERNAL = "someone@ext.example.net"
 SPAM_REJECTED = "554 5.7.1 Spam message rejected"
 VIRUS_REJECTED = "554 5.7.1 message refused: it contains a virus"
-GENERATED_MILTER = "inet:127.0.0.1:11332"  # out/postfix/main.cf: Rspamd's stock proxy address
+GENERATED_MILTER = "unix:/run/rspamd/milter.sock"  # out/postfix/main.cf: in Rspamd's RUNDIR on Debian
 
 
 def recipient(domain: str) -> str:
@@ -183,7 +189,7 @@ def gw(clamd, hs_cache, tmp_path_factory):
                 base / "out", base / "rspamd", ca_file=quarantine.cert, hs_cache=hs_cache, test_score=True
             )
             rspamd = env.Rspamd(tree, stock_ports=True).__enter__()
-            install(postfix, base / "out", internet_port=internet.port, milter=None)
+            install(postfix, base / "out", internet_port=internet.port, milter=f"unix:{milter_socket(tree)}")
             postfix.start()
             gateway = Gateway(postfix, rspamd, sites, internet, quarantine, compiled.fleet)
             gateway.base_score = _base_score(gateway)
@@ -252,26 +258,54 @@ def test_the_test_fleet_has_the_bundled_policies_and_a_relay_for_every_outbound_
     assert with_relay == {policy.outbound for policy in BUNDLED.filters.values()}
 
 
-def test_postfix_runs_the_generated_milter_settings_without_a_warning(gw):
-    """smtpd_milters is main.cf's own; the Rspamd listening there is the one that scans every message here."""
-    conf = gw.postfix.conf
+def milter_socket(tree: env.Tree) -> Path:
+    """Where the generated worker-proxy.inc binds the milter when Rspamd's RUNDIR is the tree's."""
+    return tree.root / "run" / "milter.sock"
+
+
+def test_main_cf_names_the_socket_the_generated_worker_proxy_binds_on_debian(gw):
+    """With Debian's RUNDIR (no --var=RUNDIR), Rspamd binds its milter proxy at main.cf's smtpd_milters."""
     generated = (REPO / "out" / "postfix" / "main.cf").read_text()
     assert f"\nsmtpd_milters = {GENERATED_MILTER}\n" in generated
+    conf = gw.rspamd.tree.conf
+    assert not (conf / "override.d" / "worker-proxy.inc").exists(), "the generated local.d file binds the proxy"
+    dump = subprocess.run(
+        [program("rspamadm"), f"--var=CONFDIR={conf}", f"--var=LOCAL_CONFDIR={conf}", "configdump", "-C"]
+        + ["-c", str(conf / "rspamd.conf"), "worker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dump.returncode == 0, dump.stderr
+    workers = [json.loads(line) for line in dump.stdout.splitlines() if line.startswith("{")]
+    (proxy,) = [worker["rspamd_proxy"] for worker in workers if "rspamd_proxy" in worker]
+    assert proxy["milter"] is True
+    # The stock port stays, for a main.cf not yet reloaded; the socket is the one smtpd (as 'postfix') may use.
+    assert proxy["bind_socket"] == ["localhost:11332", "/run/rspamd/milter.sock mode=0666"]
+    # Here, RUNDIR is the tree's: the socket Rspamd made there is the one this Postfix uses.
+    made = milter_socket(gw.rspamd.tree)
+    assert stat.S_ISSOCK(made.stat().st_mode) and stat.S_IMODE(made.stat().st_mode) == 0o666
+    with socket.create_connection(("127.0.0.1", 11332), timeout=5):
+        pass  # and the stock port still answers
+
+
+def test_postfix_runs_the_generated_milter_settings_without_a_warning(gw):
+    """Main.cf's milter settings as generated, smtpd_milters at the test's RUNDIR; its Rspamd scans every message."""
+    conf = gw.postfix.conf
+    here = f"unix:{milter_socket(gw.rspamd.tree)}"
     for name, value in (
-        ("smtpd_milters", GENERATED_MILTER),
+        ("smtpd_milters", here),
         ("non_smtpd_milters", ""),
         ("milter_protocol", "6"),
         ("milter_default_action", "tempfail"),
         ("milter_macro_daemon_name", "mailgw_inbound"),
     ):
         assert gw.postfix.postconf("-h", name).stdout == f"{value}\n"
-    assert gw.postfix.postconf("-n", "smtpd_milters").stdout == f"smtpd_milters = {GENERATED_MILTER}\n"
-    assert gw.rspamd.proxy_port == 11332 and not (gw.rspamd.tree.conf / "override.d" / "worker-proxy.inc").exists()
     assert gw.postfix.run(program("postfix"), "-c", str(conf), "check").stderr == ""
     assert not re.search(r"\b(warning|error|fatal|panic):", gw.postfix.log())
     rcpts = [recipient("ge.example.org")]
     sent = gw.send(STRANGER, EXTERNAL, rcpts, env.message(sender=EXTERNAL, to=rcpts))
-    assert gw.arrived(gw.sites, sent)["X-Spam-Status"].startswith("No, score="), "scanned by the Rspamd on 11332"
+    assert gw.arrived(gw.sites, sent)["X-Spam-Status"].startswith("No, score="), "scanned by the Rspamd on milter.sock"
 
 
 # --- inbound: every domain's policy, as the table says -------------------------------------------

@@ -33,18 +33,18 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 # 9 roles, 3 external aliases, 7 domains); 46 DNS record sets (tifpa 9: MX, SPF, 2 DKIM keys, DMARC, MTA-STS TXT
 # and CNAME, TLS-RPT and cnaf's report consent; cnaf 8, its consent being tifpa's; ge, lab.tifpa, città and
 # example.it 5 each: MX, SPF, MTA-STS twice, TLS-RPT; lnf 1, the backup MX; the gateway's own 8: SPF, A and AAAA
-# of mx1 and mx2, the SRS domain's MX and SPF, the ARC key); 14 policy files (9 in rspamd/local.d, 5 in
+# of mx1 and mx2, the SRS domain's MX and SPF, the ARC key); 15 policy files (10 in rspamd/local.d, 5 in
 # rspamd/maps.d); 96 gateway settings (the fields of gateway.yaml's model, set or left at their defaults: 31,
 # national.domain and capture.notice_service, the 19 of its portal section, 10 more of its ldap section: the
 # listen addresses of mx1 and mx2, port, size_limit, time_limit, config_directory, database_directory,
 # run_directory, tls_certificate, tls_key; the 3 of its plan section; 16 of DKIM, DNS and forwarding:
 # dkim.key_directory, dns.spf_record, its 2 mx_addresses, ttl, the 3 of mta_sts and tls_reports, the 5 of
 # forwarding and the 2 of its arc key; and the 15 of its submission section: the 7 of aai_directory, the 2 ports,
-# tls_chain_file, message_size_limit, recipient_limit, auth_rate_limit, automation_services, auth_socket); 47 out/
+# tls_chain_file, message_size_limit, recipient_limit, auth_rate_limit, automation_services, auth_socket); 48 out/
 # files beside MANIFEST.json (25 with postfix/capture_bcc, out/portal/portal.json, out/ldap/slapd-config,
-# out/ldap/slapd.yaml, 13 more: 8 zone snippets, the MTA-STS policy, postfix/forward_alias, rspamd's
-# dkim_signing.conf and arc.conf, srs/postsrsd; and for submission out/dovecot/'s 2 files, postfix/sender_logins,
-# postfix/client_certificates and the 2 automation services' cidr tables).
+# out/ldap/slapd.yaml, 14 more: 8 zone snippets, the MTA-STS policy, postfix/forward_alias, rspamd's
+# dkim_signing.conf, arc.conf and worker-proxy.inc, srs/postsrsd; and for submission out/dovecot/'s 2 files,
+# postfix/sender_logins, postfix/client_certificates and the 2 automation services' cidr tables).
 # 49 sending rights: the 30 declared addresses that are not external aliases (example.it's role and list
 # among them), the 16 generated national aliases (10 uid@ and 6 name.surname@, each its person's own),
 # tifpa's certificate web-portal, and the automation clients lab-alarms (tifpa) and ups-monitors (cnaf).
@@ -56,7 +56,7 @@ TIFPA_ADDRESSES = 13  # 11 recipients and 2 external aliases
 BUNDLED_WIDENINGS = 19
 BUNDLED_SUMMARY = (
     f"7 domains (7 added): {BUNDLED_WIDENINGS} widenings, +49 -0 ~0 addresses, 49 sending rights, "
-    "41 directory entries, 46 DNS record changes, 14 policy files, 96 gateway settings, 47 out/ files"
+    "41 directory entries, 46 DNS record changes, 15 policy files, 96 gateway settings, 48 out/ files"
 )
 # The MTA-STS policy of gateway.yaml's dns.mta_sts and mx_hosts, written out by hand (RFC 8461 3.2), and the
 # record's id: the first 20 hex digits of its sha256 (docs/dns.md).

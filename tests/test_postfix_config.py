@@ -186,9 +186,9 @@ def test_every_smtp_message_goes_to_rspamd_and_waits_while_it_is_down(tmp_path):
         )
     }
     assert settings == {
-        # Rspamd's proxy worker where Debian's stock rspamd.conf binds it (localhost:11332); a real Rspamd
-        # listens there in tests/test_filtering_e2e.py, which runs main.cf with this value unchanged.
-        "smtpd_milters": "inet:127.0.0.1:11332",
+        # Rspamd's proxy worker on the unix socket the generated worker-proxy.inc binds in Rspamd's RUNDIR
+        # (/run/rspamd on Debian); tests/test_filtering_e2e.py proves the two agree, with a real Rspamd.
+        "smtpd_milters": "unix:/run/rspamd/milter.sock",
         "non_smtpd_milters": "",
         "milter_protocol": "6",
         "milter_default_action": "tempfail",
