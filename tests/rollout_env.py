@@ -6,7 +6,8 @@ what Puppet deployed under the node's root: the node's Postfix "reload" copies t
 master.cf into its private configuration directory and changes only what two nodes on one machine
 cannot share (the tables' directory under the root, the listening ports, the queue, the host name, no
 milter: filtering has its own suites, docs/mx.md lists the same overrides), then reloads or starts it.
-Nothing else of the node is simulated: the module's health check talks SMTP to that Postfix.
+Nothing else of the node is simulated: the module's health check talks SMTP to that Postfix (and checks
+no Rspamd, no milter: tests/test_rollout_milter.py proves the milter check against a real Rspamd).
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class MxNode(Node):
               rollout_records        => '{self.records}',
               health_smtp            => '127.0.0.1:{self.postfix.port}',
               health_rspamd_url      => false,
+              health_milter_socket   => false,
               health_timeout         => 10,
               health_settle          => 1,
             }}

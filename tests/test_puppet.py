@@ -328,6 +328,7 @@ def test_first_run_deploys_every_artifact_and_indexes_every_map(first, fleet_out
     assert run.code == CHANGES, run.out + run.err
     assert sorted(run.postmaps) == maps_of(fleet_out) and len(run.postmaps) >= 5
     assert sorted(run.reloads) == ["ldap", "postfix", "rspamd"], "each service once"
+    assert [r for r in run.reloads if r != "ldap"] == ["rspamd", "postfix"], "main.cf names Rspamd's milter socket"
     artifacts = json.loads((fleet_out / MANIFEST).read_text())["artifacts"]
     placed = {artifact: destination(artifact) for artifact in artifacts}
     for directory in (
@@ -571,6 +572,7 @@ def test_rolling_back_to_an_earlier_out_restores_it_and_removes_what_came_later(
     assert back.code == CHANGES, back.out + back.err
     assert back.postmaps == NEW_PERSON_MAPS
     assert sorted(back.reloads) == ["ldap", "postfix", "rspamd"], "each service once"
+    assert [r for r in back.reloads if r != "ldap"] == ["rspamd", "postfix"], "main.cf names Rspamd's milter socket"
     after = node.files()
     assert after.keys() == before.keys(), "what came later is gone, what went is back"
     assert {rel for rel in after if not rel.endswith(".lmdb") and after[rel] != before[rel]} == set()

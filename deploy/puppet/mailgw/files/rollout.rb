@@ -16,6 +16,7 @@
 # postfix_check (a command run with MAIL_CONFIG=postfix_config), smtp (host:port of the node's own
 # smtpd), recipients (the deployed relay_recipients map: a declared address of a list domain must be
 # accepted at RCPT TO, an unknown one of the same domain refused), rspamd_url (GET must answer 'pong'),
+# milter_socket (Rspamd's milter on a unix socket: it must answer the milter protocol's option negotiation),
 # ldap_command (must exit 0), settle and timeout (seconds).
 #
 # The state file (and the record, the same JSON): {node, revision, status: healthy|unhealthy|failed,
@@ -128,12 +129,56 @@ rescue SystemCallError, Timeout::Error, IOError => e
   raise Transient, "Rspamd at #{url}: #{e.message}"
 end
 
+# The milter protocol (version 6, as Postfix speaks it): a packet is a 4-byte big-endian length, then a command.
+MILTER_VERSION = 6
+MILTER_ACTIONS = 0x1FF # every action Postfix may allow a milter (SMFIF_*)
+MILTER_PACKET_MAX = 65_536 # an option negotiation is 13 bytes and a few macro lists: more is not a milter
+
+def milter_packet(command, data = '')
+  [data.bytesize + 1].pack('N') + command + data
+end
+
+def milter_read(socket, count)
+  data = socket.read(count)
+  raise EOFError, 'the connection closed before the option negotiation' if data.nil? || data.bytesize < count
+
+  data
+end
+
+# What else the peer sent at once, to name what answered.
+def milter_rest(socket)
+  return '' unless IO.select([socket], nil, nil, 0.5)
+
+  more = socket.read_nonblock(60, exception: false)
+  more.is_a?(String) ? more : ''
+end
+
+# SMFIC_OPTNEG: the milter must answer with its own option negotiation ('O'), then SMFIC_QUIT ends the session.
+def milter_check(path)
+  Timeout.timeout(10) do
+    UNIXSocket.open(path) do |socket|
+      socket.write(milter_packet('O', [MILTER_VERSION, MILTER_ACTIONS, 0].pack('N3')))
+      head = milter_read(socket, 4)
+      length = head.unpack1('N')
+      answer = length.between?(1, MILTER_PACKET_MAX) ? head + milter_read(socket, length) : head + milter_rest(socket)
+      unless answer[4] == 'O' && length >= 13 && length <= MILTER_PACKET_MAX
+        raise "unix socket #{path} answered #{answer[0, 60].inspect}, not the milter protocol's option negotiation"
+      end
+
+      socket.write(milter_packet('Q'))
+    end
+  end
+rescue SystemCallError, Timeout::Error, IOError => e
+  raise Transient, "unix socket #{path}: #{e.message}"
+end
+
 CHECKS = {
   'postfix check' => lambda { |s|
     run_command(s['postfix_check'], 'MAIL_CONFIG' => s['postfix_config']) if s['postfix_check']
   },
   'smtp' => ->(s) { smtp_check(s) if s['smtp'] },
   'rspamd' => ->(s) { rspamd_check(s['rspamd_url']) if s['rspamd_url'] },
+  'milter' => ->(s) { milter_check(s['milter_socket']) if s['milter_socket'] },
   'ldap' => ->(s) { run_command(s['ldap_command']) if s['ldap_command'] },
 }.freeze
 

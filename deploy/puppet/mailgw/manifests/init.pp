@@ -26,7 +26,9 @@
 #   the MTA-STS web server serves; staged only, nothing on an MX node reads them.
 #
 # Postfix is reloaded once when anything it reads changed, Rspamd likewise;
-# a run that changes nothing runs neither. Files an earlier run deployed and
+# a run that changes nothing runs neither. Rspamd's files and reload come
+# before Postfix's: a new main.cf may name a milter socket that only the new
+# Rspamd configuration makes. Files an earlier run deployed and
 # the current out/ no longer has are removed (that is how a rollback takes
 # back what a later out/ added).
 #
@@ -99,6 +101,9 @@
 #   The node's own smtpd (host:port) for the health check's RCPT TO probes.
 # @param health_rspamd_url
 #   Rspamd's controller ping URL (its answer must be 'pong'); false: no Rspamd check.
+# @param health_milter_socket
+#   Rspamd's milter socket, the one main.cf's smtpd_milters names: it must answer the milter protocol's option
+#   negotiation, since while it does not, every message is deferred; false: no milter check.
 # @param health_ldap_command
 #   A lookup that must succeed when the node runs the gateway's LDAP server; undef: no LDAP check.
 # @param health_timeout
@@ -130,6 +135,7 @@ class mailgw (
   String[1] $node_name = $facts['networking']['fqdn'],
   String[1] $health_smtp = '127.0.0.1:25',
   Variant[Boolean[false], String[1]] $health_rspamd_url = 'http://127.0.0.1:11334/ping',
+  Variant[Boolean[false], Mailgw::Absolutepath] $health_milter_socket = '/run/rspamd/milter.sock',
   Optional[Array[String[1], 1]] $health_ldap_command = undef,
   Integer[1] $health_timeout = 60,
   Integer[0] $health_settle = 2,
@@ -195,6 +201,7 @@ class mailgw (
       'smtp'           => $health_smtp,
       'recipients'     => "${postfix_map_dir}/relay_recipients",
       'rspamd_url'     => $health_rspamd_url ? { false => undef, default => $health_rspamd_url },
+      'milter_socket'  => $health_milter_socket ? { false => undef, default => $health_milter_socket },
       'ldap_command'   => $health_ldap_command,
       'timeout'        => $health_timeout,
       'settle'         => $health_settle,
@@ -216,6 +223,8 @@ class mailgw (
 
   # Nothing is deployed unless every artifact was staged and verified.
   Class['mailgw::stage'] -> [Class['mailgw::postfix'], Class['mailgw::rspamd'], Class['mailgw::ldap']]
+  # main.cf names the milter socket that Rspamd's new local.d/worker-proxy.inc makes: Rspamd reloads first.
+  Class['mailgw::rspamd'] -> Class['mailgw::postfix']
 
   if $allowed_signers {
     contain mailgw::health
