@@ -4,9 +4,10 @@ Against a real Rspamd: its proxy worker starts on its TCP address only, as on a 
 names that address; then the deployment is played as Puppet plays it: Rspamd's configuration gains the
 unix socket (the two bind_socket lines of the generated worker-proxy.inc) and Rspamd is reloaded (SIGHUP).
 The check, started before the reload, finds no socket and retries until Rspamd has re-read its
-configuration and answers there. The failures are plain listeners and missing sockets: what is not a
-milter fails at once, what a restarting Rspamd would do is retried until the timeout, and either way the
-revision is marked failed on the node, which is what makes the next Puppet run put the last healthy one back.
+configuration and answers there; so does the gate of the new main.cf, which lets it be deployed only then.
+The failures are plain listeners and missing sockets: what is not a milter fails at once, what a restarting
+Rspamd would do is retried until the timeout, and either way the revision is marked failed on the node,
+which is what makes the next Puppet run put the last healthy one back.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def settings(base: Path, milter_socket: Path, timeout: int) -> Path:
     return path
 
 
-def rollout(mode: str, path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([program("ruby"), str(ROLLOUT), mode, str(path)], capture_output=True, text=True, timeout=120)
+def rollout(mode: str, path: Path, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [program("ruby"), str(ROLLOUT), mode, str(path), *command], capture_output=True, text=True, timeout=120
+    )
 
 
 def state(path: Path) -> dict:
@@ -80,21 +83,31 @@ def test_the_check_waits_for_the_socket_rspamd_binds_after_its_reload(rspamd, tm
     milter = rspamd.tree.root / "run" / "milter.sock"
     assert len(str(milter)) < 100, "a unix socket's path is limited to 107 bytes"
     path = settings(tmp_path, milter, timeout=60)
-    check = subprocess.Popen(
-        [program("ruby"), str(ROLLOUT), "check", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    checked = tmp_path / "postfix-checked"
+
+    def start(*args: str) -> subprocess.Popen:
+        command = [program("ruby"), str(ROLLOUT), *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # The gate of the new main.cf (its `postfix check` stands in as a touch) and, after the deployment, the check.
+    gate = start("gate", str(path), "--", "/bin/sh", "-c", f"touch {checked}")
+    check = start("check", str(path))
     try:
         time.sleep(1.5)
         assert check.poll() is None and not milter.exists(), "no socket yet: the check is retrying"
+        assert gate.poll() is None and checked.exists(), "main.cf passed its check, and waits for the milter"
         # The generated worker-proxy.inc's two addresses; override.d replaces the stock bind_socket.
         with open(rspamd.tree.conf / "override.d" / "worker-proxy.inc", "a") as proxy:
             proxy.write(f'bind_socket = "127.0.0.1:{rspamd.proxy_port}";\nbind_socket = "{milter} mode=0666";\n')
         os.kill(rspamd.process.pid, signal.SIGHUP)  # what `systemctl reload rspamd` sends
+        gated = gate.communicate(timeout=90)
         out, err = check.communicate(timeout=90)
     finally:
-        if check.poll() is None:
-            check.kill()
-            check.wait()
+        for process in (gate, check):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert gate.returncode == 0, gated
     assert check.returncode == 0, out + err
     assert f"mailgw: revision {REVISION} is healthy on {NODE}" in out
     assert (state(path)["status"], state(path)["last_healthy"]) == ("healthy", REVISION)
@@ -181,3 +194,17 @@ def test_a_socket_that_is_not_a_working_milter_fails_the_revision(case, tmp_path
     assert recorded["why"][0].startswith(problem)
     if listener is not None:
         assert (listener.connections > 1) == retried, "retried while Rspamd might be restarting, and only then"
+
+
+def test_the_gate_refuses_a_main_cf_whose_milter_never_answers(tmp_path):
+    """The new main.cf passed `postfix check`, but no milter answers at the socket: it is not deployed."""
+    milter = tmp_path / "milter.sock"
+    path = settings(tmp_path, milter, timeout=1)
+    run = rollout("gate", path, "--", "/bin/true")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"revision {REVISION} was refused by its check before it was deployed" in run.stderr
+    problem = f"milter: unix socket {milter}: No such file or directory"
+    assert [line for line in run.stderr.splitlines() if line.startswith(f"  {problem}")], run.stderr
+    recorded = state(path)
+    assert (recorded["status"], recorded["bad"], len(recorded["why"])) == ("failed", [REVISION], 1)
+    assert recorded["why"][0].startswith(problem)

@@ -8,8 +8,10 @@
 #            after the revision was deployed, failed: the revision goes on the node's bad list and the next
 #            run puts the last healthy one back; on a later run, unhealthy (the hold starts again). Exit 1
 #            on a failure, with every failed check on stderr.
-#   gate     run COMMAND (the check of a new main.cf and master.cf before they are deployed); when it
-#            fails, the revision failed on this node as above
+#   gate     run COMMAND (the check of a new main.cf and master.cf before they are deployed), then wait
+#            for the milter (retried like the check's): Rspamd, reloaded just before, binds the socket
+#            main.cf names once it has re-read its configuration. When either fails, the revision failed
+#            on this node as above, and the new main.cf is not deployed
 #
 # SETTINGS is a JSON file of one object: state (the node's state file), node (its name), revision (the commit
 # deployed), records (the directory its record is written to for the nodes that follow it),
@@ -243,13 +245,21 @@ def healthy?(settings)
 end
 
 def gate(settings, command)
-  return 0 if system(*command)
+  if system(*command)
+    # The new main.cf goes in only once the milter it names answers: no message is deferred for want of it.
+    problems = failures(settings, skip: CHECKS.keys - ['milter'])
+    return 0 if problems.empty?
 
-  status = $?.exitstatus || 1 # nil: it could not be run at all
+    status, shown = 1, problems
+  else
+    status = $?.exitstatus || 1 # nil: it could not be run at all
+    problems, shown = ["#{command.first}: exited #{status}"], [] # the command said why itself
+  end
   state = read_state(settings)
-  record(settings, failed(settings, state, ["#{command.first}: exited #{status}"]))
+  record(settings, failed(settings, state, problems))
   warn "mailgw: revision #{settings['revision']} was refused by its check before it was deployed: the next run " \
        "puts back #{state['last_healthy'] || '(no healthy revision yet)'}"
+  shown.each { |problem| warn "  #{problem}" }
   status
 end
 

@@ -103,7 +103,8 @@
 #   Rspamd's controller ping URL (its answer must be 'pong'); false: no Rspamd check.
 # @param health_milter_socket
 #   Rspamd's milter socket, the one main.cf's smtpd_milters names: it must answer the milter protocol's option
-#   negotiation, since while it does not, every message is deferred; false: no milter check.
+#   negotiation, since while it does not, every message is deferred; a new main.cf or master.cf is deployed
+#   only once it answers (after Rspamd's reload); false: no milter check.
 # @param health_ldap_command
 #   A lookup that must succeed when the node runs the gateway's LDAP server; undef: no LDAP check.
 # @param health_timeout
