@@ -25,7 +25,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from compiler import values
-from compiler.targets.postfix import MAPS
+from compiler.targets.postfix import FORWARD_MAP, MAPS
 from compiler.targets.postfix_config import CIDR_TABLES
 from tests.conftest import program
 
@@ -312,3 +312,43 @@ def age(*paths: Path) -> None:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- forwarded mail: postsrsd and the forwarding pass's own map (docs/mx.md) -------------------------------
+
+
+def start_postsrsd(out: Path) -> subprocess.Popen:
+    """postsrsd as Debian's init script starts it from /etc/default/postsrsd (out/srs/postsrsd).
+
+    In the foreground and without its chroot and user (the package creates those on a node).
+    """
+    settings = dict(line.split("=", 1) for line in (out / "srs/postsrsd").read_text().splitlines() if line[:1] != "#")
+    return subprocess.Popen(
+        [
+            program("postsrsd"),
+            f"-s{settings['SRS_SECRET']}",
+            f"-d{settings['SRS_DOMAIN']}",
+            f"-a{settings['SRS_SEPARATOR']}",
+            f"-n{settings['SRS_HASHLENGTH']}",
+            f"-N{settings['SRS_HASHMIN']}",
+            f"-l{settings['SRS_LISTEN_ADDR']}",
+            f"-f{settings['SRS_FORWARD_PORT']}",
+            f"-r{settings['SRS_REVERSE_PORT']}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_postsrsd(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def install_forward_map(instance: PostfixInstance, out: Path) -> None:
+    """install() places the maps every fleet has; the forwarding pass's own is placed the same way."""
+    shutil.copy(out / "postfix" / FORWARD_MAP, instance.conf / "mailgw" / FORWARD_MAP)
+    done = instance.run(program("postmap"), "-c", str(instance.conf), f"lmdb:{instance.conf / 'mailgw' / FORWARD_MAP}")
+    assert done.returncode == 0 and done.stderr == "", done.stderr

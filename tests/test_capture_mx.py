@@ -4,13 +4,15 @@ The fleet (written here; what must arrive where comes from it, not from the comp
 
     tifpa.example.org   smtp sink 'tifpa'; direttore (a person, uid dgenerale) is captured:
                         destination archivio@lnf.example.org, notify segreteria@tifpa.example.org
-                        and capo.gabinetto@example.net
+                        and capo.gabinetto@example.net; the external alias dg forwards to direttore
     lnf.example.org     smtp sink 'lnf'; archivio is a role
     example.it          the national domain (sink 'national'); dgenerale@ and davide.generale@ reach direttore
     gateway.yaml        postmaster mailgw-team@example.net (the notices' sender), the notice service on a
-                        free loopback port
+                        free loopback port; forwarding on (external aliases take the second pass, SRS by a
+                        real postsrsd), as the bundled gateway.yaml has it
 
-A message to direttore@ (or to the director's national alias) is delivered to
+A message to direttore@ (or to the director's national alias, or the external alias dg@ through the
+forwarding pass) is delivered to
 tifpa as usual, a copy reaches archivio@lnf, and one notice (sender, subject,
 date, message id; never the body) reaches each person told. A message to
 anybody else causes none of that. A notifier that fails leaves its notice
@@ -31,10 +33,22 @@ import pytest
 from compiler import capture
 from compiler.main import main
 from tests.conftest import REPO, program
-from tests.mx_harness import PostfixInstance, Sink, age, free_port, install, rmtree, sites_on_loopback, wait_for
+from tests.mx_harness import (
+    PostfixInstance,
+    Sink,
+    age,
+    free_port,
+    install,
+    install_forward_map,
+    rmtree,
+    sites_on_loopback,
+    start_postsrsd,
+    stop_postsrsd,
+    wait_for,
+)
 
 pytestmark = [
-    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue"),
+    pytest.mark.needs("postfix", "postconf", "postmap", "postqueue", "postsrsd"),
     pytest.mark.needs_root("starting Postfix, and its pipe service running the notifier as nobody"),
 ]
 
@@ -45,6 +59,7 @@ NATIONAL_ALIASES = ("dgenerale@example.it", "davide.generale@example.it")
 DESTINATION = "archivio@lnf.example.org"
 TOLD = ("segreteria@tifpa.example.org", "capo.gabinetto@example.net")
 NOTIFIER = REPO / "deploy" / "puppet" / "mailgw" / "files" / "capture_notify.py"
+FORWARDED = "dg@tifpa.example.org"  # an external alias to the captured address: forwarded, on a second pass
 BODY_MARK = "the-body-stays-private"
 
 
@@ -79,7 +94,7 @@ def send_message(port: int, sender: str, rcpt: str, subject: str) -> str:
         session.quit()
 
 
-def _fleet(root: Path, sinks: dict[str, Sink], map_directory: Path, notice_port: int) -> None:
+def _fleet(root: Path, sinks: dict[str, Sink], map_directory: Path, notice_port: int, base: Path) -> None:
     (root / "domains").mkdir(parents=True)
     (root / "gateway.yaml").write_text(f"""\
 mx_hosts: [mx1.gw.example.org]
@@ -88,7 +103,14 @@ ldap: {{base_dn: "ou=mailgw,dc=example,dc=org"}}
 postfix: {{map_directory: {map_directory}}}
 national: {{domain: example.it}}
 capture: {{notice_service: "127.0.0.1:{notice_port}"}}
+forwarding:
+  srs_domain: gw.example.org
+  srs_secret_file: {base / "postsrsd.secret"}
+  srs_forward_lookup: "127.0.0.1:{free_port()}"
+  srs_reverse_lookup: "127.0.0.1:{free_port()}"
+  service: "127.0.0.1:{free_port()}"
 """)
+    (base / "postsrsd.secret").write_text("a secret of this test run only\n")
     files = {
         "tifpa.example.org": f"""\
 site: TIFPA
@@ -97,6 +119,8 @@ recipients:
   direttore: {{uid: dgenerale, name: "Davide Generale"}}
   mario.rossi: mrossi
   segreteria: {{kind: role, owners: [mrossi]}}
+external_aliases:
+  dg: [{CAPTURED}]
 capture:
   addresses: [direttore]
   destination: {DESTINATION}
@@ -126,13 +150,16 @@ def mx():
     base.chmod(0o755)
     sinks = {name: Sink(name) for name in ("tifpa", "lnf", "national", "internet")}
     instance = PostfixInstance(base)
+    postsrsd = None
     try:
         repo = base / "repo"
-        _fleet(repo, sinks, instance.conf / "mailgw", free_port())
+        _fleet(repo, sinks, instance.conf / "mailgw", free_port(), base)
         with sites_on_loopback():
             assert main(["--root", str(repo), "national", "assign"]) == 0
             assert main(["--root", str(repo), "build", "--out", str(base / "out")]) == 0
+        postsrsd = start_postsrsd(base / "out")
         install(instance, base / "out", internet_port=sinks["internet"].port, milter="")
+        install_forward_map(instance, base / "out")
         # The notifier where Puppet puts it on a node is here a copy the test owns (docs/mx.md).
         notifier = base / "capture-notify"
         shutil.copy(NOTIFIER, notifier)
@@ -144,6 +171,7 @@ def mx():
         yield MX(instance, sinks, notifier)
     finally:
         instance.stop()
+        stop_postsrsd(postsrsd)
         for sink in sinks.values():
             sink.stop()
         rmtree(base)
@@ -157,9 +185,9 @@ def _arrived(mx: MX, sink: str, rcpt: str, subject: str) -> list:
     )
 
 
-@pytest.mark.parametrize("rcpt", [CAPTURED, *NATIONAL_ALIASES])
+@pytest.mark.parametrize("rcpt", [CAPTURED, *NATIONAL_ALIASES, FORWARDED])
 def test_a_captured_address_gets_its_mail_a_copy_and_one_notice_per_person(mx, rcpt):
-    subject = f"capture-{rcpt.split('@')[0]}"
+    subject = f"capture-{rcpt.replace('@', '.')}"  # no subject a substring of another
     sender = f"{subject}@sender.example.net"
     assert mx.send(rcpt, sender, subject) == "250 2.1.5 Ok"
     [original] = _arrived(mx, "tifpa", CAPTURED, subject)

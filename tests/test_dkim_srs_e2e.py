@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
-import signal
 import smtplib
 import subprocess
 import tempfile
@@ -39,18 +37,19 @@ import yaml
 
 from compiler import dkim as keys
 from compiler.pipeline import compile_repository
-from compiler.targets.postfix import FORWARD_MAP
 from tests import rspamd_env as env
-from tests.conftest import program
 from tests.dns_server import DnsServer, zone_text
 from tests.mx_harness import (
     PostfixInstance,
     Sink,
     free_port,
     install,
+    install_forward_map,
     rmtree,
     sites_on_loopback,
     smtp_session,
+    start_postsrsd,
+    stop_postsrsd,
     wait_for,
 )
 
@@ -162,43 +161,16 @@ class Gateway:
     def start(self) -> None:
         self.dns.__enter__()
         self.rspamd.__enter__()
-        # postsrsd as Debian's init script starts it from /etc/default/postsrsd (out/srs/postsrsd), in the
-        # foreground and without its chroot and user (the package creates those on a node).
-        settings = dict(
-            line.split("=", 1) for line in (self.out / "srs/postsrsd").read_text().splitlines() if line[:1] != "#"
-        )
-        self.postsrsd = subprocess.Popen(
-            [
-                program("postsrsd"),
-                f"-s{settings['SRS_SECRET']}",
-                f"-d{settings['SRS_DOMAIN']}",
-                f"-a{settings['SRS_SEPARATOR']}",
-                f"-n{settings['SRS_HASHLENGTH']}",
-                f"-N{settings['SRS_HASHMIN']}",
-                f"-l{settings['SRS_LISTEN_ADDR']}",
-                f"-f{settings['SRS_FORWARD_PORT']}",
-                f"-r{settings['SRS_REVERSE_PORT']}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.postsrsd = start_postsrsd(self.out)
         install(
             self.postfix, self.out, internet_port=self.internet.port, milter=f"inet:127.0.0.1:{self.rspamd.proxy_port}"
         )
-        # install() places the maps every fleet has; the forwarding pass's own is placed here the same way.
-        shutil.copy(self.out / "postfix" / FORWARD_MAP, self.postfix.conf / "mailgw" / FORWARD_MAP)
-        done = self.postfix.run(
-            program("postmap"), "-c", str(self.postfix.conf), f"lmdb:{self.postfix.conf / 'mailgw' / FORWARD_MAP}"
-        )
-        assert done.returncode == 0 and done.stderr == "", done.stderr
+        install_forward_map(self.postfix, self.out)
         self.postfix.start()
 
     def stop(self) -> None:
         self.postfix.stop()
-        if self.postsrsd is not None and self.postsrsd.poll() is None:
-            self.postsrsd.send_signal(signal.SIGTERM)
-            self.postsrsd.wait(timeout=10)
+        stop_postsrsd(self.postsrsd)
         self.rspamd.__exit__(None, None, None)
         self.dns.__exit__(None, None, None)
         self.sites.stop()
