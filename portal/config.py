@@ -96,7 +96,12 @@ def load(path: str | Path) -> Config:
         return Config(
             public_url=document["public_url"].rstrip("/"),
             oidc=Oidc(
-                oidc["issuer"], oidc["client_id"], oidc["client_secret_file"], oidc["uid_claim"], tuple(oidc["scopes"])
+                oidc["issuer"],
+                oidc["client_id"],
+                oidc["client_secret_file"],
+                oidc["uid_claim"],
+                # A portal.json of an out/ from before oidc_scopes (a revision put back): openid, as it was then.
+                tuple(oidc.get("scopes", ["openid"])),
             ),
             operators=frozenset(document["operators"]),
             ldap=Ldap(ldap["uri"], ldap["base_dn"], ldap["reader_dn"], ldap["reader_password_file"]),

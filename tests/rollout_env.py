@@ -139,7 +139,7 @@ class MxNode(Node):
               rollout_records        => '{self.records}',
               health_smtp            => '127.0.0.1:{self.postfix.port}',
               health_rspamd_url      => false,
-              health_milter_socket   => false,
+              health_milter          => false,
               health_timeout         => 10,
               health_settle          => 1,
             }}

@@ -343,6 +343,15 @@ def test_a_site_s_mail_to_an_external_alias_is_signed_on_the_way_in_only(gw):
     assert [verifier.verify(idx=i, dnsfunc=gw.txt) for i in range(len(signatures))] == [True, True]
 
 
+def test_a_bounce_is_not_signed_whatever_its_from_says(gw):
+    """An empty envelope sender names no domain to hold the From: to: cnaf's relay claiming tifpa gets nothing."""
+    claimed = "mario.rossi@tifpa.example.org"
+    assert gw.send(CNAF_RELAY, "", "friend@example.net", message(claimed, "friend@example.net", "bounce1")).startswith(
+        "250 "
+    )
+    assert _signatures(gw.arrived(gw.internet, "bounce1").content) == []
+
+
 def test_mail_of_a_domain_without_dkim_is_not_signed(gw):
     sender = "luca.gallo@cnaf.example.org"
     assert gw.send(CNAF_RELAY, sender, "friend@example.net", message(sender, "friend@example.net", "out2")).startswith(

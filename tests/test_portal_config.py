@@ -200,3 +200,13 @@ def test_the_portal_command_says_what_is_missing_without_a_traceback(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )  # fmt: skip
     assert down.returncode == 1 and down.stderr.startswith("mailgw-portal purge: ") and "Traceback" not in down.stderr
+
+
+def test_a_portal_json_from_before_oidc_scopes_still_loads_and_asks_for_openid(tmp_path):
+    """A revision put back may carry a portal.json without the scopes: the portal of today still starts on it."""
+    from portal import config
+
+    document = json.loads((REPO / "out" / "portal" / "portal.json").read_text())
+    del document["oidc"]["scopes"]
+    (tmp_path / "portal.json").write_text(json.dumps(document))
+    assert config.load(tmp_path / "portal.json").oidc.scopes == ("openid",)

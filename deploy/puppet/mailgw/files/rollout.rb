@@ -18,7 +18,8 @@
 # postfix_check (a command run with MAIL_CONFIG=postfix_config), smtp (host:port of the node's own
 # smtpd), recipients (the deployed relay_recipients map: a declared address of a list domain must be
 # accepted at RCPT TO, an unknown one of the same domain refused), rspamd_url (GET must answer 'pong'),
-# milter_socket (Rspamd's milter on a unix socket: it must answer the milter protocol's option negotiation),
+# milter (true: every milter of smtpd_milters, read with the postconf command from postfix_config, or, in
+# the gate, from the candidate's MAIL_CONFIG, must answer the milter protocol's option negotiation),
 # ldap_command (must exit 0), settle and timeout (seconds).
 #
 # The state file (and the record, the same JSON): {node, revision, status: healthy|unhealthy|failed,
@@ -155,23 +156,48 @@ def milter_rest(socket)
   more.is_a?(String) ? more : ''
 end
 
+# The milters main.cf in DIRECTORY hands every message to: the live configuration's, or the candidate's.
+def milter_addresses(settings, directory)
+  command = [*settings.fetch('postconf', ['postconf']), '-c', directory, '-h', 'smtpd_milters']
+  output, errors, status = Open3.capture3(*command)
+  raise "#{command.join(' ')}: #{errors.strip}" unless status.success?
+
+  output.split(/[\s,]+/).reject(&:empty?)
+end
+
+def milter_connect(address)
+  case address
+  when /\A(?:unix|local):(.+)\z/ then UNIXSocket.new(Regexp.last_match(1))
+  when /\Ainet:\[?([^\[\]]+?)\]?:(\d+)\z/ then TCPSocket.new(Regexp.last_match(1), Regexp.last_match(2).to_i)
+  else raise "#{address}: not a milter address this check knows (unix:PATH or inet:HOST:PORT)"
+  end
+end
+
 # SMFIC_OPTNEG: the milter must answer with its own option negotiation ('O'), then SMFIC_QUIT ends the session.
-def milter_check(path)
+def milter_answers(address)
   Timeout.timeout(10) do
-    UNIXSocket.open(path) do |socket|
+    socket = milter_connect(address)
+    begin
       socket.write(milter_packet('O', [MILTER_VERSION, MILTER_ACTIONS, 0].pack('N3')))
       head = milter_read(socket, 4)
       length = head.unpack1('N')
       answer = length.between?(1, MILTER_PACKET_MAX) ? head + milter_read(socket, length) : head + milter_rest(socket)
       unless answer[4] == 'O' && length >= 13 && length <= MILTER_PACKET_MAX
-        raise "unix socket #{path} answered #{answer[0, 60].inspect}, not the milter protocol's option negotiation"
+        raise "#{address} answered #{answer[0, 60].inspect}, not the milter protocol's option negotiation"
       end
 
       socket.write(milter_packet('Q'))
+    ensure
+      socket.close
     end
   end
 rescue SystemCallError, Timeout::Error, IOError => e
-  raise Transient, "unix socket #{path}: #{e.message}"
+  raise Transient, "#{address}: #{e.message}"
+end
+
+# Every milter that main.cf in DIRECTORY names (none: nothing to check).
+def milter_check(settings, directory)
+  milter_addresses(settings, directory).each { |address| milter_answers(address) }
 end
 
 CHECKS = {
@@ -180,7 +206,7 @@ CHECKS = {
   },
   'smtp' => ->(s) { smtp_check(s) if s['smtp'] },
   'rspamd' => ->(s) { rspamd_check(s['rspamd_url']) if s['rspamd_url'] },
-  'milter' => ->(s) { milter_check(s['milter_socket']) if s['milter_socket'] },
+  'milter' => ->(s) { milter_check(s, s['postfix_config']) if s['milter'] },
   'ldap' => ->(s) { run_command(s['ldap_command']) if s['ldap_command'] },
 }.freeze
 
@@ -246,8 +272,9 @@ end
 
 def gate(settings, command)
   if system(*command)
-    # The new main.cf goes in only once the milter it names answers: no message is deferred for want of it.
-    problems = failures(settings, skip: CHECKS.keys - ['milter'])
+    # The new main.cf goes in only once the milters it names answer: no message is deferred for want of them.
+    candidate = settings.merge('postfix_config' => ENV.fetch('MAIL_CONFIG', settings['postfix_config']))
+    problems = failures(candidate, skip: CHECKS.keys - ['milter'])
     return 0 if problems.empty?
 
     status, shown = 1, problems

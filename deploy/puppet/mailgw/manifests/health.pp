@@ -3,8 +3,8 @@
 # Runs when the node's state (files/rollout.rb) does not say it is healthy at the deployed revision,
 # or the checks fail now: `postfix check` of the live configuration, the SMTP banner and two RCPT TO
 # probes on the node's own smtpd (a declared address accepted, an unknown one refused), Rspamd's
-# ping, the milter protocol's option negotiation on Rspamd's milter socket (the one main.cf names:
-# while it does not answer, every message is deferred) and an LDAP lookup when configured. A run
+# ping, the milter protocol's option negotiation with every milter the live main.cf names (Rspamd's
+# socket: while it does not answer, every message is deferred) and an LDAP lookup when configured. A run
 # that finds the node healthy changes nothing.
 #
 # Right after a deployment, a failure marks the revision bad on this node (and in its record, so no

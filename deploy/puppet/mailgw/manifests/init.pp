@@ -101,10 +101,11 @@
 #   The node's own smtpd (host:port) for the health check's RCPT TO probes.
 # @param health_rspamd_url
 #   Rspamd's controller ping URL (its answer must be 'pong'); false: no Rspamd check.
-# @param health_milter_socket
-#   Rspamd's milter socket, the one main.cf's smtpd_milters names: it must answer the milter protocol's option
-#   negotiation, since while it does not, every message is deferred; a new main.cf or master.cf is deployed
-#   only once it answers (after Rspamd's reload); false: no milter check.
+# @param health_milter
+#   Whether every milter main.cf's smtpd_milters names must answer the milter protocol's option negotiation
+#   (while one does not, every message is deferred): after a deployment and on every run, the live main.cf's;
+#   before a new main.cf or master.cf is deployed (after Rspamd's reload), the new one's, which goes in only
+#   once they answer. Read with postconf, so a revision put back checks the milter it names.
 # @param health_ldap_command
 #   A lookup that must succeed when the node runs the gateway's LDAP server; undef: no LDAP check.
 # @param health_timeout
@@ -136,7 +137,7 @@ class mailgw (
   String[1] $node_name = $facts['networking']['fqdn'],
   String[1] $health_smtp = '127.0.0.1:25',
   Variant[Boolean[false], String[1]] $health_rspamd_url = 'http://127.0.0.1:11334/ping',
-  Variant[Boolean[false], Mailgw::Absolutepath] $health_milter_socket = '/run/rspamd/milter.sock',
+  Boolean $health_milter = true,
   Optional[Array[String[1], 1]] $health_ldap_command = undef,
   Integer[1] $health_timeout = 60,
   Integer[0] $health_settle = 2,
@@ -202,7 +203,7 @@ class mailgw (
       'smtp'           => $health_smtp,
       'recipients'     => "${postfix_map_dir}/relay_recipients",
       'rspamd_url'     => $health_rspamd_url ? { false => undef, default => $health_rspamd_url },
-      'milter_socket'  => $health_milter_socket ? { false => undef, default => $health_milter_socket },
+      'milter'         => $health_milter,
       'ldap_command'   => $health_ldap_command,
       'timeout'        => $health_timeout,
       'settle'         => $health_settle,
